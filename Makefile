@@ -1,0 +1,34 @@
+# Everything a fresh Debian machine needs, from two commands: `make demo` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup system demo test lint bench
+
+setup: system $(STAMP)
+
+system:
+	@scripts/install-system-deps
+
+# torch first, pinned: it takes the local CPU wheel; an open range would pull CUDA builds.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/shufflesearch analyze --groups 8 --scale 0.5
+	$(BIN)/shufflesearch table --groups 1,2,3,4,8 --scales 0.25,0.5,1.0 --out reports/complexity.md
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python benchmarks/bench_complexity.py

@@ -1,0 +1,1 @@
+"""Accuracy estimates: proxy training on real data, and training-free scores."""

@@ -1,0 +1,1 @@
+"""Reports: records -> tables and figures. Pure functions; matplotlib imported lazily."""

@@ -1,0 +1,46 @@
+"""Render rows (a list of flat dicts) as CSV or Markdown, chosen by file extension."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+TABLE_FORMATS = {".csv": "csv", ".md": "markdown"}
+
+
+def to_csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(row[k]) for k in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_table(rows: list[dict], path: str | Path) -> str:
+    """CSV or Markdown text for `path`'s extension; ValueError names the supported ones."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise TableFormatError(
+            f"cannot write a table to {str(path)!r}: use a name ending in {' or '.join(TABLE_FORMATS)}"
+        )
+    return to_csv(rows) if TABLE_FORMATS[suffix] == "csv" else to_markdown(rows)
+
+
+class TableFormatError(ValueError):
+    """An output path whose extension names no table format we write."""

@@ -1,0 +1,91 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from strategies import specs
+from torch import nn
+
+from shufflesearch.complexity import count_complexity
+from shufflesearch.model import ShuffleUnit, build_model, channel_shuffle
+from shufflesearch.presets import get_preset
+from shufflesearch.spec import ShuffleNetSpec
+
+
+def test_channel_shuffle_permutation_is_the_official_one():
+    x = torch.arange(6.0).reshape(1, 6, 1, 1)
+    # Official code: view C as (C/g, g), swap axes. Channel k of the output is input (k % (C/g)) * g + k // (C/g).
+    assert channel_shuffle(x, 2).flatten().tolist() == [0, 2, 4, 1, 3, 5]
+    # ... which is the inverse of the paper's (g, C/g) transpose.
+    paper = x.reshape(1, 2, 3, 1, 1).transpose(1, 2).reshape(1, 6, 1, 1)
+    assert paper.flatten().tolist() == [0, 3, 1, 4, 2, 5]
+    assert channel_shuffle(paper, 2).flatten().tolist() == list(range(6))
+    assert torch.equal(channel_shuffle(x, 1), x)
+
+
+def _units(model):
+    return [m for m in model.modules() if isinstance(m, ShuffleUnit)]
+
+
+def test_unit_layout_follows_paper_and_official_code():
+    spec = get_preset("shufflenet_v1_x1_0_g3")
+    model = build_model(spec)
+    units = _units(model)
+    assert len(units) == sum(spec.repeats) == 16
+    for unit in units:
+        # pw conv, BN, ReLU, depthwise conv, BN: no ReLU after the depthwise conv.
+        assert [type(m) for m in unit.branch_main_1] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d]
+        dw = unit.branch_main_1[3]
+        assert dw.groups == dw.in_channels == dw.out_channels == dw.weight.shape[0]
+        assert [type(m) for m in unit.branch_main_2] == [nn.Conv2d, nn.BatchNorm2d]
+        assert isinstance(unit.branch_proj, nn.AvgPool2d if unit.stride == 2 else nn.Identity)
+    first = units[0]
+    assert first.branch_main_1[0].groups == 1, "Stage2's first pointwise conv is not grouped"
+    assert all(u.branch_main_1[0].groups == 3 for u in units[1:])
+    assert all(u.branch_main_2[0].groups == 3 for u in units)
+    # Stride-2 units: main branch gives out - in channels; bottleneck is out // 4 (not (out - in) // 4).
+    assert first.branch_main_2[0].out_channels == 240 - 24 and first.branch_main_1[0].out_channels == 60
+    assert all(m.bias is None for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def test_stride_two_unit_concatenates_pooled_shortcut_first():
+    unit = ShuffleUnit(12, 48, 12, stride=2, groups=3, group_first_conv=True, shuffle=True).eval()
+    x = torch.rand(1, 12, 8, 8)
+    out = unit(x)
+    assert out.shape == (1, 48, 4, 4)
+    assert torch.allclose(out[:, :12], nn.AvgPool2d(3, 2, 1)(x))
+
+
+def test_stride_one_unit_adds_the_input_then_relu():
+    unit = ShuffleUnit(48, 48, 12, stride=1, groups=3, group_first_conv=True, shuffle=True).eval()
+    x = torch.randn(1, 48, 5, 5)
+    with torch.no_grad():
+        branch = unit.branch_main_2(channel_shuffle(unit.branch_main_1(x), 3))
+        assert torch.allclose(unit(x), torch.relu(branch + x))
+
+
+def test_shuffle_flag_changes_the_function_for_grouped_nets():
+    spec = ShuffleNetSpec(groups=4, scale=0.5, resolution=32, stem="small", num_classes=10)
+    torch.manual_seed(0)
+    with_shuffle = build_model(spec).eval()
+    without = build_model(spec.replace(shuffle=False)).eval()
+    without.load_state_dict(with_shuffle.state_dict())
+    for m in with_shuffle.modules():  # zero-initialised gammas would hide the branches
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+    without.load_state_dict(with_shuffle.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(with_shuffle(x), without(x))
+
+
+@pytest.mark.parametrize("resolution", [28, 33, 64, 224])
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_forward_at_any_resolution(resolution, stem):
+    spec = ShuffleNetSpec(groups=8, scale=0.25, resolution=resolution, stem=stem, num_classes=10, in_channels=1)
+    out = build_model(spec).eval()(torch.zeros(2, 1, resolution, resolution))
+    assert out.shape == (2, 10)
+
+
+@settings(max_examples=60)
+@given(specs(max_resolution=64))
+def test_parameter_count_equals_closed_form(spec):
+    model = build_model(spec)
+    assert sum(p.numel() for p in model.parameters()) == count_complexity(spec).params
