@@ -279,6 +279,198 @@ def export(
                          f"ONNX Runtime matches PyTorch (max abs diff {result.max_abs_diff:.1e})")  # fmt: skip
 
 
+@app.command()
+def latency(
+    preset: Preset = None,
+    groups: Groups = None,
+    scale: Scale = None,
+    repeats: Repeats = None,
+    resolution: Resolution = None,
+    classes: Classes = None,
+    stage_channels: StageChannels = None,
+    stem_channels: StemChannels = None,
+    bottleneck: Bottleneck = None,
+    stem: Stem = None,
+    in_channels: InChannels = None,
+    shuffle: Shuffle = None,
+    target: Annotated[str, typer.Option(help="'local', 'ssh://user@host[:port]' or 'arm64-emulated'.")] = "local",
+    backend: Annotated[
+        str, typer.Option(help="'onnxruntime' (what a device runs) or 'torch' (eager, local).")
+    ] = "onnxruntime",
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    runs: Annotated[int | None, typer.Option(help="Timed runs (default 50; emulated: 5 counted runs).")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 10,
+    python: Annotated[str, typer.Option(help="Python on the SSH device.")] = "python3",
+    ssh_options: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi -p 2222'.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds before an SSH measurement is abandoned.")] = 300,
+    profile: Annotated[str, typer.Option(help="Device profile for arm64-emulated estimates.")] = "snapdragon820",
+    as_json: AsJson = False,
+) -> None:
+    """Latency at batch 1: measured locally or on an SSH device, or estimated under arm64 emulation.
+
+    Example: shufflesearch latency --groups 3 --scale 1.0 --target ssh://pi@raspberrypi.local
+    """
+    spec = build_spec(preset, groups, scale, repeats, resolution, classes, stage_channels, stem_channels,
+                      bottleneck, stem, in_channels, shuffle)  # fmt: skip
+    if target == "arm64-emulated":
+        from .latency.emulated import emulate_spec
+
+        estimate = emulate_spec(spec, profile=profile, runs=runs or 5)
+        data = {"target": target, "kind": "emulated-estimate", "spec": spec.to_dict(), **estimate.to_dict()}
+        if as_json:
+            _print_json(data)
+            return
+        count = estimate.count
+        mix = ", ".join(f"{k} {100 * v / count.instructions:.0f}%" for k, v in count.mix.items() if v)
+        _console().print(
+            f"{spec.label}: [bold]~{estimate.estimated_ms:.1f} ms estimated[/bold] on {profile} "
+            f"(fit error +-{estimate.fit_error_pct:.1f}%, leave-one-out)\n"
+            f"  from {count.instructions / 1e6:,.2f} M aarch64 instructions per inference ({mix}), counted under QEMU "
+            f"{count.qemu_version} (-cpu {count.cpu}, MIDR {count.midr}), onnxruntime {count.ort_version}\n"
+            f"  {estimate.basis}. Emulated wall time is not a latency and is not reported."
+        )
+        return
+    if target.startswith("ssh://"):
+        from .latency.ssh import measure_remote
+
+        result = measure_remote(spec, target, threads=threads, runs=runs or 50, warmup=warmup, python=python,
+                                ssh_options=ssh_options, timeout_s=timeout)  # fmt: skip
+    elif target == "local":
+        from .latency.measure import measure_latency
+
+        result = measure_latency(spec, backend=backend, threads=threads, runs=runs or 50, warmup=warmup)
+    else:
+        raise typer.BadParameter(f"--target={target!r}: use local, ssh://user@host[:port] or arm64-emulated")
+    if as_json:
+        _print_json({"spec": spec.to_dict(), **result.to_dict()})
+        return
+    from .latency.environment import describe
+
+    _console().print(
+        f"{spec.label}: median [bold]{result.median_ms:.2f} ms[/bold], p90 {result.p90_ms:.2f} ms "
+        f"(IQR {result.spread_pct:.0f}% of median), {result.runs} runs after {result.warmup} warm-up, "
+        f"{result.threads} thread(s), {result.backend} on {result.target} (measured)\n  {describe(result.machine)}"
+    )
+
+
+@app.command()
+def setup(
+    component: Annotated[str, typer.Argument(help="'arm64': the QEMU sysroot behind --target arm64-emulated.")],
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Install a cached component (about a minute, once).
+
+    Example: shufflesearch setup arm64
+    """
+    if component != "arm64":
+        raise typer.BadParameter(f"unknown component {component!r}; available: arm64")
+    from .latency.arm64_sysroot import ensure_sysroot, sysroot_status
+
+    ensure_sysroot(progress=None if as_json else (lambda m: typer.echo(m, err=True)), force=force)
+    status = sysroot_status()
+    if as_json:
+        _print_json(status)
+    else:
+        _console().print(f"arm64 emulation ready in {status.get('cache_dir')} ({status.get('qemu_version')})")
+
+
+def _progress_table(summaries, trials: int, started: float):
+    import time
+
+    rows = []
+    for s in summaries:
+        done = s.complete + s.pruned
+        rows.append({
+            "study": s.name, "MFLOPs window": f"{s.window_mflops[0]:g}-{s.window_mflops[1]:g}",
+            "candidates": s.candidates, "done": f"{done}/{trials}", "running": s.running, "pruned": s.pruned,
+            "failed": s.failed, "best top-1": f"{s.best_top1:.4f}" if s.best_top1 is not None else "-",
+            "best spec": s.best_label or "-", "s/trial": f"{s.mean_trial_s:.1f}" if s.mean_trial_s else "-",
+        })  # fmt: skip
+    return _rich_table(rows, f"Search progress ({time.monotonic() - started:.0f} s; top-1 = proxy accuracy)")
+
+
+@app.command()
+def search(
+    study_file: Annotated[Path, typer.Argument(help="A study file (TOML), e.g. studies/frontier.toml.")],
+    trials: Annotated[int | None, typer.Option(help="Trials per budget (default: the file's).", min=1)] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes.", min=1, max=64)] = 1,
+    storage: Annotated[str | None, typer.Option(help="Storage URL, e.g. postgresql://user@db/nas.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a study that has trials (error if none).")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Budget-constrained architecture search with Optuna (every machine may run the same command).
+
+    Example: shufflesearch search studies/frontier.toml --trials 60 --workers 2
+    """
+    import time
+
+    from .search.parallel import check_resumable, run_search, storage_url_for
+    from .search.storage import redact
+    from .search.study_file import load_study
+
+    config = load_study(study_file)
+    url = storage_url_for(config, storage)
+    if resume:
+        check_resumable(config, url)
+    started = time.monotonic()
+    console = _console()
+    try:
+        if as_json:
+            summaries = run_search(config, url, trials, workers, resume)
+        else:
+            from rich.live import Live
+
+            console.print(f"study {config.name} ({config.mode}) in {redact(url)}; {workers} worker(s)")
+            with Live(console=console, refresh_per_second=1, transient=False) as live:
+                summaries = run_search(config, url, trials, workers, resume,
+                                       on_progress=lambda s: live.update(_progress_table(s, trials or config.trials, started)))  # fmt: skip
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: running trials are marked failed and will be retried; the study is kept in "
+                   f"{redact(url)}; continue with: shufflesearch search {study_file} --resume", err=True)  # fmt: skip
+        raise SystemExit(130) from None
+    if as_json:
+        _print_json({"study": config.name, "storage": redact(url), "studies": [s.to_dict() for s in summaries]})
+
+
+studies_app = typer.Typer(help="Inspect stored studies.", no_args_is_help=True)
+app.add_typer(studies_app, name="studies")
+
+
+@studies_app.command("list")
+def studies_list(
+    storage: Annotated[str | None, typer.Option(help="Storage URL (default: every studies/*.db).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """What is stored: progress and best result per study and budget.
+
+    Example: shufflesearch studies list --storage postgresql://user@db/nas
+    """
+    from .search.records import summarize
+    from .search.storage import redact
+
+    urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(Path("studies").glob("*.db"))]
+    rows = []
+    for url in urls:
+        for s in summarize(url):
+            rows.append({"storage": redact(url), **s.to_dict()})
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        _console().print("no studies stored yet (run `shufflesearch search studies/demo.toml`)")
+        return
+    table_rows = [
+        {"storage": r["storage"], "study": r["name"], "mode": r["mode"],
+         "MFLOPs window": "-".join(f"{x:g}" for x in r["window_mflops"]), "complete": r["complete"],
+         "pruned": r["pruned"], "running": r["running"], "waiting": r["waiting"], "failed": r["failed"],
+         "best top-1": f"{r['best_top1']:.4f}" if r["best_top1"] is not None else "-",
+         "best spec": r["best_label"] or "-"}
+        for r in rows
+    ]  # fmt: skip
+    _console().print(_rich_table(table_rows, "Stored studies (top-1 = proxy accuracy)"))
+
+
 # -- entry point ----------------------------------------------------------------------
 def _is_ours(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("shufflesearch")

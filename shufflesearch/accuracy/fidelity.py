@@ -1,0 +1,228 @@
+"""Does the proxy rank architectures the way full ImageNet training does?
+
+Trains the 15 models of the paper's Table 2 (groups 1, 2, 3, 4, 8 x scales 0.25, 0.5, 1.0,
+widths by our spec rule) at one fidelity and reports Spearman's rank correlation between
+proxy accuracy and the published ImageNet accuracy (negated top-1 error): overall, within
+each scale, and the seed-to-seed spread. See docs/fidelity.md for the recipes tried.
+
+>>> report = run_fidelity(load_dataset("fashion-mnist"), DEFAULT_FIDELITY, seeds=(0,))
+>>> round(report.spearman_overall, 2)  # doctest: +SKIP
+0.9
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import statistics
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from ..spec import ShuffleNetSpec
+from .datasets import ImageDataset
+from .trainer import DEFAULT_FIDELITY, Fidelity, TrainProgress, TrainResult, train_proxy
+
+__all__ = ["TABLE2", "FidelityProgress", "FidelityReport", "run_fidelity", "spearman", "table2_specs"]
+
+# Paper Table 2: ImageNet top-1 error (%) by (groups, scale).
+TABLE2: tuple[tuple[int, float, float], ...] = (
+    (1, 1.0, 33.6), (2, 1.0, 32.7), (3, 1.0, 32.6), (4, 1.0, 32.8), (8, 1.0, 32.4),
+    (1, 0.5, 45.1), (2, 0.5, 44.4), (3, 0.5, 43.2), (4, 0.5, 41.6), (8, 0.5, 42.3),
+    (1, 0.25, 57.1), (2, 0.25, 56.8), (3, 0.25, 55.0), (4, 0.25, 54.2), (8, 0.25, 52.7),
+)  # fmt: skip
+SCALES = (0.25, 0.5, 1.0)
+
+
+def table2_specs() -> list[ShuffleNetSpec]:
+    """The 15 Table 2 models, in TABLE2 order."""
+    return [ShuffleNetSpec(groups=g, scale=s) for g, s, _ in TABLE2]
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks; ties share the mean of their positions."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho (Pearson on tie-averaged ranks); nan if either side is constant.
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    """
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"spearman needs two equal-length sequences of 2+ values, got {len(x)} and {len(y)}")
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx and vy else float("nan")
+
+
+@dataclass(frozen=True)
+class FidelityProgress:
+    """Which run of the study is training, and its own progress."""
+
+    run: int
+    runs: int
+    label: str
+    seed: int
+    train: TrainProgress
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """Proxy vs paper for the 15 Table 2 models. Accuracies are fractions; error is percent.
+
+    `rows`: groups, scale, paper_top1_error, macs-free spec label, per-seed top1 and test
+    loss, their means, seconds. `seed_spread`: mean over models of the per-model standard
+    deviation of top-1 across seeds (0 with one seed). `direction_ok_by_scale[s]`: the mean
+    top-1 of g > 1 models beats g = 1 at scale s, as in the paper.
+    """
+
+    rows: list[dict[str, Any]]
+    spearman_overall: float
+    spearman_by_scale: dict[str, float]
+    spearman_test_loss: float
+    seed_spread: float
+    minutes: float
+    cpu_minutes: float
+    direction_ok_by_scale: dict[str, bool]
+    wins_over_g1_by_scale: dict[str, int]
+    fidelity: dict[str, Any]
+    dataset: str
+    seeds: list[int]
+    cached_runs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_fidelity(
+    dataset: ImageDataset,
+    fidelity: Fidelity = DEFAULT_FIDELITY,
+    seeds: Sequence[int] = (0,),
+    progress: Callable[[FidelityProgress], None] | None = None,
+    cache: Any = None,
+    threads: int | None = None,
+    workers: int = 1,
+) -> FidelityReport:
+    """Train the Table 2 models (each seed) at `fidelity`; compare with the paper.
+
+    `workers` > 1 trains that many models at once in separate processes with one thread
+    each (on a small CPU this beats one process with several threads: ShuffleNet's small
+    grouped convs scale poorly across threads); progress then arrives once per finished run.
+    `minutes` sums each run's own seconds (cached runs: their stored cost), so with workers
+    the wall-clock is about minutes / workers.
+    """
+    if not seeds:
+        raise ValueError("seeds=() is empty: give at least one seed, e.g. seeds=(0,)")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer, e.g. workers=2")
+    specs = table2_specs()
+    jobs = [(i, j, spec, seed) for i, spec in enumerate(specs) for j, seed in enumerate(seeds)]
+    results: dict[tuple[int, int], TrainResult] = {}
+    if workers == 1:
+        for n, (i, j, spec, seed) in enumerate(jobs, 1):
+            send = _relay(progress, n, len(jobs), spec.label, seed)
+            results[i, j] = train_proxy(spec, dataset, fidelity, seed=seed, progress=send, cache=cache, threads=threads)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # fork after torch has threads is unsafe
+        # Largest models first, so the last job to finish is a short one.
+        jobs.sort(key=lambda job: -job[2].scale)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_dataset, initargs=(dataset,)) as pool:
+            futures = {pool.submit(_train_in_worker, spec, fidelity, seed, cache): (i, j) for i, j, spec, seed in jobs}
+            for n, future in enumerate(as_completed(futures), 1):
+                i, j = futures[future]
+                result = results[i, j] = future.result()
+                if progress is not None:
+                    done = TrainProgress(fidelity.epochs, fidelity.epochs, 0, 0, 0.0, result.images_seen, 0.0, True)
+                    progress(FidelityProgress(n, len(jobs), specs[i].label, seeds[j], done))
+    rows = []
+    for i, (spec, (g, s, err)) in enumerate(zip(specs, TABLE2)):
+        per_seed = [results[i, j] for j in range(len(seeds))]
+        ok = [r.top1 for r in per_seed if r.status == "ok"]
+        complete = len(ok) == len(per_seed)
+        rows.append({
+            "groups": g,
+            "scale": s,
+            "paper_top1_error": err,
+            "label": spec.label,
+            "top1_by_seed": [r.top1 for r in per_seed],
+            "test_loss_by_seed": [r.test_loss for r in per_seed],
+            # A diverged run counts as chance: it is a real failure of that architecture at this fidelity.
+            "top1": statistics.fmean(ok) if complete else 1 / dataset.num_classes,
+            "test_loss": statistics.fmean(r.test_loss for r in per_seed) if complete else float("inf"),
+            "top1_std": statistics.stdev(ok) if len(ok) > 1 else 0.0,
+            "seconds": sum(r.seconds for r in per_seed),
+        })  # fmt: skip
+    done = list(results.values())
+    seconds, cpu_seconds = sum(r.seconds for r in done), sum(r.cpu_seconds for r in done)
+    return _report(rows, fidelity, dataset, list(seeds), seconds, cpu_seconds, sum(r.cached for r in done))
+
+
+def _relay(progress: Callable | None, run: int, runs: int, label: str, seed: int) -> Callable | None:
+    if progress is None:
+        return None
+    return lambda p: progress(FidelityProgress(run, runs, label, seed, p))
+
+
+_WORKER_DATASET: ImageDataset | None = None
+
+
+def _set_dataset(dataset: ImageDataset) -> None:
+    global _WORKER_DATASET
+    _WORKER_DATASET = dataset
+
+
+def _train_in_worker(spec: ShuffleNetSpec, fidelity: Fidelity, seed: int, cache: Any) -> TrainResult:
+    assert _WORKER_DATASET is not None
+    return train_proxy(spec, _WORKER_DATASET, fidelity, seed=seed, cache=cache, threads=1)
+
+
+def _report(
+    rows: list[dict[str, Any]],
+    fidelity: Fidelity,
+    dataset: ImageDataset,
+    seeds: list[int],
+    seconds: float,
+    cpu_seconds: float,
+    cached: int,
+) -> FidelityReport:
+    def rho(subset: list[dict[str, Any]], key: str = "top1", sign: float = 1.0) -> float:
+        return spearman([sign * r[key] for r in subset], [-r["paper_top1_error"] for r in subset])
+
+    by_scale, direction, wins = {}, {}, {}
+    for s in SCALES:
+        subset = [r for r in rows if r["scale"] == s]
+        base = next(r["top1"] for r in subset if r["groups"] == 1)
+        grouped = [r["top1"] for r in subset if r["groups"] > 1]
+        by_scale[f"{s:g}"] = rho(subset)
+        direction[f"{s:g}"] = statistics.fmean(grouped) > base
+        wins[f"{s:g}"] = sum(t > base for t in grouped)
+    return FidelityReport(
+        rows=rows,
+        spearman_overall=rho(rows),
+        spearman_by_scale=by_scale,
+        spearman_test_loss=rho(rows, "test_loss", -1.0),
+        seed_spread=statistics.fmean(r["top1_std"] for r in rows),
+        minutes=seconds / 60,
+        cpu_minutes=cpu_seconds / 60,
+        direction_ok_by_scale=direction,
+        wins_over_g1_by_scale=wins,
+        fidelity=fidelity.to_dict(),
+        dataset=f"{dataset.name}:{dataset.fingerprint}",
+        seeds=seeds,
+        cached_runs=cached,
+    )

@@ -1,0 +1,269 @@
+"""Device profiles: published latencies + emulated instruction counts -> a fitted ms estimator.
+
+A profile (profiles/<name>.json) holds the published points, the guest instruction counts measured
+for exactly those networks and input sizes (deterministic, so stored), and the fit chosen by
+leave-one-out error among the models of FIT_KINDS. Regenerate with:
+
+    python -m shufflesearch.latency.calibration      # about 8 min of emulation on 2 cores
+
+>>> fit = load_profile("snapdragon820")
+>>> fit.kind in FIT_KINDS and fit.loo_error_pct > 0
+True
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import write_atomically
+
+# Candidate models, each fitted with non-negative coefficients minimising relative error; the profile keeps
+# the one with the lowest leave-one-out error. "mix" regresses on SIMD data-processing, SIMD load/store
+# and other instructions separately (SIMD loads/stores stand in for the memory traffic a count ignores).
+FIT_KINDS = ("proportional", "linear", "loglog", "mix")
+REGENERATE_COMMAND = "python -m shufflesearch.latency.calibration"
+# Paper Table 8: Qualcomm Snapdragon 820, single thread, batch 1, ms. (preset, height, width, ms)
+PAPER_TABLE8 = (
+    ("shufflenet_v1_x0_5_g3", 224, 224, 15.2),
+    ("shufflenet_v1_x0_5_g3", 480, 640, 87.4),
+    ("shufflenet_v1_x0_5_g3", 720, 1280, 260.1),
+    ("shufflenet_v1_x1_0_g3", 224, 224, 37.8),
+    ("shufflenet_v1_x1_0_g3", 480, 640, 222.2),
+    ("shufflenet_v1_x1_0_g3", 720, 1280, 684.5),
+    ("shufflenet_v1_x2_0_g3", 224, 224, 108.8),
+    ("shufflenet_v1_x2_0_g3", 480, 640, 617.0),
+    ("shufflenet_v1_x2_0_g3", 720, 1280, 1857.6),
+)
+
+
+class ProfileError(ValueError):
+    """Unknown or malformed device profile."""
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    kind: str  # one of FIT_KINDS
+    coefficients: tuple[float, ...]  # applied to _features(kind, ...)
+    loo_error_pct: float  # mean |predicted - published| / published, each point predicted by a fit without it
+    loo_max_error_pct: float
+    basis: str = ""
+
+    def predict_ms(self, instructions: float, mix: dict[str, int] | None = None) -> float:
+        if self.kind == "mix" and mix is None:
+            raise ProfileError("this profile's fit needs the instruction mix: pass an InstructionCount, not a number")
+        value = sum(c * x for c, x in zip(self.coefficients, _features(self.kind, instructions, mix), strict=True))
+        return math.exp(value) if self.kind == "loglog" else value
+
+    @property
+    def formula(self) -> str:
+        c = self.coefficients
+        if self.kind == "proportional":
+            return f"ms = {c[0] * 1e6:.4g} * Minstructions"
+        if self.kind == "linear":
+            return f"ms = {c[0] * 1e6:.4g} * Minstructions + {c[1]:.4g}"
+        if self.kind == "loglog":
+            return f"ms = {math.exp(c[1]):.4g} * instructions^{c[0]:.4f}"
+        return f"ms = {c[0] * 1e6:.4g} * M simd_dp + {c[1] * 1e6:.4g} * M simd_ldst + {c[2] * 1e6:.4g} * M other"
+
+
+def load_profile(name: str = "snapdragon820") -> CalibrationFit:
+    """The fitted estimator stored in profiles/<name>.json."""
+    data = read_profile(name)
+    try:
+        fit = data["fit"]
+        coefficients = tuple(float(c) for c in fit["coefficients"])
+        return CalibrationFit(
+            fit["kind"], coefficients, fit["loo_error_pct"], fit["loo_max_error_pct"], data.get("basis", "")
+        )
+    except (KeyError, TypeError) as exc:
+        raise ProfileError(
+            f"profile {name!r} has no valid 'fit' ({exc}); regenerate with: {REGENERATE_COMMAND}"
+        ) from exc
+
+
+def read_profile(name: str) -> dict:
+    available = list_profiles()
+    if name not in available:
+        raise ProfileError(f"unknown device profile {name!r}; available: {', '.join(available) or 'none'}")
+    return json.loads(_profiles_dir().joinpath(f"{name}.json").read_text())
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.name[: -len(".json")] for p in _profiles_dir().iterdir() if p.name.endswith(".json"))
+
+
+def fit_points(
+    instructions: Sequence[float], published_ms: Sequence[float], mixes: Sequence[dict] | None = None
+) -> tuple[CalibrationFit, dict[str, list[float]]]:
+    """Best of FIT_KINDS by leave-one-out error, and every candidate's LOO errors (percent).
+
+    Without `mixes` the "mix" model is not a candidate.
+    """
+    n = len(instructions)
+    if len(published_ms) != n or n < 4 or (mixes is not None and len(mixes) != n):
+        raise ValueError(f"need at least 4 matching points to fit, got {n} counts and {len(published_ms)} latencies")
+    kinds = [k for k in FIT_KINDS if k != "mix" or mixes is not None]
+    candidates = {k: held_out_errors(k, instructions, published_ms, mixes, groups=range(n)) for k in kinds}
+    best = min(kinds, key=lambda k: sum(candidates[k]))
+    errors = candidates[best]
+    rows = [_features(best, instructions[i], mixes[i] if mixes else None) for i in range(n)]
+    return CalibrationFit(best, _fit(best, rows, published_ms), sum(errors) / n, max(errors)), candidates
+
+
+def held_out_errors(
+    kind: str,
+    instructions: Sequence[float],
+    published_ms: Sequence[float],
+    mixes: Sequence[dict] | None,
+    groups: Sequence,
+) -> list[float]:
+    """Relative errors (%) of each point predicted by a fit made without its whole group.
+
+    groups=range(n) is leave-one-out; grouping by network asks how well an unseen width extrapolates.
+    """
+    n, groups = len(instructions), list(groups)
+    mix = [mixes[i] if mixes else None for i in range(n)]
+    rows = [_features(kind, instructions[i], mix[i]) for i in range(n)]
+    errors = []
+    for i in range(n):
+        keep = [j for j in range(n) if groups[j] != groups[i]]
+        fit = CalibrationFit(kind, _fit(kind, [rows[j] for j in keep], [published_ms[j] for j in keep]), 0, 0)
+        errors.append(abs(fit.predict_ms(instructions[i], mix[i]) - published_ms[i]) / published_ms[i] * 100)
+    return errors
+
+
+def _features(kind: str, instructions: float, mix: dict[str, int] | None) -> list[float]:
+    if kind == "proportional":
+        return [instructions]
+    if kind == "linear":
+        return [instructions, 1.0]
+    if kind == "loglog":
+        return [math.log(instructions), 1.0]
+    simd_dp, simd_ldst = mix["simd_dp"], mix["simd_ldst"]  # type: ignore[index]
+    return [simd_dp, simd_ldst, instructions - simd_dp - simd_ldst]
+
+
+def _fit(kind: str, rows: Sequence[Sequence[float]], ms: Sequence[float]) -> tuple[float, ...]:
+    import numpy as np
+    from scipy.optimize import nnls
+
+    x, y = np.asarray(rows, dtype=float), np.asarray(ms, dtype=float)
+    if kind == "loglog":  # least squares in log space, slope and intercept unconstrained
+        return tuple(float(c) for c in np.linalg.lstsq(x, np.log(y), rcond=None)[0])
+    # min sum(((x @ c) - y) / y)^2 with c >= 0; columns scaled to 1 for conditioning.
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    coefficients, _ = nnls(x / y[:, None] / scale, np.ones(len(y)))
+    return tuple(float(c) for c in coefficients / scale)
+
+
+def export_at(preset: str, height: int, width: int) -> bytes:
+    """ONNX bytes of a preset at a (possibly non-square) input; the net is fully conv + adaptive pool."""
+    import io
+    import warnings
+
+    import torch
+
+    from ..export import OPSET
+    from ..model import build_model
+    from ..presets import get_preset
+
+    torch.manual_seed(0)
+    model = build_model(get_preset(preset)).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        x = torch.zeros(1, 3, height, width)
+        torch.onnx.export(model, (x,), buffer, input_names=["image"], output_names=["logits"], opset_version=OPSET, dynamo=False)  # fmt: skip
+    return buffer.getvalue()
+
+
+def calibrate(
+    name: str = "snapdragon820",
+    path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CalibrationFit:
+    """Count instructions for every PAPER_TABLE8 point under QEMU, fit, and write the profile atomically."""
+    from .emulated import count_instructions
+
+    say = progress or (lambda message: None)
+    points, env = [], {}
+    for preset, height, width, ms in PAPER_TABLE8:
+        started = time.monotonic()
+        # Counts repeat within ~0.03% between runs (tests check 0.5%), so big inputs need only one.
+        small = height * width <= 224 * 224
+        data = export_at(preset, height, width)
+        count = count_instructions(
+            data, (1, 3, height, width), runs=3 if small else 1, warmup=2 if small else 1, cache_dir=cache_dir
+        )
+        points.append({
+            "model": preset, "input_hw": [height, width], "published_ms": ms, "instructions": count.instructions,
+            "spread": round(count.spread, 6), "runs": len(count.per_run), "mix": count.mix,
+        })  # fmt: skip
+        env = {"cpu": count.cpu, "midr": count.midr, "ort_version": count.ort_version, "qemu_version": count.qemu_version}  # fmt: skip
+        say(f"{preset} {height}x{width}: {count.instructions / 1e6:.1f} M instructions ({time.monotonic() - started:.0f} s)")  # fmt: skip
+    return write_profile(name, points, env, path)
+
+
+def write_profile(
+    name: str, points: list[dict], measured_with: dict, path: str | os.PathLike | None = None
+) -> CalibrationFit:
+    """Fit `points` (published_ms, instructions, mix each) and write the profile JSON atomically."""
+    from .emulated import BASIS
+
+    fit, candidates = fit_points(
+        [p["instructions"] for p in points], [p["published_ms"] for p in points], [p["mix"] for p in points]
+    )
+    for point in points:
+        point["fitted_ms"] = round(fit.predict_ms(point["instructions"], point["mix"]), 2)
+    # Harder than LOO: predict every input size of a network from the other networks only.
+    by_network = held_out_errors(
+        fit.kind, [p["instructions"] for p in points], [p["published_ms"] for p in points],
+        [p["mix"] for p in points], groups=[p["model"] for p in points],
+    )  # fmt: skip
+    data = {
+        "name": name,
+        "device": "Qualcomm Snapdragon 820, single thread, batch 1",
+        "source": "Zhang et al., ShuffleNet (CVPR 2018), Table 8",
+        "basis": BASIS,
+        "regenerate": REGENERATE_COMMAND,
+        "measured_with": measured_with,
+        "points": points,
+        "fit": {
+            "kind": fit.kind, "coefficients": list(fit.coefficients), "formula": fit.formula,
+            "loo_error_pct": round(fit.loo_error_pct, 2), "loo_max_error_pct": round(fit.loo_max_error_pct, 2),
+            "candidates_loo_error_pct": {k: round(sum(v) / len(v), 2) for k, v in candidates.items()},
+            "candidates_loo_max_error_pct": {k: round(max(v), 2) for k, v in candidates.items()},
+            "leave_one_network_out_error_pct": round(sum(by_network) / len(by_network), 2),
+            "leave_one_network_out_max_error_pct": round(max(by_network), 2),
+        },
+    }  # fmt: skip
+    target = Path(path) if path else Path(__file__).with_name("profiles") / f"{name}.json"
+    write_atomically(target, json.dumps(data, indent=2) + "\n")
+    return fit
+
+
+def _profiles_dir():
+    return importlib.resources.files(__package__).joinpath("profiles")
+
+
+if __name__ == "__main__":  # the regeneration script named in every profile; --refit reuses stored counts
+    import sys
+
+    if "--refit" in sys.argv:
+        stored = read_profile("snapdragon820")
+        result = write_profile("snapdragon820", stored["points"], stored["measured_with"])
+    else:
+        from .arm64_sysroot import ensure_sysroot
+
+        ensure_sysroot(progress=print)
+        result = calibrate(progress=print)
+    print(f"{result.formula}; leave-one-out error {result.loo_error_pct:.1f}% (max {result.loo_max_error_pct:.1f}%)")

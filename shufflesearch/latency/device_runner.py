@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Time one ONNX model with ONNX Runtime and print one JSON line: the script shipped to a device.
+
+It runs on the device itself, so it needs only Python >= 3.8, numpy and onnxruntime
+(`python3 -m pip install onnxruntime` brings both) and imports nothing from shufflesearch.
+shufflesearch copies it over SSH and times local ONNX models with the same code, so a
+latency means the same thing everywhere. By hand:
+
+    $ python3 device_runner.py model.onnx --threads 1 --runs 50 --warmup 10
+    {"ok":true,"median_ms":4.71,"p90_ms":4.93,...,"times_ms":[...],"machine":{"arch":"aarch64",...}}
+
+On failure it prints {"ok":false,"error":CODE,"message":...} and exits with status 3.
+"""
+# Devices run old Pythons: keep this file valid Python 3.8 (tests/test_latency_measure.py checks it).
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+RUNNER_VERSION = 1
+EXIT_FAILED = 3
+OUTPUT_SAMPLE_SIZE = 1024  # output values sent back for the host's equality check
+_MASK64 = (1 << 64) - 1
+
+# CPU features that decide which ONNX Runtime kernels run; stored with every measurement.
+_KERNEL_FLAGS = {
+    "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+    "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2",
+}  # fmt: skip
+# MIDR "CPU part" numbers (implementer 0x41 = Arm, 0x51 = Qualcomm) as /proc/cpuinfo prints them.
+_ARM_PARTS = {
+    "0x41": {
+        "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+        "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+        "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
+        "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2",
+        "0xd49": "Neoverse-N2", "0xd4b": "Cortex-A78C", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
+        "0xd4f": "Neoverse-V2", "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4",
+    },
+    "0x51": {
+        "0x800": "Kryo 2xx Gold", "0x801": "Kryo 2xx Silver", "0x802": "Kryo 3xx Gold",
+        "0x803": "Kryo 3xx Silver", "0x804": "Kryo 4xx Gold", "0x805": "Kryo 4xx Silver",
+    },
+}  # fmt: skip
+
+
+class RunnerError(Exception):
+    """A failure the host turns into a specific error: `code` is stable, `message` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- machine description ---------------------------------------------------------------
+
+
+def describe_machine() -> dict:
+    """CPU, OS and runtime versions of the machine this runs on (stdlib only, never raises)."""
+    cpuinfo = _read("/proc/cpuinfo")
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "arch": platform.machine(),
+        "cpu_model": _cpu_model(cpuinfo) or platform.processor() or "unknown",
+        "cpu_cores": os.cpu_count(),
+        "cpu_affinity": len(affinity) if affinity is not None else None,
+        "cpu_flags": _kernel_flags(cpuinfo),
+        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,  # busy = noisy
+        "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip() or None,
+        "board": _read("/sys/firmware/devicetree/base/model").strip("\x00\n ") or None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: v for name, v in ((n, _version(n)) for n in ("onnxruntime", "numpy", "torch")) if v},
+    }
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _cpuinfo_values(cpuinfo: str, key: str) -> list:
+    values = []
+    for line in cpuinfo.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+            values.append(value.strip())
+    return values
+
+
+def _cpu_model(cpuinfo: str) -> str:
+    # x86 (and some ARM kernels) name the CPU; ARM kernels usually give only MIDR fields.
+    names = _cpuinfo_values(cpuinfo, "model name")
+    parts = list(zip(_cpuinfo_values(cpuinfo, "CPU implementer"), _cpuinfo_values(cpuinfo, "CPU part")))
+    if parts:
+        counts: dict = {}
+        for implementer, part in parts:
+            name = _ARM_PARTS.get(implementer.lower(), {}).get(part.lower())
+            label = name or f"implementer {implementer} part {part}"
+            counts[label] = counts.get(label, 0) + 1
+        cores = ", ".join(f"{label} x{n}" for label, n in sorted(counts.items()))
+        hardware = _cpuinfo_values(cpuinfo, "Hardware")
+        return f"{hardware[0]} ({cores})" if hardware else cores
+    return names[0] if names else ""
+
+
+def _kernel_flags(cpuinfo: str) -> list:
+    for key in ("flags", "Features"):
+        found = _cpuinfo_values(cpuinfo, key)
+        if found:
+            return sorted(_KERNEL_FLAGS.intersection(found[0].split()))
+    return []
+
+
+def _version(module: str) -> str:
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return str(loaded.__version__)
+    try:
+        from importlib import metadata
+
+        return metadata.version(module)
+    except Exception:  # not installed, or no metadata: the key is simply left out
+        return ""
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list, q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of already sorted values."""
+    position = (len(sorted_values) - 1) * q / 100.0
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def summarize(times_ms: list) -> dict:
+    """Median, p90, min, max, mean, IQR and spread (IQR as % of the median) of timed runs."""
+    if not times_ms:
+        raise ValueError("no timed runs to summarize")
+    values = sorted(times_ms)
+    median = percentile(values, 50)
+    iqr = percentile(values, 75) - percentile(values, 25)
+    return {
+        "median_ms": median,
+        "p90_ms": percentile(values, 90),
+        "min_ms": values[0],
+        "max_ms": values[-1],
+        "mean_ms": sum(values) / len(values),
+        "iqr_ms": iqr,
+        "spread_pct": 100.0 * iqr / median if median > 0 else 0.0,
+    }
+
+
+# -- inputs and outputs ------------------------------------------------------------------
+
+
+def seeded_input(shape: tuple, seed: int = 0):
+    """Float32 values in [-1, 1) from splitmix64 over the element index: bit-identical on every platform
+    and numpy version (numpy's Generator streams are not guaranteed stable across versions)."""
+    import numpy as np
+
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    with np.errstate(over="ignore"):
+        z = np.arange(size, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + 1) & _MASK64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    top24 = (z >> np.uint64(40)).astype(np.float32)  # 24 bits: exact in float32
+    return (top24 / np.float32(1 << 23) - np.float32(1.0)).reshape(tuple(int(d) for d in shape))
+
+
+def sample_indices(size: int):
+    """Up to OUTPUT_SAMPLE_SIZE evenly spaced flat indices (all of them for a classifier's logits)."""
+    import numpy as np
+
+    if size <= OUTPUT_SAMPLE_SIZE:
+        return np.arange(size, dtype=np.int64)
+    return np.arange(OUTPUT_SAMPLE_SIZE, dtype=np.int64) * (size - 1) // (OUTPUT_SAMPLE_SIZE - 1)
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def time_onnx(model, threads=1, runs=50, warmup=10, seed=0, input_shape=None, max_seconds=None) -> dict:
+    """Time `model` (a path or serialized bytes) at batch 1 on `threads` intra-op threads.
+
+    The first run, on the seeded input, gives the output sample the host compares with
+    PyTorch; `warmup` untimed runs follow, then `runs` timed ones (milliseconds each).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise RunnerError("bad-model", f"ONNX Runtime cannot load the model: {_one_line(exc)}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+        raise RunnerError("bad-model", f"the model must take exactly one float32 input, not {len(inputs)}")
+    declared = list(inputs[0].shape)
+    shape = list(input_shape) if input_shape else declared
+    if len(shape) != len(declared) or any(isinstance(d, int) and d != s for d, s in zip(declared, shape)):
+        raise RunnerError("bad-shape", f"input shape {shape} does not match the model's input {declared}")
+    if not all(isinstance(d, int) and d > 0 for d in shape):
+        raise RunnerError("dynamic-shape", f"input shape {shape} is not fixed; pass --shape 1,3,224,224")
+    feed = {inputs[0].name: seeded_input(shape, seed)}
+    start = time.perf_counter()
+    output = session.run(None, feed)[0]
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            raise RunnerError("time-budget", f"timing exceeded {max_seconds:g} s after {len(times)} runs")
+    flat = output.reshape(-1)
+    return {
+        "times_ms": times,
+        "input_shape": shape,
+        "output_shape": list(output.shape),
+        "output_sample": [float(v) for v in flat[sample_indices(flat.size)]],
+        "session": {
+            "intra_op_num_threads": threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "all",
+            "providers": session.get_providers(),
+        },
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def _shape(text: str) -> list:
+    try:
+        shape = [int(d) for d in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--shape {text!r} must be comma-separated integers, e.g. 1,3,224,224"
+        ) from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--shape {text!r} needs positive dimensions, e.g. 1,3,224,224")
+    return shape
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Time an ONNX model with ONNX Runtime; print one JSON line.")
+    parser.add_argument("model", help="path to the .onnx file")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the input values (default 0)")
+    parser.add_argument("--shape", type=_shape, default=None, help="input shape if the model's is not fixed")
+    parser.add_argument("--max-seconds", type=float, default=None, help="give up once timing takes longer")
+    args = parser.parse_args(argv)
+    try:
+        payload = _measure(args)
+    except RunnerError as exc:
+        payload = {"ok": False, "error": exc.code, "message": str(exc)}
+    except Exception as exc:  # the host must always get one JSON line, whatever broke
+        payload = {"ok": False, "error": "unexpected", "message": f"{type(exc).__name__}: {_one_line(exc)}"}
+    payload["runner_version"] = RUNNER_VERSION
+    sys.stdout.write(json.dumps(payload, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+    return 0 if payload["ok"] else EXIT_FAILED
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    if sys.version_info < (3, 8):  # noqa: UP036 (devices may run an older Python than the host)
+        raise RunnerError("python-too-old", f"Python {sys.version.split()[0]} is too old: 3.8 or newer is needed")
+    missing = []
+    for module in ("numpy", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise RunnerError(
+            "missing-modules",
+            f"cannot import {', '.join(missing)} (fix: `{sys.executable} -m pip install onnxruntime`)",
+        )
+    if args.threads < 1 or args.runs < 1 or args.warmup < 0:
+        raise RunnerError("bad-arguments", "need --threads >= 1, --runs >= 1 and --warmup >= 0")
+    if not os.path.isfile(args.model):
+        raise RunnerError("bad-model", f"no model file at {args.model!r}")
+    timing = time_onnx(args.model, args.threads, args.runs, args.warmup, args.seed, args.shape, args.max_seconds)
+    payload = {"ok": True, "threads": args.threads, "runs": args.runs, "warmup": args.warmup, "seed": args.seed}
+    payload.update(summarize(timing["times_ms"]))
+    payload.update(timing)
+    payload["machine"] = describe_machine()
+    return payload
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Budget-constrained architecture search with Optuna: study files, space, workers, storage."""

@@ -1,0 +1,137 @@
+"""Start N local worker processes on a study and watch them until the queue is empty.
+
+Other machines join by running the same command against the same PostgreSQL URL: the
+queue and the claim lock live in the storage, not in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from .records import StudySummary, summarize
+from .runner import NothingToResume, run_worker
+from .storage import open_storage
+from .study_file import StudyConfig, load_study
+
+
+class SearchError(RuntimeError):
+    """A worker failed; the message is the worker's one-line error."""
+
+
+def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
+    return override or config.storage or config.default_storage()
+
+
+def check_resumable(config: StudyConfig, storage_url: str) -> None:
+    import optuna
+
+    names = {s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url), include_best_trial=False)}
+    if not set(config.budget_windows()) & names:
+        raise NothingToResume(f"nothing to resume: study {config.name!r} has no trials in this storage; "
+                              "run it without --resume first")  # fmt: skip
+
+
+def run_search(config: StudyConfig, storage_url: str, trials: int | None = None, workers: int = 1,
+               resume: bool = False, on_progress: Callable[[list[StudySummary]], None] | None = None,
+               poll_s: float = 2.0) -> list[StudySummary]:  # fmt: skip
+    """Run the study to `trials` finished trials per budget window with `workers` processes."""
+    trials = trials or config.trials
+    open_storage(storage_url)  # fail here, once, if the URL is wrong
+    if resume:
+        check_resumable(config, storage_url)
+    from ..accuracy.datasets import load_dataset
+
+    load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before any worker starts
+    names = list(config.budget_windows())
+    if workers == 1:  # in this process: one torch import, and Ctrl-C reaches the trial directly
+        _run_with_progress(config, storage_url, trials, names, on_progress, poll_s)
+    else:
+        _run_processes(config, storage_url, trials, workers, names, on_progress, poll_s)
+    summaries = summarize(storage_url, names)
+    if on_progress is not None:
+        on_progress(summaries)
+    return summaries
+
+
+def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s) -> None:
+    import threading
+
+    from .evaluate import fidelity_of, proxy_accuracy_evaluator
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            on_progress(summarize(storage_url, names))
+
+    watcher = threading.Thread(target=watch, daemon=True) if on_progress else None
+    if watcher:
+        watcher.start()
+    try:
+        run_worker(config, storage_url, trials, proxy_accuracy_evaluator(config),
+                   max_epochs=max(1, round(fidelity_of(config).epochs)))  # fmt: skip
+    finally:
+        done.set()
+        if watcher:
+            watcher.join()
+
+
+def _run_processes(config, storage_url, trials, workers, names, on_progress, poll_s) -> None:
+    context = multiprocessing.get_context("spawn")  # no fork: torch's threads do not survive it
+    errors = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [
+        context.Process(target=_worker_main, args=(str(config.path), storage_url, trials, i, threads, errors),
+                        name=f"shufflesearch-worker-{i}")
+        for i in range(workers)
+    ]  # fmt: skip
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if on_progress is not None:
+                on_progress(summarize(storage_url, names))
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for p in procs:  # the terminal sends SIGINT to the group; a lone parent forwards it
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join(timeout=60)
+        raise
+    for p in procs:
+        p.join()
+    messages = []
+    while not errors.empty():
+        messages.append(errors.get())
+    if messages:
+        raise SearchError(messages[0])
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise SearchError(f"worker {failed[0].name} exited with code {failed[0].exitcode}")
+
+
+def _worker_main(config_path: str, storage_url: str, trials: int, index: int, threads: int, errors) -> None:
+    import torch
+
+    from .evaluate import fidelity_of, proxy_accuracy_evaluator
+
+    torch.set_num_threads(threads)
+    try:
+        config = load_study(Path(config_path))
+        evaluate = proxy_accuracy_evaluator(config, threads)
+        run_worker(config, storage_url, trials, evaluate, worker_index=index,
+                   max_epochs=max(1, round(fidelity_of(config).epochs)))  # fmt: skip
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("SHUFFLESEARCH_DEBUG"):
+            traceback.print_exc()
+        errors.put(" ".join(str(exc).split()) or type(exc).__name__)
+        raise SystemExit(1) from None

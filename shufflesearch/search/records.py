@@ -1,0 +1,129 @@
+"""Read studies back as plain records: one flat dict per trial, one summary per study.
+
+Everything downstream (the live view, `studies list`, reports) works on these records,
+never on Optuna objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .storage import open_storage, redact
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    name: str
+    mode: str
+    window_mflops: tuple[float, float]
+    candidates: int  # distinct specs of the space inside the window
+    complete: int
+    pruned: int
+    running: int
+    waiting: int
+    failed: int  # failed attempts (each one retried or given up)
+    best_top1: float | None
+    best_label: str | None
+    best_mflops: float | None
+    mean_trial_s: float | None
+    pareto: list[dict] = field(default_factory=list)  # multi-objective: the front's records
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def trial_record(study_name: str, trial) -> dict:
+    """The flat record of one trial (an Optuna FrozenTrial)."""
+    attrs = trial.user_attrs
+    duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+    return {
+        "study": study_name,
+        "trial": trial.number,
+        "state": trial.state.name.lower(),
+        "label": attrs.get("label"),
+        "preset": attrs.get("preset"),
+        "groups": trial.params.get("groups"),
+        "mflops": attrs.get("mflops"),
+        "params": attrs.get("params"),
+        "top1": attrs.get("top1"),
+        "latency_ms": attrs.get("latency_ms"),
+        "latency_kind": attrs.get("latency_kind"),
+        "train_seconds": attrs.get("train_seconds"),
+        "duration_s": duration,
+        "status": attrs.get("status") or attrs.get("infeasible"),
+        "retry_of": trial.system_attrs.get("failed_trial"),
+        "worker": attrs.get("worker"),
+        "spec": attrs.get("spec"),
+        "curve": attrs.get("curve"),
+    }
+
+
+def load_records(storage_url: str, study_names: list[str] | None = None) -> dict[str, list[dict]]:
+    """Study name -> its trial records, for every study in the storage (or the named ones)."""
+    import optuna
+
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_names is not None:
+        names = [n for n in names if n in set(study_names)]
+    out = {}
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        out[name] = [trial_record(name, t) for t in study.get_trials(deepcopy=False)]
+    return out
+
+
+def summarize(storage_url: str, study_names: list[str] | None = None) -> list[StudySummary]:
+    """Progress and best result of each study in the storage."""
+    import optuna
+
+    storage = open_storage(storage_url)
+    summaries = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if study_names is not None and summary.study_name not in study_names:
+            continue
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        records = [trial_record(summary.study_name, t) for t in study.get_trials(deepcopy=False)]
+        summaries.append(summarize_records(summary.study_name, study.user_attrs, records))
+    return summaries
+
+
+def summarize_records(name: str, study_attrs: dict, records: list[dict]) -> StudySummary:
+    def count(state: str) -> int:
+        return sum(r["state"] == state for r in records)
+
+    done = [r for r in records if r["state"] == "complete" and r["top1"] is not None]
+    best = max(done, key=lambda r: r["top1"], default=None)
+    durations = [r["duration_s"] for r in records if r["state"] in ("complete", "pruned") and r["duration_s"]]
+    mode = study_attrs.get("mode", "per-budget")
+    return StudySummary(
+        name=name,
+        mode=mode,
+        window_mflops=tuple(study_attrs.get("window_mflops", (0.0, 0.0))),
+        candidates=study_attrs.get("candidates", 0),
+        complete=count("complete"),
+        pruned=count("pruned"),
+        running=count("running"),
+        waiting=count("waiting"),
+        failed=count("fail"),
+        best_top1=best["top1"] if best else None,
+        best_label=best["label"] if best else None,
+        best_mflops=best["mflops"] if best else None,
+        mean_trial_s=sum(durations) / len(durations) if durations else None,
+        pareto=pareto_front(done) if mode == "pareto" else [],
+    )
+
+
+def pareto_front(records: list[dict], second: str = "mflops") -> list[dict]:
+    """Records not dominated in (higher top1, lower `second`), sorted by `second`."""
+    points = [r for r in records if r.get("top1") is not None and r.get(second) is not None]
+    points.sort(key=lambda r: (r[second], -r["top1"]))
+    front, best = [], float("-inf")
+    for r in points:
+        if r["top1"] > best:
+            front.append(r)
+            best = r["top1"]
+    return front
+
+
+__all__ = ["StudySummary", "load_records", "pareto_front", "redact", "summarize", "summarize_records", "trial_record"]

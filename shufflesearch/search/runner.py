@@ -1,0 +1,210 @@
+"""Run a study: queue exactly N trials ("tickets"), let any number of workers take them.
+
+Exactly-N: `prepare_study` tops the queue up to N waiting trials (the paper's presets
+that fit the budget first). A worker takes the claim lock, checks that a queued trial is
+left, and calls `study.optimize(n_trials=1)`; Optuna pops the queued trial and the
+objective releases the lock as its first act. So workers on any number of machines never
+run more than N trials between them, and never the same one twice.
+
+Faults: a trial interrupted by Ctrl-C is marked FAIL by Optuna; one whose worker was
+killed stops sending heartbeats and is marked FAIL by the next worker that looks. Either
+way the same parameters are queued again (at most MAX_RETRIES times), so nothing
+completed is lost and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..complexity import count_complexity
+from ..presets import list_presets
+from ..spec import GROUP_CHOICES, ShuffleNetSpec
+from .space import NoFeasibleWidth, suggest_spec
+from .storage import MAX_RETRIES, ClaimLock, open_storage
+from .study_file import StudyConfig
+
+# An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned.
+Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
+POLL_S = 2.0
+
+
+class NothingToResume(ValueError):
+    """`--resume` for a study that has no trials in this storage."""
+
+
+def paper_models() -> dict[str, ShuffleNetSpec]:
+    """The named presets plus the paper's Table 2 models (groups x 0.25/0.5/1.0, our width rule)."""
+    models = dict(list_presets())
+    known = set(models.values())
+    for scale in (0.25, 0.5, 1.0):
+        for g in GROUP_CHOICES:
+            spec = ShuffleNetSpec(groups=g, scale=scale)
+            if spec not in known:
+                models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
+    return models
+
+
+def create_sampler(config: StudyConfig, worker_index: int):
+    import optuna
+
+    # Each worker gets its own seed, or parallel workers would propose identical trials.
+    seed = config.seed + 1000 * worker_index
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def create_pruner(config: StudyConfig, max_epochs: int):
+    import optuna
+
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 1), reduction_factor=3)
+    if config.pruner == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def directions(config: StudyConfig) -> list[str]:
+    return ["maximize"] if config.mode == "per-budget" else ["maximize", "minimize"]
+
+
+def load_or_create(config: StudyConfig, storage, name: str, window, worker_index: int = 0, max_epochs: int = 1):
+    import optuna
+
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=directions(config), load_if_exists=True,
+        sampler=create_sampler(config, worker_index), pruner=create_pruner(config, max_epochs),
+    )  # fmt: skip
+    if "window_mflops" not in study.user_attrs:
+        study.set_user_attr("window_mflops", list(window))
+        study.set_user_attr("mode", config.mode)
+        study.set_user_attr("study_file", str(config.path))
+        study.set_user_attr("candidates", len(config.space.candidates(window)))
+    return study
+
+
+def prepare_study(config: StudyConfig, study, window, trials: int) -> dict:
+    """Requeue interrupted trials and top the queue up to `trials`; call under the claim lock."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    all_trials = study.get_trials(deepcopy=False)
+    retried = {n for t in all_trials for n in t.system_attrs.get("retry_history", [])}
+    requeued = 0
+    for t in all_trials:
+        if t.state == TrialState.FAIL and t.number not in retried and _retries(t) < MAX_RETRIES:
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, t)
+            retried.add(t.number)
+            requeued += 1
+    all_trials = study.get_trials(deepcopy=False)
+    live = [t for t in all_trials if t.state != TrialState.FAIL or (t.number not in retried)]
+    missing = trials - len(live)
+    tried_presets = {t.user_attrs.get("preset") for t in all_trials}
+    queued = 0
+    if config.enqueue_presets:
+        for name, spec in paper_models().items():
+            params = config.space.to_params(spec, window)
+            if queued >= missing or name in tried_presets or params is None:
+                continue
+            study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=False)
+            queued += 1
+    for _ in range(missing - queued):
+        study.enqueue_trial({}, skip_if_exists=False)
+    return {"requeued": requeued, "queued": max(missing, 0), "existing": len(live)}
+
+
+def _retries(trial) -> int:
+    return len(trial.system_attrs.get("retry_history", []))
+
+
+def make_objective(config: StudyConfig, window, evaluate: Evaluator, lock: ClaimLock):
+    import optuna
+
+    def objective(trial):
+        lock.release()  # Optuna has popped our queued trial: let the next worker claim
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            spec = suggest_spec(trial, config.space, window)
+        except NoFeasibleWidth as exc:
+            trial.set_user_attr("infeasible", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        cost = count_complexity(spec)
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("label", spec.label)
+        trial.set_user_attr("mflops", cost.mflops)
+        trial.set_user_attr("params", cost.params)
+
+        def report(step: int, top1: float) -> None:
+            if config.mode == "per-budget":
+                trial.report(top1, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}")
+
+        outcome = evaluate(spec, report)
+        for key, value in outcome.items():
+            trial.set_user_attr(key, value)
+        if config.mode == "per-budget":
+            return outcome["top1"]
+        second = outcome["latency_ms"] if config.second_objective == "latency" else cost.mflops
+        return outcome["top1"], second
+
+    return objective
+
+
+@dataclass
+class WorkerStats:
+    trials_run: int = 0
+
+
+def run_worker(config: StudyConfig, storage_url: str, trials: int, evaluate: Evaluator, worker_index: int = 0,
+               max_epochs: int = 1, stop: Callable[[], bool] = lambda: False) -> WorkerStats:  # fmt: skip
+    """Take queued trials of every study window until none is left anywhere."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    storage = open_storage(storage_url)
+    stats = WorkerStats()
+    for name, window in config.budget_windows().items():
+        study = load_or_create(config, storage, name, window, worker_index, max_epochs)
+        lock = ClaimLock(storage, storage_url, name)
+        objective = make_objective(config, window, evaluate, lock)
+        try:
+            lock.acquire()
+            prepare_study(config, study, window, trials)
+            lock.release()
+            while not stop():
+                lock.acquire()
+                try:
+                    fail_stale_trials(study)  # dead workers' trials go back in the queue
+                    prepare_study(config, study, window, trials)  # and interrupted ones
+                    counts = _count_states(study)
+                    if counts[TrialState.WAITING] == 0:
+                        lock.release()
+                        if counts[TrialState.RUNNING] == 0:
+                            break  # every ticket is done
+                        time.sleep(POLL_S)  # others are running: one may die and need a retry
+                        continue
+                    study.optimize(objective, n_trials=1, catch=())
+                    stats.trials_run += 1
+                finally:
+                    lock.release()
+        finally:
+            lock.close()
+    return stats
+
+
+def _count_states(study) -> dict:
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(TrialState, 0)
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts

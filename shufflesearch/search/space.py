@@ -1,0 +1,148 @@
+"""The search space, and the one function that turns an Optuna trial into a spec.
+
+Budgets are exact because MFLOPs are known in closed form: a trial first picks groups,
+stage depths and the other discrete choices, then a `width` in [0, 1] that indexes the
+ladder of distinct widths that fit the budget for those choices (0 = narrowest, 1 = widest).
+No sampled spec is ever over budget, and the constraint is still recorded on the trial
+so Optuna's constrained samplers see it.
+
+>>> from optuna.trial import FixedTrial
+>>> space = SearchSpace()
+>>> spec = suggest_spec(FixedTrial({"groups": 3, "repeats2": 4, "repeats3": 8, "repeats4": 4, "width": 1.0}),
+...                     space, (0, 40))
+>>> spec.stage_channels, count_macs(spec) <= 40e6
+((120, 240, 480), True)
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from ..complexity import count_macs
+from ..spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
+
+
+class NoFeasibleWidth(Exception):
+    """The discrete choices of a trial leave no width within the budget."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which variants a study may sample. Ranges are inclusive; MFLOPs are counted on
+    `resolution` px and `num_classes` classes (224 and 1000: the paper's convention)."""
+
+    groups: tuple[int, ...] = GROUP_CHOICES
+    scale: tuple[float, float] = (0.1, 2.0)
+    scale_step: float = 0.05
+    repeats: tuple[tuple[int, int], ...] = ((2, 6), (4, 10), (2, 6))
+    bottleneck_ratio: tuple[float, ...] = (0.25,)
+    shuffle: tuple[bool, ...] = (True,)
+    resolution: int = 224
+    num_classes: int = 1000
+    _ladders: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def scales(self) -> tuple[float, ...]:
+        lo, hi = self.scale
+        steps = math.floor((hi - lo) / self.scale_step + 1e-9)
+        return tuple(round(lo + i * self.scale_step, 6) for i in range(steps + 1))
+
+    def spec(self, groups: int, repeats: tuple[int, ...], scale: float, bottleneck: float = 0.25, shuffle: bool = True):
+        return ShuffleNetSpec(
+            groups=groups, scale=scale, repeats=tuple(repeats), bottleneck_ratio=bottleneck, shuffle=shuffle,
+            resolution=self.resolution, num_classes=self.num_classes,
+        )  # fmt: skip
+
+    def width_ladder(self, groups: int, repeats: tuple[int, ...], bottleneck: float, shuffle: bool):
+        """Distinct (scale, MACs) pairs for these choices, narrowest first (memoised)."""
+        key = (groups, tuple(repeats), bottleneck, shuffle)
+        if key not in self._ladders:
+            seen, ladder = set(), []
+            for s in self.scales():
+                try:
+                    spec = self.spec(groups, repeats, s, bottleneck, shuffle)
+                except SpecError:
+                    continue
+                widths = (spec.stem_channels, spec.stage_channels)
+                if widths not in seen:
+                    seen.add(widths)
+                    ladder.append((s, count_macs(spec)))
+            self._ladders[key] = tuple(sorted(ladder, key=lambda sm: sm[1]))
+        return self._ladders[key]
+
+    def feasible(self, groups, repeats, bottleneck, shuffle, budget: tuple[float, float]):
+        lo, hi = budget[0] * 1e6, budget[1] * 1e6
+        return [(s, m) for s, m in self.width_ladder(groups, repeats, bottleneck, shuffle) if lo <= m <= hi]
+
+    def discrete_choices(self):
+        repeat_ranges = [range(lo, hi + 1) for lo, hi in self.repeats]
+        return itertools.product(self.groups, itertools.product(*repeat_ranges), self.bottleneck_ratio, self.shuffle)
+
+    def candidates(self, budget: tuple[float, float]) -> list[ShuffleNetSpec]:
+        """Every distinct spec of the space whose MFLOPs lie within `budget` (min, max)."""
+        return [
+            self.spec(g, r, s, b, sh)
+            for g, r, b, sh in self.discrete_choices()
+            for s, _ in self.feasible(g, r, b, sh, budget)
+        ]
+
+    @functools.cached_property
+    def mflops_range(self) -> tuple[float, float]:
+        """Smallest and largest MFLOPs any spec of the space reaches."""
+        macs = [m for choice in self.discrete_choices() for _, m in self.width_ladder(*choice)]
+        return min(macs) / 1e6, max(macs) / 1e6
+
+    def to_params(self, spec: ShuffleNetSpec, budget: tuple[float, float]) -> dict | None:
+        """Trial parameters that reproduce `spec` (to enqueue a preset), or None if outside the space/budget."""
+        choice = (spec.groups, spec.repeats, spec.bottleneck_ratio, spec.shuffle)
+        if choice not in set(self.discrete_choices()):
+            return None
+        ladder = self.feasible(*choice, budget)
+        target = count_macs(spec.replace(resolution=self.resolution, num_classes=self.num_classes))
+        index = next((i for i, (_, m) in enumerate(ladder) if m == target), None)
+        if index is None:
+            return None
+        params = {"groups": spec.groups, **{f"repeats{i + 2}": n for i, n in enumerate(spec.repeats)}}
+        params["width"] = index / (len(ladder) - 1) if len(ladder) > 1 else 0.5
+        if len(self.bottleneck_ratio) > 1:
+            params["bottleneck_ratio"] = spec.bottleneck_ratio
+        if len(self.shuffle) > 1:
+            params["shuffle"] = spec.shuffle
+        return params
+
+
+def suggest_spec(trial, space: SearchSpace, budget: tuple[float, float]) -> ShuffleNetSpec:
+    """Sample a spec within `budget` = (min, max) MFLOPs; the only code that touches `optuna.Trial`.
+
+    Raises NoFeasibleWidth (after recording the violated constraint) when the sampled
+    discrete choices admit no width in the budget: nothing is trained for such a trial.
+    """
+    groups = trial.suggest_categorical("groups", space.groups)
+    repeats = tuple(trial.suggest_int(f"repeats{i + 2}", lo, hi) for i, (lo, hi) in enumerate(space.repeats))
+    bottleneck = space.bottleneck_ratio[0]
+    if len(space.bottleneck_ratio) > 1:
+        bottleneck = trial.suggest_categorical("bottleneck_ratio", space.bottleneck_ratio)
+    shuffle = space.shuffle[0]
+    if len(space.shuffle) > 1:
+        shuffle = trial.suggest_categorical("shuffle", space.shuffle)
+    width = trial.suggest_float("width", 0.0, 1.0)
+    ladder = space.feasible(groups, repeats, bottleneck, shuffle, budget)
+    if not ladder:
+        narrowest = space.width_ladder(groups, repeats, bottleneck, shuffle)[0][1] / 1e6
+        _record_constraint(trial, narrowest, budget)
+        raise NoFeasibleWidth(
+            f"groups={groups} repeats={repeats}: the narrowest width costs {narrowest:.1f} MFLOPs, "
+            f"outside the budget {budget[0]:g}-{budget[1]:g}"
+        )
+    scale, macs = ladder[min(int(width * len(ladder)), len(ladder) - 1)]
+    _record_constraint(trial, macs / 1e6, budget)
+    return space.spec(groups, repeats, scale, bottleneck, shuffle)
+
+
+def _record_constraint(trial, mflops: float, budget: tuple[float, float]) -> None:
+    # Feasible when <= 0 (Optuna's convention); FixedTrial has no storage to record it in.
+    if hasattr(trial, "set_constraint"):
+        trial.set_constraint("mflops_over_budget", mflops - budget[1])
+        trial.set_constraint("mflops_under_minimum", budget[0] - mflops)

@@ -1,0 +1,134 @@
+"""Where studies live: an embedded SQLite file by default, PostgreSQL for many machines.
+
+Both are Optuna RDB storages, so both get heartbeats: a worker that dies mid-trial
+(SIGKILL, power loss) stops beating, the next worker to look marks its trial FAIL, and
+the retry callback queues the same parameters again. A short claim lock (a file lock
+beside the SQLite file, a PostgreSQL advisory lock on a server) makes "is there a trial
+left to run?" and "take it" one step across processes and machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+HEARTBEAT_INTERVAL_S = 5  # override: SHUFFLESEARCH_HEARTBEAT_S (a dead worker is noticed after 4 beats)
+MAX_RETRIES = 3
+
+
+class StorageError(ValueError):
+    """A storage URL we cannot use; the message says which forms work."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, safe for logs and reports."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def open_storage(url: str):
+    """An Optuna RDBStorage with heartbeats and retries of dead workers' trials."""
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    # Heartbeats have been "experimental" since Optuna 2.8; pinned to optuna>=5,<6 and tested here.
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        raise StorageError(f"storage {redact(url)!r}: use sqlite:///path/to/study.db or postgresql://user@host/db")
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Wait for the writer instead of failing with "database is locked" (several local workers).
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    # Our progress view reports trial states; Optuna would log an interrupted trial with a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    interval = int(os.environ.get("SHUFFLESEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
+    if path is not None:
+        _use_wal(path)
+    for attempt in range(5):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=interval,
+                grace_period=4 * interval,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+            )
+        except Exception as exc:  # SQLAlchemy wraps driver errors; the first line says what failed
+            # Workers starting together on a fresh database race to create the schema: the loser retries.
+            if attempt < 4 and re.search(
+                r"already exists|duplicate key|UniqueViolation|UNIQUE constraint failed", str(exc)
+            ):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"cannot open storage {redact(url)}: {redact(first)}") from None
+    raise AssertionError("unreachable")
+
+
+def _use_wal(path: Path) -> None:
+    """Write-ahead logging: readers (a progress view, `studies list`) never block the writing worker."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=120)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+class ClaimLock:
+    """Mutual exclusion for claiming trials of one study, across processes and machines.
+
+    Not a context manager on purpose: the worker releases it from inside the objective,
+    right after Optuna has popped the queued trial. `release` is idempotent.
+    """
+
+    def __init__(self, storage, url: str, study_name: str) -> None:
+        self._path = sqlite_path(url)
+        self._storage = storage
+        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+        self._held = False
+        self._handle = None
+        self._connection = None
+
+    def acquire(self) -> None:
+        if self._path is not None:
+            if self._handle is None:
+                self._handle = open(self._path.with_name(self._path.name + ".lock"), "a")  # noqa: SIM115
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        else:
+            from sqlalchemy import text
+
+            if self._connection is None:
+                self._connection = self._storage.engine.connect()
+            self._connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+        self._held = True
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._path is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+        else:
+            from sqlalchemy import text
+
+            self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+
+    def close(self) -> None:
+        self.release()
+        for resource in (self._handle, self._connection):
+            if resource is not None:
+                resource.close()
+        self._handle = self._connection = None

@@ -1,0 +1,262 @@
+"""Study files: a TOML description of a search, validated before any work starts.
+
+Errors name the file, the line and the key at fault, e.g.
+`studies/x.toml:12: space.groups: 5 is not a ShuffleNet v1 group count (1, 2, 3, 4, 8)`.
+TOML is read with the standard library's tomllib (no code execution, no custom tags).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..spec import BOTTLENECK_CHOICES, GROUP_CHOICES, REPEATS_RANGE, RESOLUTION_RANGE, SCALE_RANGE
+from .space import SearchSpace
+
+MODES = ("per-budget", "pareto")
+SAMPLERS = ("tpe", "random", "nsga2")
+PRUNERS = ("none", "median", "successive-halving", "hyperband")
+SECOND_OBJECTIVES = ("mflops", "latency")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class StudyFileError(ValueError):
+    """An invalid study file; the message starts with `path:line: key:`."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    path: Path
+    mode: str = "per-budget"
+    trials: int = 20  # per budget in per-budget mode, in all in pareto mode
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    storage: str | None = None  # None: the embedded SQLite file beside the study file
+    enqueue_presets: bool = True
+    budgets: tuple[float, ...] = ()  # per-budget mode
+    min_fraction: float = 0.5  # per-budget: sample specs between min_fraction*budget and budget
+    budget_range: tuple[float, float] = (10.0, 150.0)  # pareto mode
+    space: SearchSpace = field(default_factory=SearchSpace)
+    second_objective: str = "mflops"  # pareto mode
+    lut: Path | None = None
+    dataset: str = "fashion-mnist"
+    data_dir: Path | None = None
+    fidelity: dict[str, Any] = field(default_factory=dict)  # overrides of the default proxy fidelity
+
+    def budget_windows(self) -> dict[str, tuple[float, float]]:
+        """Optuna study name -> (min, max) MFLOPs: one per budget, or one for the whole front."""
+        if self.mode == "pareto":
+            return {self.name: self.budget_range}
+        return {f"{self.name}-{b:g}M": (b * self.min_fraction, b) for b in self.budgets}
+
+    def default_storage(self) -> str:
+        return f"sqlite:///{self.path.with_suffix('.db')}"
+
+
+# section -> key -> (type check, description)
+_SCHEMA: dict[str, set[str]] = {
+    "study": {"name", "mode", "trials", "seed", "sampler", "pruner", "storage", "enqueue_presets"},
+    "budget": {"mflops", "min_fraction", "range"},
+    "space": {"groups", "scale", "scale_step", "repeats", "bottleneck_ratio", "shuffle", "resolution", "num_classes"},
+    "objective": {"second", "lut"},
+    "accuracy": {"dataset", "data_dir", "fidelity"},
+}
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Parse and validate a study file; StudyFileError says where and why it is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StudyFileError(f"{path}: no such study file (see studies/ for examples)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyFileError(f"{path}: cannot read the study file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyFileError(f"{path}: not valid TOML: {exc}") from None
+    return _Validator(path, text, data).config()
+
+
+class _Validator:
+    def __init__(self, path: Path, text: str, data: dict) -> None:
+        self.path, self.lines, self.data = path, text.splitlines(), data
+
+    def fail(self, section: str, key: str | None, message: str):
+        where = f"{section}.{key}" if key else f"[{section}]"
+        raise StudyFileError(f"{self.path}:{self._line(section, key)}: {where}: {message}")
+
+    def _line(self, section: str, key: str | None) -> int:
+        current = ""
+        for number, line in enumerate(self.lines, 1):
+            stripped = line.strip()
+            header = re.match(r"^\[+\s*([^\]]+?)\s*\]+", stripped)
+            if header:
+                current = header.group(1)
+                if key is None and current == section:
+                    return number
+            elif (key and current == section and re.match(rf"^{re.escape(key)}\s*=", stripped)) or (
+                key and current == "" and re.match(rf"^{re.escape(section)}\.{re.escape(key)}\s*=", stripped)
+            ):
+                return number
+        return 1
+
+    def get(self, section: str, key: str, kind: type | tuple, default: Any = None) -> Any:
+        value = self.data.get(section, {}).get(key, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.fail(section, key, f"expected {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            self.fail(section, key, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def choice(self, section: str, key: str, choices: tuple, default: str) -> str:
+        value = self.get(section, key, str, default)
+        if value not in choices:
+            self.fail(section, key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def number_list(self, section: str, key: str, default: tuple, kind=(int, float)) -> tuple:
+        value = self.get(section, key, list, None)
+        if value is None:
+            return default
+        if not value:
+            self.fail(section, key, "is empty: the search space needs at least one choice")
+        for item in value:
+            if isinstance(item, bool) != (kind is bool) or not isinstance(item, kind):
+                self.fail(section, key, f"expected a list of {_kind_name(kind)}, got {item!r}")
+        return tuple(value)
+
+    def config(self) -> StudyConfig:
+        for section, value in self.data.items():
+            if section not in _SCHEMA:
+                self.fail(section, None, f"unknown section; known: {', '.join(_SCHEMA)}")
+            if not isinstance(value, dict):
+                self.fail(section, None, "must be a table")
+            for key in value:
+                if key not in _SCHEMA[section]:
+                    self.fail(section, key, f"unknown key; known in [{section}]: {', '.join(sorted(_SCHEMA[section]))}")
+        name = self.get("study", "name", str, self.path.stem)
+        if not _NAME.match(name):
+            self.fail("study", "name", f"{name!r}: use 1-64 letters, digits, '_', '.', '-' (it names files)")
+        mode = self.choice("study", "mode", MODES, "per-budget")
+        trials = self.get("study", "trials", int, 20)
+        if not 1 <= trials <= 100_000:
+            self.fail("study", "trials", f"{trials} must be in [1, 100000]")
+        sampler = self.choice("study", "sampler", SAMPLERS, "tpe")
+        pruner = self.choice("study", "pruner", PRUNERS, "hyperband" if mode == "per-budget" else "none")
+        if mode == "pareto" and pruner != "none":
+            self.fail("study", "pruner", "multi-objective (pareto) studies cannot prune in Optuna; use 'none'")
+        space = self._space()
+        lo, hi = space.mflops_range
+        budgets, budget_range, min_fraction = (), (10.0, 150.0), 0.5
+        if mode == "per-budget":
+            budgets = self.number_list("budget", "mflops", ())
+            if not budgets:
+                self.fail("budget", "mflops", "per-budget mode needs budgets, e.g. mflops = [13, 38, 140]")
+            min_fraction = float(self.get("budget", "min_fraction", (int, float), 0.5))
+            if not 0 <= min_fraction < 1:
+                self.fail("budget", "min_fraction", f"{min_fraction} must be in [0, 1)")
+            for b in budgets:
+                self._check_window("mflops", (b * min_fraction, b), space, lo, hi)
+        else:
+            window = self.number_list("budget", "range", (10.0, 150.0))
+            if len(window) != 2 or not 0 <= window[0] < window[1]:
+                self.fail("budget", "range", f"{list(window)} must be [min, max] MFLOPs with min < max")
+            budget_range = (float(window[0]), float(window[1]))
+            self._check_window("range", budget_range, space, lo, hi)
+        second = self.choice("objective", "second", SECOND_OBJECTIVES, "mflops")
+        lut = self.get("objective", "lut", str, None)
+        if second == "latency" and not lut:
+            self.fail("objective", "second", "a latency objective needs lut = 'path/to/device.lut.json'")
+        fidelity = self.get("accuracy", "fidelity", dict, {})
+        self._check_fidelity(fidelity)
+        data_dir = self.get("accuracy", "data_dir", str, None)
+        return StudyConfig(
+            name=name, path=self.path, mode=mode, trials=trials, seed=self.get("study", "seed", int, 0),
+            sampler=sampler, pruner=pruner, storage=self.get("study", "storage", str, None),
+            enqueue_presets=self.get("study", "enqueue_presets", bool, True), budgets=tuple(map(float, budgets)),
+            min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
+            lut=Path(lut) if lut else None, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
+            data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=dict(fidelity),
+        )  # fmt: skip
+
+    def _check_fidelity(self, overrides: dict) -> None:
+        from ..accuracy.trainer import DEFAULT_FIDELITY, Fidelity
+
+        try:
+            Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
+        except (ValueError, TypeError) as exc:
+            self.fail("accuracy", "fidelity", " ".join(str(exc).split()))
+
+    def _check_window(self, key: str, window: tuple[float, float], space: SearchSpace, lo: float, hi: float) -> None:
+        if window[1] < lo:
+            self.fail("budget", key, f"budget {window[1]:g} MFLOPs: the cheapest spec of the space costs {lo:.1f}; "
+                                     "lower space.scale or space.repeats")  # fmt: skip
+        if window[0] > hi:
+            self.fail("budget", key, f"budget window {window[0]:g}-{window[1]:g} MFLOPs lies above the largest spec "
+                                     f"of the space ({hi:.1f}); raise space.scale or lower the budget")  # fmt: skip
+        if not space.candidates(window):
+            self.fail("budget", key, f"no spec of the space costs {window[0]:g}-{window[1]:g} MFLOPs")
+
+    def _space(self) -> SearchSpace:
+        defaults = SearchSpace()
+        groups = self.number_list("space", "groups", defaults.groups, int)
+        for g in groups:
+            if g not in GROUP_CHOICES:
+                self.fail("space", "groups", f"{g} is not a ShuffleNet v1 group count {GROUP_CHOICES}")
+        scale = self.number_list("space", "scale", defaults.scale)
+        if len(scale) != 2 or not SCALE_RANGE[0] <= scale[0] <= scale[1] <= SCALE_RANGE[1]:
+            self.fail("space", "scale", f"{list(scale)} must be [min, max] within {list(SCALE_RANGE)}")
+        step = self.get("space", "scale_step", (int, float), defaults.scale_step)
+        if not (math.isfinite(step) and 0.01 <= step <= 1):
+            self.fail("space", "scale_step", f"{step} must be in [0.01, 1]")
+        repeats = self.get("space", "repeats", list, None)
+        if repeats is None:
+            repeats = defaults.repeats
+        else:
+            ok = len(repeats) == 3 and all(
+                isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                and REPEATS_RANGE[0] <= r[0] <= r[1] <= REPEATS_RANGE[1] for r in repeats
+            )  # fmt: skip
+            if not ok:
+                self.fail("space", "repeats", f"{repeats!r} must be three [min, max] unit counts within "
+                                              f"{list(REPEATS_RANGE)}, e.g. [[2, 6], [4, 10], [2, 6]]")  # fmt: skip
+            repeats = tuple(tuple(r) for r in repeats)
+        bottleneck = self.number_list("space", "bottleneck_ratio", defaults.bottleneck_ratio)
+        for b in bottleneck:
+            if b not in BOTTLENECK_CHOICES:
+                self.fail("space", "bottleneck_ratio", f"{b} is not one of {BOTTLENECK_CHOICES}")
+        shuffle = self.number_list("space", "shuffle", defaults.shuffle, bool)
+        resolution = self.get("space", "resolution", int, defaults.resolution)
+        if not RESOLUTION_RANGE[0] <= resolution <= RESOLUTION_RANGE[1]:
+            self.fail("space", "resolution", f"{resolution} must be in {list(RESOLUTION_RANGE)}")
+        classes = self.get("space", "num_classes", int, defaults.num_classes)
+        if not 2 <= classes <= 100_000:
+            self.fail("space", "num_classes", f"{classes} must be in [2, 100000]")
+        return SearchSpace(
+            groups=tuple(dict.fromkeys(groups)), scale=(float(scale[0]), float(scale[1])), scale_step=float(step),
+            repeats=repeats, bottleneck_ratio=tuple(dict.fromkeys(map(float, bottleneck))),
+            shuffle=tuple(dict.fromkeys(shuffle)), resolution=resolution, num_classes=classes,
+        )  # fmt: skip
+
+
+def _kind_name(kind: type | tuple) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))

@@ -1,0 +1,137 @@
+import textwrap
+
+import optuna
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optuna.trial import FixedTrial
+
+from shufflesearch.complexity import count_macs
+from shufflesearch.presets import get_preset
+from shufflesearch.search.records import pareto_front
+from shufflesearch.search.runner import paper_models, prepare_study
+from shufflesearch.search.space import NoFeasibleWidth, SearchSpace, suggest_spec
+from shufflesearch.search.study_file import StudyFileError, load_study
+
+SMALL_SPACE = SearchSpace(groups=(1, 3, 8), scale=(0.1, 1.0), repeats=((1, 3), (1, 4), (1, 3)))
+
+
+@settings(max_examples=300)
+@given(
+    groups=st.sampled_from(SMALL_SPACE.groups),
+    repeats=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3)),
+    width=st.floats(0, 1),
+    budget=st.floats(2, 160),
+    fraction=st.sampled_from([0.0, 0.5, 0.9]),
+)
+def test_sampled_specs_never_exceed_the_budget(groups, repeats, width, budget, fraction):
+    params = {"groups": groups, "repeats2": repeats[0], "repeats3": repeats[1], "repeats4": repeats[2], "width": width}
+    window = (budget * fraction, budget)
+    try:
+        spec = suggest_spec(FixedTrial(params), SMALL_SPACE, window)
+    except NoFeasibleWidth:
+        ladder = SMALL_SPACE.width_ladder(groups, repeats, 0.25, True)
+        assert not [m for _, m in ladder if window[0] * 1e6 <= m <= window[1] * 1e6]
+    else:
+        assert window[0] * 1e6 <= count_macs(spec) <= window[1] * 1e6
+        assert spec.groups == groups and spec.repeats == repeats
+
+
+def test_width_picks_narrowest_to_widest_feasible():
+    base = {"groups": 3, "repeats2": 4, "repeats3": 8, "repeats4": 4}
+    narrow = suggest_spec(FixedTrial({**base, "width": 0.0}), SearchSpace(), (0, 40))
+    wide = suggest_spec(FixedTrial({**base, "width": 1.0}), SearchSpace(), (0, 40))
+    assert wide == get_preset("shufflenet_v1_x0_5_g3")  # 37.6 MFLOPs: the widest g3 under 40
+    assert count_macs(narrow) < count_macs(wide)
+
+
+def test_presets_round_trip_through_trial_params():
+    for name, spec in paper_models().items():
+        window = (0, count_macs(spec) / 1e6 + 0.01)
+        params = SearchSpace(scale=(0.1, 2.0)).to_params(spec, window)
+        assert params is not None, name
+        assert suggest_spec(FixedTrial(params), SearchSpace(scale=(0.1, 2.0)), window) == spec
+
+
+def test_candidate_count_is_exhaustive():
+    window = (6.5, 13.0)
+    candidates = SMALL_SPACE.candidates(window)
+    assert len(candidates) == len(set(candidates)) > 10
+    assert all(6.5e6 <= count_macs(c) <= 13e6 for c in candidates)
+
+
+def write(tmp_path, text: str, name: str = "s.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[study]\nname = 'x'\ncolour = 'red'\n", ":3: study.colour: unknown key"),
+        ("[study]\nname = 'x'\n[spaces]\n", ":3: [spaces]: unknown section"),
+        ("[space]\ngroups = []\n[budget]\nmflops = [40]\n", ":2: space.groups: is empty"),
+        ("[space]\ngroups = [5]\n[budget]\nmflops = [40]\n", ":2: space.groups: 5 is not a ShuffleNet v1 group"),
+        ("[budget]\nmflops = [0.5]\n", ":2: budget.mflops: budget 0.5 MFLOPs: the cheapest spec of the space costs"),
+        ("[budget]\nmflops = [5000]\n", ":2: budget.mflops: budget window 2500-5000 MFLOPs lies above the largest"),
+        ("[budget]\n\nmflops = ['a']\n", ":3: budget.mflops: expected a list of"),
+        ("[study]\nmode = 'pareto'\npruner = 'hyperband'\n", ":3: study.pruner: multi-objective"),
+        ("[study]\nmode = 'pareto'\n[budget]\nrange = [150, 10]\n", ":4: budget.range: [150, 10] must be"),
+        ("[study]\ntrials = 0\n[budget]\nmflops = [40]\n", ":2: study.trials: 0 must be"),
+        ("[study]\nname = '../etc'\n", ":2: study.name:"),
+        (
+            "[budget]\nmflops = [40]\n[accuracy.fidelity]\nepochz = 3\n",
+            "accuracy.fidelity: unknown fidelity key 'epochz'",
+        ),
+        ("[budget]\nmflops = [40]\n[space]\nrepeats = [[2, 6], [4, 10]]\n", ":4: space.repeats:"),
+        ("[study\n", "not valid TOML"),
+        (
+            "[objective]\nsecond = 'latency'\n[study]\nmode='pareto'\n",
+            ":2: objective.second: a latency objective needs",
+        ),
+    ],
+)
+def test_invalid_study_files_name_the_line_and_key(tmp_path, text, fragment):
+    with pytest.raises(StudyFileError) as info:
+        load_study(write(tmp_path, text))
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_shipped_studies_are_valid():
+    from pathlib import Path
+
+    files = sorted(Path(__file__).parents[1].glob("studies/*.toml"))
+    assert len(files) >= 4
+    for path in files:
+        config = load_study(path)
+        assert all(config.space.candidates(w) for w in config.budget_windows().values()), path
+
+
+@settings(max_examples=100)
+@given(st.text(max_size=200))
+def test_any_text_is_a_study_or_a_one_line_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("fuzz") / "f.toml"
+    path.write_text(text)
+    try:
+        load_study(path)
+    except StudyFileError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_queue_holds_exactly_n_tickets_presets_first(tmp_path):
+    config = load_study(write(tmp_path, "[study]\nname = 'q'\ntrials = 5\n[budget]\nmflops = [40]\n"))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'q.db'}")
+    ((name, window),) = config.budget_windows().items()
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    assert prepare_study(config, study, window, 5)["queued"] == 5
+    assert prepare_study(config, study, window, 5)["queued"] == 0  # idempotent: a second worker adds nothing
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    presets = [t.user_attrs.get("preset") for t in waiting if t.user_attrs.get("preset")]
+    assert "shufflenet_v1_x0_5_g3" in presets  # 37.6 MFLOPs fits the 20-40 window
+    assert len(waiting) == 5
+
+
+def test_pareto_front_keeps_only_undominated():
+    records = [{"top1": a, "mflops": m} for a, m in [(0.5, 10), (0.6, 20), (0.55, 30), (0.7, 40), (0.4, 5)]]
+    assert [(r["top1"], r["mflops"]) for r in pareto_front(records)] == [(0.4, 5), (0.5, 10), (0.6, 20), (0.7, 40)]

@@ -1,0 +1,274 @@
+"""Latency over SSH against a real OpenSSH server on loopback that this file starts itself.
+
+The "device" is this machine: the remote python is this interpreter (it has onnxruntime).
+Outside CI the server tests skip only when OpenSSH is not installed; under CI=true they fail.
+"""
+
+import getpass
+import glob
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shufflesearch.export import export_onnx
+from shufflesearch.latency import ssh
+from shufflesearch.latency.ssh import (
+    AuthenticationError,
+    HostKeyError,
+    HostUnreachableError,
+    RemoteRuntimeError,
+    SshTarget,
+    SshTargetError,
+    SshTimeoutError,
+    measure_remote,
+)
+from shufflesearch.spec import ShuffleNetSpec
+
+SSHD = "/usr/sbin/sshd"
+TINY = ShuffleNetSpec(groups=2, scale=0.25, repeats=(1, 1, 1), resolution=32)
+HOSTILE = [
+    "ssh://a;rm -rf /@host",
+    "ssh://user@host$(id)",
+    "ssh://-oProxyCommand=x@h",
+    "ssh://user@-oProxyCommand=x",
+    "ssh://user@host:22;id",
+    "ssh://user@host`id`",
+    "ssh://us er@host",
+    "ssh://user@host\nid",
+    "ssh://user@host/path",
+    "ssh://user@host:0",
+    "ssh://user@host:65536",
+    "ssh://user@host:-1",
+    "ssh://user@[::1%eth0]",
+    "ssh://user@",
+    "ssh://@host",
+    "http://user@host",
+    "user@host",
+    "ssh://user@host:22?x=1",
+    "ssh://user@host..com",
+]
+
+
+# -- parsing: no process ever runs ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "user", "host", "port"),
+    [
+        ("ssh://pi@192.168.1.20", "pi", "192.168.1.20", None),
+        ("ssh://pi@raspberrypi.local:2222", "pi", "raspberrypi.local", 2222),
+        ("ssh://board", None, "board", None),
+        ("ssh://ci_user.2@my-board_7:65535", "ci_user.2", "my-board_7", 65535),
+        ("ssh://root@[::1]:22", "root", "::1", 22),
+    ],
+)
+def test_parse_valid_targets(url, user, host, port):
+    target = SshTarget.parse(url)
+    assert (target.user, target.host, target.port) == (user, host, port)
+    assert target.url == url and SshTarget.parse(target.url) == target
+
+
+@pytest.mark.parametrize("url", HOSTILE)
+def test_hostile_targets_are_rejected_before_any_process(url, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"a process was started for {url!r}: {args}")
+
+    monkeypatch.setattr(subprocess, "run", forbidden)
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    with pytest.raises(SshTargetError) as info:
+        measure_remote(TINY, url)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"python": "python3; id"}, {"python": "$(id)"}, {"python": "py thon"}, {"python": "-c"}, {"timeout_s": 0}],
+)
+def test_hostile_settings_are_rejected_before_any_process(kwargs, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a process was started"))
+    with pytest.raises(SshTargetError):
+        measure_remote(TINY, "ssh://pi@board", **kwargs)
+
+
+@given(st.text(max_size=40))
+def test_any_accepted_target_is_shell_inert(tail):
+    try:
+        target = SshTarget.parse("ssh://" + tail)
+    except SshTargetError:
+        return
+    for part in (target.user or "", target.host):
+        assert re.fullmatch(r"[A-Za-z0-9_.:-]*", part) and not part.startswith("-")
+    assert target.port is None or 1 <= target.port <= 65535
+
+
+# -- a real sshd on loopback --------------------------------------------------------------
+
+
+def _missing(why: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (CI must run the SSH tests)")
+    pytest.skip(why)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")):
+        _missing("OpenSSH is not installed (apt-get install openssh-server openssh-client)")
+    d = tmp_path_factory.mktemp("sshd")
+    host_key, client_key, stranger_key = _keygen(d / "host_key"), _keygen(d / "client_key"), _keygen(d / "stranger")
+    other_host_key = _keygen(d / "other_host_key")
+    (d / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
+    port = _free_port()
+    config = d / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\nAuthorizedKeysFile {d}/authorized_keys\n"
+        f"PidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nAuthenticationMethods publickey\n"
+    )
+    if os.geteuid() == 0:  # sshd refuses to start without its privilege-separation dir (the service makes it)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    log = open(d / "sshd.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
+            time.sleep(0.1)
+
+    def key_line(key: Path) -> str:
+        return f"[127.0.0.1]:{port} " + " ".join(key.with_suffix(".pub").read_text().split()[:2]) + "\n"
+
+    (d / "known_hosts").write_text(key_line(host_key))
+    (d / "wrong_known_hosts").write_text(key_line(other_host_key))
+    (d / "empty_known_hosts").write_text("")
+
+    def options(key: Path = client_key, known_hosts: str = "known_hosts") -> list[str]:
+        # Hermetic: no ~/.ssh/config, no agent, only this key and this known_hosts.
+        return [
+            "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={d / known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        ]  # fmt: skip
+
+    onnx = d / "tiny.onnx"
+    export_onnx(TINY, onnx)
+    yield SimpleNamespace(
+        url=f"ssh://{getpass.getuser()}@127.0.0.1:{port}", port=port, dir=d, options=options,
+        stranger_key=stranger_key, onnx=onnx,
+    )  # fmt: skip
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+def _leftovers() -> set[str]:
+    return set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "shufflesearch.*")))
+
+
+def test_real_measurement_over_ssh(sshd):
+    before = _leftovers()
+    result = measure_remote(TINY, sshd.url, runs=5, warmup=1, python=sys.executable, ssh_options=sshd.options())
+    assert (result.target, result.backend, result.threads, result.resolution) == (sshd.url, "onnxruntime", 1, 32)
+    assert len(result.times_ms) == result.runs == 5
+    assert 0 < result.min_ms <= result.median_ms <= result.p90_ms < 1000
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4  # the device ran the spec's network
+    assert result.machine["arch"] == platform.machine() and "onnxruntime" in result.machine["versions"]
+    assert _leftovers() <= before  # the remote temp dir is gone
+
+
+def test_onnx_file_over_ssh(sshd):
+    result = measure_remote(sshd.onnx, sshd.url, threads=2, runs=3, warmup=0, python=sys.executable,
+                            ssh_options=sshd.options())  # fmt: skip
+    assert (result.model, result.resolution, result.threads, result.max_abs_diff) == ("tiny.onnx", 32, 2, None)
+
+
+def test_wrong_key_is_an_authentication_error(sshd):
+    with pytest.raises(AuthenticationError, match="ssh-copy-id"):
+        measure_remote(sshd.onnx, sshd.url, runs=3, python=sys.executable, ssh_options=sshd.options(sshd.stranger_key))
+
+
+def test_closed_port_is_unreachable(sshd):
+    url = SshTarget("127.0.0.1", getpass.getuser(), _free_port()).url
+    with pytest.raises(HostUnreachableError, match="connection refused"):
+        measure_remote(sshd.onnx, url, runs=3, python=sys.executable, ssh_options=sshd.options())
+
+
+@pytest.mark.parametrize("known_hosts", ["empty_known_hosts", "wrong_known_hosts"])
+def test_untrusted_host_key_is_never_accepted(sshd, known_hosts):
+    path = sshd.dir / known_hosts
+    before = path.read_text()
+    with pytest.raises(HostKeyError, match="known_hosts"):
+        measure_remote(sshd.onnx, sshd.url, runs=3, python=sys.executable,
+                       ssh_options=sshd.options(known_hosts=known_hosts))  # fmt: skip
+    assert path.read_text() == before  # nothing was added behind the user's back
+
+
+def test_remote_python_without_onnxruntime_says_how_to_fix(sshd, tmp_path):
+    bare = tmp_path / "bare-python"  # a device Python without site-packages
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    with pytest.raises(RemoteRuntimeError, match="pip install onnxruntime") as info:
+        measure_remote(sshd.onnx, sshd.url, runs=3, python=str(bare), ssh_options=sshd.options())
+    assert "\n" not in str(info.value)
+
+
+def test_remote_without_python_says_how_to_fix(sshd):
+    with pytest.raises(RemoteRuntimeError, match=r"not runnable.*install Python"):
+        measure_remote(sshd.onnx, sshd.url, runs=3, python="/nonexistent/python3", ssh_options=sshd.options())
+
+
+@pytest.mark.slow
+def test_runner_stops_itself_within_the_timeout(sshd):
+    before = _leftovers()
+    with pytest.raises(SshTimeoutError, match="timeout_s"):
+        measure_remote(sshd.onnx, sshd.url, runs=10**6, warmup=0, python=sys.executable,
+                       ssh_options=sshd.options(), timeout_s=4)  # fmt: skip
+    assert _leftovers() <= before
+
+
+@pytest.mark.slow
+def test_hung_device_is_cut_off_and_cleaned_up(sshd, tmp_path):
+    hang = tmp_path / "hang-python"  # a device that never answers
+    hang.write_text("#!/bin/sh\nsleep 30\n")
+    hang.chmod(0o755)
+    before = _leftovers()
+    start = time.monotonic()
+    with pytest.raises(SshTimeoutError, match="did not finish"):
+        measure_remote(sshd.onnx, sshd.url, runs=3, python=str(hang), ssh_options=sshd.options(), timeout_s=2)
+    assert time.monotonic() - start < 20  # cut off at the timeout, not after the device's 30 s
+    assert _leftovers() <= before
+
+
+def test_ssh_argv_keeps_host_key_checking_and_batch_mode():
+    session = ssh._Session(SshTarget("board", "pi", 2200), ["-i", "key"], timeout_s=60)
+    argv = session.argv
+    assert argv[:3] == ["ssh", "-i", "key"]  # explicit options first: ssh keeps the first value
+    for option in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=10"):
+        assert option in argv
+    assert argv[-2:] == ["--", "pi@board"] and argv[argv.index("-p") + 1] == "2200"
