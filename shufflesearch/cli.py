@@ -353,6 +353,120 @@ def latency(
     )
 
 
+Dataset = Annotated[str, typer.Option(help="fashion-mnist (default), cifar10 or imagefolder.")]
+DataDir = Annotated[
+    Path | None, typer.Option(help="Folder with the dataset files (IDX, cifar-10-batches-py, class folders).")
+]
+ImageSize = Annotated[int | None, typer.Option(help="Resize images to this many px (required for imagefolder).")]
+
+
+@app.command()
+def train(
+    preset: Preset = None,
+    groups: Groups = None,
+    scale: Scale = None,
+    repeats: Repeats = None,
+    resolution: Resolution = None,
+    stage_channels: StageChannels = None,
+    stem_channels: StemChannels = None,
+    bottleneck: Bottleneck = None,
+    shuffle: Shuffle = None,
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    image_size: ImageSize = None,
+    subset: Annotated[int | None, typer.Option(help="Training images (class-balanced subset).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs over the subset.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (anneals by time).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for init, subset and order (same seed: same result).")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Proxy accuracy: short, seeded training on a real dataset (the default recipe: docs/fidelity.md).
+
+    Example: shufflesearch train --groups 3 --scale 0.5 --dataset fashion-mnist --epochs 2 --subset 10000
+    """
+    from .accuracy.cache import ResultCache
+    from .accuracy.datasets import load_dataset
+    from .accuracy.trainer import DEFAULT_FIDELITY, train_proxy
+
+    spec = build_spec(preset, groups, scale, repeats, None, None, stage_channels, stem_channels, bottleneck, None,
+                      None, shuffle)  # fmt: skip
+    changes = {"train_images": subset, "epochs": epochs, "batch_size": batch_size, "resolution": resolution,
+               "time_budget_s": time_budget}  # fmt: skip
+    fidelity = DEFAULT_FIDELITY.replace(**{k: v for k, v in changes.items() if v is not None})
+    data = load_dataset(dataset, data_dir, image_size)
+    cache = None if no_cache else ResultCache()
+    if as_json:
+        result = train_proxy(spec, data, fidelity, seed=seed, cache=cache)
+        _print_json(result.to_dict())
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("epoch {task.fields[epoch]:.2f}/{task.fields[epochs]}"), BarColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[speed]:.0f} img/s"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=_console(), transient=True) as bar:
+        task = bar.add_task("train", total=1.0, epoch=0.0, epochs=f"{fidelity.epochs:g}", loss=float("nan"), speed=0.0)
+
+        def progress(p) -> None:
+            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
+
+        result = train_proxy(spec, data, fidelity, seed=seed, progress=progress, cache=cache)
+    console = _console()
+    trained = ShuffleNetSpec.from_dict(result.spec).label
+    if result.status != "ok":
+        console.print(f"{trained}: training {result.status} after {result.images_seen:,} images; "
+                      "try a lower learning rate or more warm-up")  # fmt: skip
+        raise SystemExit(1)
+    source = "cached result" if result.cached else f"{result.seconds:.0f} s, {result.images_seen:,} images seen"
+    console.print(f"{trained} on {dataset}: proxy top-1 [bold]{100 * result.top1:.2f}%[/bold] on the held-out "
+                  f"test split ({source}); not an ImageNet accuracy")  # fmt: skip
+    rows = [{"epoch": round(p["epoch"], 2), "images seen": p["images_seen"], "train loss": round(p["train_loss"], 4),
+             "top-1 (curve subset) %": round(100 * p["top1"], 2) if p.get("top1") is not None else "-"}
+            for p in result.curve]  # fmt: skip
+    if rows:
+        console.print(_rich_table(rows, "Learning curve"))
+
+
+@app.command()
+def score(
+    preset: Preset = None,
+    groups: Groups = None,
+    scale: Scale = None,
+    repeats: Repeats = None,
+    resolution: Resolution = None,
+    stage_channels: StageChannels = None,
+    stem_channels: StemChannels = None,
+    bottleneck: Bottleneck = None,
+    shuffle: Shuffle = None,
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    image_size: ImageSize = None,
+    zero_cost: Annotated[str, typer.Option(help="Comma-separated scores.")] = "synflow,grad_norm,naswot",
+    batch: Annotated[int, typer.Option(help="Minibatch size.", min=2)] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for init and the minibatch.")] = 0,
+    as_json: AsJson = False,
+) -> None:
+    """Training-free scores on one minibatch (a pre-filter, not an accuracy).
+
+    Example: shufflesearch score --groups 3 --scale 0.5 --zero-cost synflow,grad_norm,naswot
+    """
+    from .accuracy.datasets import load_dataset
+    from .accuracy.trainer import DEFAULT_FIDELITY
+    from .accuracy.zero_cost import score_on_dataset
+
+    spec = build_spec(preset, groups, scale, repeats, None, None, stage_channels, stem_channels, bottleneck, None,
+                      None, shuffle)  # fmt: skip
+    fidelity = DEFAULT_FIDELITY.replace(resolution=resolution) if resolution else DEFAULT_FIDELITY
+    data = load_dataset(dataset, data_dir, image_size)
+    trained, result = score_on_dataset(spec, data, fidelity, batch, tuple(zero_cost.split(",")), seed)
+    if as_json:
+        _print_json({"spec": trained.to_dict(), **result.to_dict()})
+        return
+    rows = [{"score": k, "value": v, "seconds": round(result.seconds[k], 3)} for k, v in result.scores.items()]
+    _console().print(_rich_table(rows, f"Zero-cost scores of {trained.label} on {batch} {dataset} images"))
+
+
 @app.command()
 def setup(
     component: Annotated[str, typer.Argument(help="'arm64': the QEMU sysroot behind --target arm64-emulated.")],
@@ -469,6 +583,58 @@ def studies_list(
         for r in rows
     ]  # fmt: skip
     _console().print(_rich_table(table_rows, "Stored studies (top-1 = proxy accuracy)"))
+
+
+@app.command()
+def report(
+    study_file: Annotated[Path, typer.Argument(help="A study file (TOML), e.g. studies/demo.toml.")],
+    storage: Annotated[str | None, typer.Option(help="Storage URL (default: the study file's).")] = None,
+    study: Annotated[list[str] | None, typer.Option(help="Only this Optuna study, e.g. demo-13M (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: reports/<study name>/).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Tables (CSV, Markdown), plots (PNG, SVG) and an offline HTML page of a study's results.
+
+    Example: shufflesearch report studies/demo.toml --out reports/demo
+    """
+    from .report.build import build_report
+    from .search.parallel import storage_url_for
+    from .search.records import load_records, study_attrs
+    from .search.study_file import load_study
+
+    config = load_study(study_file)
+    url = storage_url_for(config, storage)
+    windows = config.budget_windows()
+    unknown = sorted(set(study or ()) - set(windows))
+    if unknown:
+        raise typer.BadParameter(f"{unknown[0]!r} is not a study of {study_file}; choose from {', '.join(windows)}",
+                                 param_hint="--study")  # fmt: skip
+    names = [n for n in windows if not study or n in study]
+    stored = study_attrs(url)
+    loaded = load_records(url, [n for n in names if n in stored])
+    records = {n: loaded.get(n, []) for n in names}  # a budget not started yet shows as an empty study
+    attrs = {n: {"mode": config.mode, "window_mflops": list(windows[n]), "dataset": config.dataset, **stored.get(n, {})}
+             for n in names}  # fmt: skip
+    result = build_report(records, attrs, out or Path("reports") / config.name,
+                          title=f"ShuffleNet search report: {config.name} ({config.mode})")  # fmt: skip
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    console = _console()
+    for line in result.notes:
+        console.print(f"note: {line}", markup=False, highlight=False)
+    for line in result.summary:
+        console.print(line, markup=False, highlight=False)
+    rows = [
+        {"budget": f"≤{r['budget_mflops']:g} M", "kind": r["kind"], "name": r["name"], "spec": r["label"],
+         "MFLOPs": r["mflops"], "params (M)": r["params_m"],
+         "proxy top-1 %": r["top1_pct"] if r["top1_pct"] is not None else "-",
+         "paper ImageNet top-1 %": r["paper_imagenet_top1_pct"] if r["paper_imagenet_top1_pct"] is not None else "-"}
+        for r in result.tables["best_per_budget"]
+    ]  # fmt: skip
+    if rows:
+        console.print(_rich_table(rows, f"Best per budget vs the paper's models (proxy top-1 on {config.dataset})"))
+    console.print(f"report: {result.out_dir / 'index.html'} ({len(result.files)} files)", markup=False)
 
 
 # -- entry point ----------------------------------------------------------------------

@@ -284,3 +284,27 @@ def _prepare_batch(
     else:
         raise ZeroCostError(f"images have dtype {images.dtype}; pass float images or uint8 pixels")
     return x, labels.long()
+
+
+def score_on_dataset(
+    spec: ShuffleNetSpec,
+    dataset,
+    fidelity=None,
+    batch_size: int = 64,
+    names: Sequence[str] = ZERO_COST_SCORES,
+    seed: int = 0,
+) -> tuple[ShuffleNetSpec, ZeroCostResult]:
+    """Zero-cost scores of `spec` as the proxy trainer would train it on `dataset`.
+
+    The spec is adapted like the trainer adapts it (channels, classes, resolution, stem) and
+    scored on a seeded, class-balanced minibatch of training images.
+    """
+    from .datasets import train_subset
+    from .trainer import DEFAULT_FIDELITY, adapt_spec
+
+    trained = adapt_spec(spec, dataset, fidelity or DEFAULT_FIDELITY)
+    keep = train_subset(dataset.train_labels, batch_size, seed)
+    images = dataset.train_images[keep].float()
+    if images.shape[-1] != trained.resolution:
+        images = F.interpolate(images, size=trained.resolution, mode="bilinear", antialias=True, align_corners=False)
+    return trained, zero_cost_scores(trained, images / 255.0, dataset.train_labels[keep], names, seed)

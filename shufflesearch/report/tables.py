@@ -44,3 +44,34 @@ def render_table(rows: list[dict], path: str | Path) -> str:
 
 class TableFormatError(ValueError):
     """An output path whose extension names no table format we write."""
+
+
+def frame_rows(frame) -> list[dict]:
+    """A pandas DataFrame as rows of plain Python values, missing values as None (duck-typed: no pandas import)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(rows: list[dict]) -> list[dict]:
+    """Rows whose text cells cannot run as spreadsheet formulas: a leading '=', '+', '-', '@' gets a quote.
+
+    Study names come from a database anyone with access can write; a CSV opened in a
+    spreadsheet must not execute them (OWASP "CSV injection").
+    """
+    return [{k: _defused(v) for k, v in row.items()} for row in rows]
+
+
+def _defused(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

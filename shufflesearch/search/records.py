@@ -58,6 +58,14 @@ def trial_record(study_name: str, trial) -> dict:
     }
 
 
+def study_attrs(storage_url: str) -> dict[str, dict]:
+    """Study name -> its user attributes (mode, MFLOPs window, candidate count), for every stored study."""
+    import optuna
+
+    summaries = optuna.get_all_study_summaries(open_storage(storage_url), include_best_trial=False)
+    return {s.study_name: dict(s.user_attrs) for s in summaries}
+
+
 def load_records(storage_url: str, study_names: list[str] | None = None) -> dict[str, list[dict]]:
     """Study name -> its trial records, for every study in the storage (or the named ones)."""
     import optuna
@@ -126,4 +134,13 @@ def pareto_front(records: list[dict], second: str = "mflops") -> list[dict]:
     return front
 
 
-__all__ = ["StudySummary", "load_records", "pareto_front", "redact", "summarize", "summarize_records", "trial_record"]
+__all__ = [
+    "StudySummary",
+    "load_records",
+    "pareto_front",
+    "redact",
+    "study_attrs",
+    "summarize",
+    "summarize_records",
+    "trial_record",
+]

@@ -1,0 +1,214 @@
+"""One call: study records -> a report folder (CSV + Markdown tables, PNG + SVG plots, index.html).
+
+The folder is built next to `out_dir` and swapped in only when complete, so a failure
+(a full disk, a bug, Ctrl-C) leaves the previous report as it was.
+
+>>> result = build_report(load_records("sqlite:///studies/demo.db"), attrs, "reports/demo")  # doctest: +SKIP
+>>> result.files[:2]  # doctest: +SKIP
+[PosixPath('index.html'), PosixPath('tables/studies.csv')]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .. import __version__
+from ..atomic import write_atomically
+from . import plots
+from .frames import PAPER, SEARCHED, ReportFrames, build_frames, public
+from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
+from .tables import frame_rows, spreadsheet_safe, to_csv, to_markdown
+
+MARKER = ".shufflesearch-report"  # a folder holding this file may be replaced by the next build
+COLLAPSE_ROWS = 40  # longer tables are folded in the page (they are complete in CSV/Markdown)
+
+
+class ReportError(ValueError):
+    """An output folder we must not replace."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    out_dir: Path
+    files: list[Path]  # relative to out_dir
+    summary: list[str]  # one line per study and per budget
+    notes: list[str]  # what a reader must know: running, empty or failed studies, skipped plots
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # "studies", "best_per_budget": for a terminal
+
+    def to_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "files": [str(f) for f in self.files], "summary": self.summary,
+                "notes": self.notes, "tables": self.tables}  # fmt: skip
+
+
+def build_report(
+    records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict], out_dir: str | os.PathLike,
+    title: str | None = None,
+) -> ReportResult:  # fmt: skip
+    """Write the report for these studies to `out_dir` (replaced only if it is empty or an earlier report)."""
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
+    frames = build_frames(records_by_study, study_attrs)
+    summary = summary_lines(frames)
+    title = title or "ShuffleNet search report: " + (", ".join(records_by_study) or "no studies")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; a report is meant to be read (and served)
+    try:
+        files = _write_report(tmp, frames, summary, title, 0o666 & ~mask)
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tables = {"studies": frame_rows(frames.studies), "best_per_budget": frame_rows(public(frames.best))}
+    return ReportResult(out_dir, files, summary, list(frames.notes), tables)
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ReportError(f"--out {out_dir}: is a file, not a folder; choose a folder name such as reports/demo")
+    if (out_dir / MARKER).exists() or not any(out_dir.iterdir()):
+        return
+    raise ReportError(f"--out {out_dir}: the folder holds files that are not a shufflesearch report and would be "
+                      "replaced; choose an empty or new folder such as reports/demo")  # fmt: skip
+
+
+def _swap_in(new: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by `new` with two renames: a reader sees the old report, the new one, or briefly none."""
+    if not out_dir.exists():
+        os.replace(new, out_dir)
+        return
+    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(out_dir, old)
+    try:
+        os.replace(new, out_dir)
+    except BaseException:
+        os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# name, title, caption, frame getter; a table is written even when empty (its header says what would be there).
+_TABLES = [
+    ("studies", "Studies", "One row per Optuna study: its MFLOPs window and how many trials are in each state.",
+     lambda f: f.studies),
+    ("best_per_budget", "Best per budget vs the paper's models",
+     "Per budget: the most accurate searched trial, then every paper model (official presets and Table 2 models) "
+     "in the same MFLOPs window. top1_pct is proxy accuracy (blank: not trained in this study); "
+     "paper_imagenet_top1_pct is the paper's published ImageNet number, for context only.", lambda f: public(f.best)),
+    ("accuracy_by_groups", "Accuracy by group count",
+     "The paper's Table 2 question per budget: best and median proxy top-1 for each group count tried.",
+     lambda f: f.groups),
+    ("complexity_table1", "Complexity of the groups and scales touched (paper Table 1 style)",
+     "Widths and cost at the paper's layout (repeats 4,8,4; 224 px; 1000 classes) for every group count the "
+     "study tried, at the paper's scales inside the sampled range and at each winner's scale.",
+     lambda f: f.complexity),
+    ("stage_costs", "Per-stage MFLOPs of the winners", "Closed-form multiply-adds per stage of each budget's winner.",
+     lambda f: f.stages),
+    ("latency", "Latency", "Complete trials with a latency; latency_kind says whether it was measured or estimated.",
+     lambda f: f.latency),
+    ("pareto_front", "Pareto front", "Complete trials not beaten on both proxy top-1 and MFLOPs, across all studies.",
+     lambda f: f.front),
+    ("history", "Optimisation history", "Per study in trial order: proxy top-1, best so far, hypervolume (Pareto).",
+     lambda f: f.history),
+    ("trials", "All trials", "Every trial with its spec, cost and result; pruned trials were stopped early.",
+     lambda f: public(f.trials)),
+]  # fmt: skip
+
+# file name (also the name of the drawing function, plots.plot_<name>), title, caption
+_PLOTS = [
+    ("accuracy_vs_mflops", "Accuracy vs MFLOPs",
+     "Dots: complete trials coloured by group count. Black steps: the Pareto front. Dashed lines: budgets. "
+     "Stars: paper models trained in this study; open triangles on the axis: paper models in a budget window "
+     "that were not trained here."),
+    ("accuracy_vs_groups", "Accuracy vs groups at each budget",
+     "Does grouping the 1x1 convolutions pay at a fixed budget (the paper's Table 2)? Line: best per group count."),
+    ("latency_vs_mflops", "Latency vs MFLOPs",
+     "Marker shape says whether a latency was measured or estimated."),
+    ("stage_costs", "Per-stage cost of the winners",
+     "Stacked bars: closed-form multiply-adds of each stage; the number is the total."),
+    ("history", "Optimisation history",
+     "Best proxy top-1 so far per study (dots: each complete trial); hypervolume for Pareto studies."),
+]  # fmt: skip
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: str, mode: int) -> list[Path]:
+    files: list[Path] = []
+
+    def write(rel: str, data: bytes | str) -> None:
+        os.chmod(write_atomically(root / rel, data), mode)  # mkstemp's 0600 would hide it from readers
+        files.append(Path(rel))
+
+    table_entries = []
+    for name, heading, caption, get in _TABLES:
+        frame = get(frames)
+        if name == "latency" and frame.empty:
+            continue
+        rows = frame_rows(frame)
+        write(f"tables/{name}.csv", frame.to_csv(index=False) if not rows else to_csv(spreadsheet_safe(rows)))
+        text_rows = [{k: format_cell(v) for k, v in r.items()} for r in rows]
+        write(f"tables/{name}.md", f"# {heading}\n\n{caption}\n\n" + (to_markdown(text_rows) or "_No rows._\n"))
+        table_entries.append(TableEntry(heading, rows, f"tables/{name}.csv", f"tables/{name}.md", caption,
+                                        collapsed=len(rows) > COLLAPSE_ROWS,
+                                        lead=name == "best_per_budget"))  # fmt: skip
+
+    plot_entries = []
+    for name, heading, caption in _PLOTS:
+        if name == "latency_vs_mflops" and frames.latency.empty:
+            continue  # frames.notes says why
+        figure = getattr(plots, f"plot_{name}")(frames)
+        figure = getattr(figure, "figure", figure)  # plot functions return Axes; plot_history a Figure
+        for fmt in ("png", "svg"):
+            if fmt == "svg":
+                figure.set_layout_engine("none")  # keep the layout the PNG computed: it is the slow part
+            buf = io.BytesIO()
+            figure.savefig(buf, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
+            write(f"plots/{name}.{fmt}", buf.getvalue())
+        plot_entries.append(PlotEntry(heading, f"plots/{name}.png", f"plots/{name}.svg", caption))
+
+    generated = (f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} by {GENERATOR} {__version__}: "
+                 f"{len(frames.studies)} stud{'y' if len(frames.studies) == 1 else 'ies'}, "
+                 f"{len(frames.trials)} trials.")  # fmt: skip
+    write("index.html", render_page(title, summary, frames.notes, plot_entries, table_entries, generated))
+    write(MARKER, "Written by `shufflesearch report`; the next report to this folder replaces it.\n")
+    return files
+
+
+def summary_lines(frames: ReportFrames) -> list[str]:
+    """Plain sentences: each study's progress, then each budget's winner beside the best paper model."""
+    if frames.studies.empty:
+        return ["No studies: nothing to report."]
+    lines = []
+    for s in frames.studies.itertuples():
+        window = f", {s.lo_mflops:g}-{s.hi_mflops:g} MFLOPs" if s.hi_mflops is not None else ""
+        lines.append(f"{s.study} ({s.mode}{window}): {s.state}; {s.complete} complete, {s.pruned} pruned, "
+                     f"{s.failed} failed, {s.running} running, {s.waiting} waiting.")  # fmt: skip
+    for (study, budget), grp in frames.best.groupby(["study", "budget_mflops"], sort=False):
+        win = grp[grp.kind == SEARCHED]
+        paper = grp[(grp.kind == PAPER) & grp.top1_pct.notna()].sort_values("top1_pct", ascending=False)
+        if win.empty:
+            lines.append(f"{study} ≤ {budget:g} MFLOPs: no complete trial yet.")
+            continue
+        w = win.iloc[0]
+        line = (f"{study} ≤ {budget:g} MFLOPs: best {w.label} ({w['name']}) at {w.mflops:.1f} MFLOPs, "
+                f"proxy top-1 {w.top1_pct:.2f}%")  # fmt: skip
+        if len(paper) and paper.iloc[0]["name"] != w["name"]:
+            p = paper.iloc[0]
+            line += f"; best paper model trained here: {p['name']} at {p.mflops:.1f} MFLOPs, {p.top1_pct:.2f}%"
+        lines.append(line + ".")
+    return lines

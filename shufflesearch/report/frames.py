@@ -1,0 +1,376 @@
+"""Study records -> pandas DataFrames: everything a report shows, computed without pixels.
+
+Input is plain data (the CLI loads it): `records_by_study` maps an Optuna study name to its
+flat trial records (see `shufflesearch.search.records.trial_record`) and `study_attrs` maps
+it to the study's user attributes (`window_mflops`, `mode`, ...). Nothing here imports
+Optuna or the search layer. Units travel in column names: `mflops` (multiply-adds at
+224 px, as in the paper), `params_m`, `top1_pct` (proxy accuracy on the study's dataset,
+not ImageNet), `latency_ms`.
+
+>>> rec = {"study": "s-40M", "trial": 0, "state": "complete", "groups": 3, "mflops": 38.0, "top1": 0.8}
+>>> f = build_frames({"s-40M": [rec]}, {"s-40M": {"mode": "per-budget", "window_mflops": [20, 40]}})
+>>> f.best.loc[f.best.kind == "searched best", "top1_pct"].tolist()
+[80.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..complexity import count_complexity
+from ..complexity.sweep import complexity_rows
+from ..presets import list_presets
+from ..spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
+
+# The paper's budget ladder (Table 2: 0.25x, 0.5x and 1x models); a Pareto study is binned by it.
+PAPER_BUDGETS_MFLOPS = (13.0, 38.0, 140.0)
+PAPER_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)
+# Paper Table 2, ImageNet top-1 error (%) by (groups, scale). A copy of
+# accuracy.fidelity.TABLE2 (that module imports torch); tests/test_report.py holds them equal.
+TABLE2_ERROR_PCT = {
+    (1, 1.0): 33.6, (2, 1.0): 32.7, (3, 1.0): 32.6, (4, 1.0): 32.8, (8, 1.0): 32.4,
+    (1, 0.5): 45.1, (2, 0.5): 44.4, (3, 0.5): 43.2, (4, 0.5): 41.6, (8, 0.5): 42.3,
+    (1, 0.25): 57.1, (2, 0.25): 56.8, (3, 0.25): 55.0, (4, 0.25): 54.2, (8, 0.25): 52.7,
+}  # fmt: skip
+SEARCHED, PAPER = "searched best", "paper model"
+LATENCY_COLUMNS = ["study", "trial", "label", "mflops", "latency_ms", "latency_kind", "top1_pct"]
+
+
+@dataclass
+class ReportFrames:
+    """Every table of a report. Empty frames keep their columns, so callers never special-case."""
+
+    dataset: str
+    studies: pd.DataFrame  # one row per study: mode, window, counts, state
+    trials: pd.DataFrame  # one row per trial
+    front: pd.DataFrame  # Pareto front (higher top1, lower mflops) over all complete trials
+    budgets: pd.DataFrame  # one row per (study, budget): the MFLOPs bin trials are grouped by
+    best: pd.DataFrame  # per budget: the searched best and the paper models in the same window
+    groups: pd.DataFrame  # per budget and group count: best and median proxy top-1
+    complexity: pd.DataFrame  # paper-Table-1-style widths and cost for the groups/scales touched
+    stages: pd.DataFrame  # per-stage MFLOPs of each budget's winner
+    latency: pd.DataFrame  # complete trials with a latency
+    history: pd.DataFrame  # per study and trial: best so far, hypervolume (Pareto studies)
+    notes: list[str] = field(default_factory=list)
+
+
+TRIAL_COLUMNS = [
+    "study", "budget_mflops", "trial", "state", "label", "preset", "groups", "scale", "repeats", "stem_channels",
+    "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "mflops", "params_m", "top1_pct", "latency_ms",
+    "latency_kind", "train_seconds", "duration_s", "status", "retry_of", "worker",
+]  # fmt: skip
+
+
+def build_frames(records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict]) -> ReportFrames:
+    """All report tables for the given studies (pure: no files, no plotting)."""
+    budgets = budgets_frame(records_by_study, study_attrs)
+    trials = trials_frame(records_by_study, budgets)
+    done = trials[(trials.state == "complete") & trials.top1_pct.notna()]
+    best = best_frame(trials, budgets)
+    studies = studies_frame(records_by_study, study_attrs)
+    frames = ReportFrames(
+        dataset=_dataset_name(records_by_study, study_attrs),
+        studies=studies,
+        trials=trials,
+        front=pareto_frame(done),
+        budgets=budgets,
+        best=best,
+        groups=groups_frame(done),
+        complexity=complexity_frame(trials, best),
+        stages=stages_frame(best, trials),
+        latency=done[done.latency_ms.notna()][LATENCY_COLUMNS].reset_index(drop=True),
+        history=history_frame(trials, budgets),
+    )
+    frames.notes = status_notes(studies) + ([] if len(frames.latency) else [
+        "No trial has a latency (measured or estimated): the MFLOPs-vs-latency plot is skipped."])  # fmt: skip
+    return frames
+
+
+def _dataset_name(records_by_study: dict, study_attrs: dict) -> str:
+    names = {r.get("dataset") for recs in records_by_study.values() for r in recs} | {
+        a.get("dataset") for a in study_attrs.values()
+    }
+    names.discard(None)
+    return ", ".join(sorted(map(str, names))) or "the study's dataset"
+
+
+def _spec(record: dict) -> ShuffleNetSpec | None:
+    try:
+        return ShuffleNetSpec.from_dict(record["spec"]) if record.get("spec") else None
+    except (SpecError, TypeError, KeyError):
+        return None  # a record written by another version: show what it has, skip the rest
+
+
+def budgets_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict]) -> pd.DataFrame:
+    """(study, budget) bins: a per-budget study is one bin (its window); a Pareto study is cut at the paper's ladder."""
+    rows = []
+    for study in records_by_study:
+        attrs = study_attrs.get(study, {})
+        lo, hi = (float(x) for x in attrs.get("window_mflops") or (0.0, float("inf")))
+        mode = attrs.get("mode", "per-budget")
+        if mode == "pareto":
+            edges = [b for b in PAPER_BUDGETS_MFLOPS if lo < b < hi] + [hi]
+            for prev, budget in zip([lo, *edges[:-1]], edges):
+                rows.append({"study": study, "mode": mode, "budget_mflops": budget, "lo_mflops": prev,
+                             "hi_mflops": budget})  # fmt: skip
+        else:
+            rows.append({"study": study, "mode": mode, "budget_mflops": hi, "lo_mflops": lo, "hi_mflops": hi})
+    frame = pd.DataFrame(rows, columns=["study", "mode", "budget_mflops", "lo_mflops", "hi_mflops"])
+    return frame.sort_values(["budget_mflops", "study"], kind="stable").reset_index(drop=True)
+
+
+def _budget_of(bins: list[tuple[float, float]], mflops: float | None) -> float | None:
+    """The budget whose bin holds `mflops`; `bins` are (hi_mflops, budget_mflops) in ascending order."""
+    if len(bins) == 1:
+        return bins[0][1]
+    if mflops is None:
+        return None
+    return next((budget for hi, budget in bins if mflops <= hi + 1e-9), None)
+
+
+def trials_frame(records_by_study: dict[str, list[dict]], budgets: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial, spec fields spelled out, units in column names."""
+    rows = []
+    for study, records in records_by_study.items():
+        here = budgets[budgets.study == study]
+        bins = sorted(zip(here.hi_mflops.astype(float), here.budget_mflops.astype(float)))
+        for r in records:
+            spec = _spec(r)
+            top1, mflops = r.get("top1"), r.get("mflops")
+            rows.append({
+                "study": study, "budget_mflops": _budget_of(bins, mflops), "trial": r.get("trial"),
+                "state": r.get("state"), "label": r.get("label") or (spec.label if spec else None),
+                "preset": r.get("preset"), "groups": spec.groups if spec else r.get("groups"),
+                "scale": spec.scale if spec else None,
+                "repeats": ",".join(map(str, spec.repeats)) if spec else None,
+                "stem_channels": spec.stem_channels if spec else None,
+                "stage_channels": ",".join(map(str, spec.stage_channels)) if spec else None,
+                "bottleneck_ratio": spec.bottleneck_ratio if spec else None,
+                "shuffle": spec.shuffle if spec else None, "resolution": spec.resolution if spec else None,
+                "mflops": round(mflops, 3) if mflops is not None else None,
+                "params_m": round(r["params"] / 1e6, 4) if r.get("params") is not None else None,
+                "top1_pct": round(100 * top1, 2) if top1 is not None else None,
+                "latency_ms": round(r["latency_ms"], 3) if r.get("latency_ms") is not None else None,
+                "latency_kind": r.get("latency_kind"),
+                "train_seconds": round(r["train_seconds"], 1) if r.get("train_seconds") is not None else None,
+                "duration_s": round(r["duration_s"], 1) if r.get("duration_s") is not None else None,
+                "status": r.get("status"), "retry_of": r.get("retry_of"), "worker": r.get("worker"),
+                "spec_obj": spec,
+            })  # fmt: skip
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "spec_obj"])
+    for col in ("mflops", "params_m", "top1_pct", "latency_ms", "budget_mflops", "scale"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    for col in ("trial", "groups", "stem_channels", "resolution", "retry_of"):  # ints stay ints beside blanks
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    return frame.sort_values(["study", "trial"], kind="stable").reset_index(drop=True)
+
+
+def pareto_frame(done: pd.DataFrame, second: str = "mflops") -> pd.DataFrame:
+    """Rows not dominated in (higher top1_pct, lower `second`), sorted by `second`."""
+    points = done[done[second].notna()].sort_values([second, "top1_pct"], ascending=[True, False], kind="stable")
+    keep = points.top1_pct > points.top1_pct.cummax().shift(fill_value=float("-inf"))
+    return points[keep].drop(columns="spec_obj", errors="ignore").reset_index(drop=True)
+
+
+def hypervolume(points: list[tuple[float, float]], ref_mflops: float) -> float:
+    """Share of the box [0, ref_mflops] x [0, 100 %] dominated by (mflops, top1_pct) points; 0..1.
+
+    >>> hypervolume([(10.0, 50.0)], 20.0)
+    0.25
+    """
+    inside = sorted((m, a) for m, a in points if m <= ref_mflops and a > 0)
+    area, best = 0.0, 0.0
+    for m, a in inside:  # each new front point adds the strip between the best accuracy so far and its own
+        if a > best:
+            area += (ref_mflops - m) * (a - best)
+            best = a
+    return area / (ref_mflops * 100.0) if ref_mflops > 0 else 0.0
+
+
+def history_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
+    """Per study in trial order: the trial's proxy top-1, the best so far and (Pareto studies) the hypervolume."""
+    rows = []
+    pareto_studies = set(budgets[budgets["mode"] == "pareto"].study)
+    for study, group in trials.groupby("study", sort=True):
+        ref = float(budgets[budgets.study == study].hi_mflops.max())
+        best, points = None, []
+        for t in group.sort_values("trial").itertuples():
+            ok = t.state == "complete" and pd.notna(t.top1_pct)
+            if ok:
+                best = t.top1_pct if best is None else max(best, t.top1_pct)
+                if pd.notna(t.mflops):
+                    points.append((t.mflops, t.top1_pct))
+            hv = round(hypervolume(points, ref), 5) if study in pareto_studies else None
+            rows.append({"study": study, "trial": t.trial, "state": t.state, "top1_pct": t.top1_pct if ok else None,
+                         "best_top1_pct": best, "hypervolume": hv})  # fmt: skip
+    return pd.DataFrame(rows, columns=["study", "trial", "state", "top1_pct", "best_top1_pct", "hypervolume"])
+
+
+def paper_models_frame() -> pd.DataFrame:
+    """The named presets plus the paper's Table 2 models (groups x 0.25/0.5/1.0) with their cost."""
+    models = dict(list_presets())
+    known = set(models.values())
+    for scale in (0.25, 0.5, 1.0):
+        for g in GROUP_CHOICES:
+            spec = ShuffleNetSpec(groups=g, scale=scale)
+            if spec not in known:  # same names as the search's queued paper models
+                models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
+    rows = []
+    for name, spec in models.items():
+        cost = count_complexity(spec)
+        err = TABLE2_ERROR_PCT.get((spec.groups, spec.scale))
+        rows.append({"name": name, "label": spec.label, "groups": spec.groups, "scale": spec.scale,
+                     "mflops": round(cost.mflops, 3), "params_m": round(cost.params / 1e6, 4),
+                     "paper_imagenet_top1_pct": round(100 - err, 1) if err is not None else None,
+                     "spec_obj": spec})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["mflops", "name"]).reset_index(drop=True)
+
+
+BEST_COLUMNS = [
+    "study", "budget_mflops", "kind", "name", "label", "groups", "scale", "mflops", "params_m", "top1_pct",
+    "latency_ms", "paper_imagenet_top1_pct", "trial",
+]  # fmt: skip
+
+
+def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
+    """Per budget: the most accurate complete trial, then every paper model whose MFLOPs fall in the same window.
+
+    A paper model's `top1_pct` is filled when the study trained that exact spec (the search
+    queues them first), so searched and paper models compare on the same proxy.
+    """
+    papers = paper_models_frame()
+    by_spec = dict(zip(papers.spec_obj, papers.name))  # a sampled spec may equal a paper model: say so
+    done = trials[(trials.state == "complete") & trials.top1_pct.notna()]
+    rows = []
+    for b in budgets.itertuples():
+        here = done[(done.study == b.study) & (done.budget_mflops == b.budget_mflops)]
+        if len(here):
+            w = here.sort_values(["top1_pct", "mflops"], ascending=[False, True], kind="stable").iloc[0]
+            rows.append({"study": b.study, "budget_mflops": b.budget_mflops, "kind": SEARCHED,
+                         "name": _text(w.preset) or by_spec.get(w.spec_obj) or f"trial {w.trial}",
+                         "label": w.label, "groups": w.groups,
+                         "scale": w.scale, "mflops": w.mflops, "params_m": w.params_m, "top1_pct": w.top1_pct,
+                         "latency_ms": w.latency_ms, "paper_imagenet_top1_pct": _paper_top1(w.spec_obj),
+                         "trial": w.trial})  # fmt: skip
+        fit = papers[(papers.mflops > b.lo_mflops) & (papers.mflops <= b.hi_mflops)]
+        for p in fit.itertuples():
+            match = here[here.spec_obj.map(lambda s, p=p: s == p.spec_obj) | (here.preset == p.name)]
+            m = match.sort_values("top1_pct", ascending=False).iloc[0] if len(match) else None
+            rows.append({"study": b.study, "budget_mflops": b.budget_mflops, "kind": PAPER, "name": p.name,
+                         "label": p.label, "groups": p.groups, "scale": p.scale, "mflops": p.mflops,
+                         "params_m": p.params_m, "top1_pct": m.top1_pct if m is not None else None,
+                         "latency_ms": m.latency_ms if m is not None else None,
+                         "paper_imagenet_top1_pct": p.paper_imagenet_top1_pct,
+                         "trial": m.trial if m is not None else None})  # fmt: skip
+    frame = pd.DataFrame(rows, columns=BEST_COLUMNS)
+    frame["top1_pct"] = frame["top1_pct"].astype(float)
+    frame["trial"] = frame["trial"].astype("Int64")
+    return frame
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _paper_top1(spec: ShuffleNetSpec | None) -> float | None:
+    if spec is None or spec != ShuffleNetSpec(groups=spec.groups, scale=spec.scale):
+        return None
+    err = TABLE2_ERROR_PCT.get((spec.groups, spec.scale))
+    return round(100 - err, 1) if err is not None else None
+
+
+def groups_frame(done: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 question per budget: how does proxy top-1 vary with the group count?"""
+    cols = ["study", "budget_mflops", "groups", "trials", "best_top1_pct", "median_top1_pct", "best_label",
+            "best_mflops"]  # fmt: skip
+    rows = []
+    for (budget, study, g), grp in done.dropna(subset=["groups", "budget_mflops"]).groupby(
+        ["budget_mflops", "study", "groups"], sort=True
+    ):
+        top = grp.sort_values(["top1_pct", "mflops"], ascending=[False, True]).iloc[0]
+        rows.append({"study": study, "budget_mflops": budget, "groups": int(g), "trials": len(grp),
+                     "best_top1_pct": top.top1_pct, "median_top1_pct": round(float(grp.top1_pct.median()), 2),
+                     "best_label": top.label, "best_mflops": top.mflops})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def complexity_frame(trials: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Paper-Table-1-style rows (repeats 4,8,4 at 224 px) for the group counts the study tried.
+
+    Scales: the paper's (0.25 ... 2) inside the range the study sampled, plus each winner's.
+    """
+    touched = trials.dropna(subset=["scale"])
+    if touched.empty:
+        return pd.DataFrame(columns=["groups", "scale", "stem_channels", "stage2_channels", "stage3_channels",
+                                     "stage4_channels", "mflops", "params_m", "model_mb", "preset"])  # fmt: skip
+    lo, hi = touched.scale.min(), touched.scale.max()
+    winners = best[best.kind == SEARCHED].scale.dropna()
+    scales = sorted({s for s in PAPER_SCALES if lo <= s <= hi} | {round(float(s), 3) for s in winners})
+    groups = sorted({int(g) for g in touched.groups.dropna()})
+    return pd.DataFrame(complexity_rows(groups, scales))
+
+
+def stages_frame(best: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per-stage MFLOPs (closed-form count) of each budget's searched winner."""
+    rows = []
+    for w in best[best.kind == SEARCHED].itertuples():
+        match = trials[(trials.study == w.study) & (trials.trial == w.trial)]
+        spec = match.spec_obj.iloc[0] if len(match) else None
+        if spec is None:
+            continue
+        cost = count_complexity(spec)
+        row = {"study": w.study, "budget_mflops": w.budget_mflops, "label": w.label}
+        row.update({f"{st.name}_mflops": round(st.macs / 1e6, 3) for st in cost.stages})
+        row["mflops"] = round(cost.mflops, 3)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["study", "budget_mflops", "label"] if not rows else None)
+
+
+def studies_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict]) -> pd.DataFrame:
+    """One row per study: mode, MFLOPs window, trial counts, and whether it is finished, running, empty or failed."""
+    rows = []
+    for study, records in records_by_study.items():
+        attrs = study_attrs.get(study, {})
+        states = [r.get("state") for r in records]
+        n = {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting")}
+        lo, hi = attrs.get("window_mflops") or (None, None)
+        rows.append({"study": study, "mode": attrs.get("mode", "per-budget"), "lo_mflops": lo, "hi_mflops": hi,
+                     "candidates": attrs.get("candidates"), "trials": len(records), "complete": n["complete"],
+                     "pruned": n["pruned"], "failed": n["fail"], "running": n["running"], "waiting": n["waiting"],
+                     "state": _study_state(n, len(records))})  # fmt: skip
+    return pd.DataFrame(rows, columns=["study", "mode", "lo_mflops", "hi_mflops", "candidates", "trials", "complete",
+                                       "pruned", "failed", "running", "waiting", "state"])  # fmt: skip
+
+
+def _study_state(n: dict[str, int], total: int) -> str:
+    if total == 0:
+        return "empty"
+    if n["running"] or n["waiting"]:
+        return "running"
+    if n["fail"] == total:
+        return "failed"
+    return "finished"
+
+
+def status_notes(studies: pd.DataFrame) -> list[str]:
+    """Plain sentences for studies a reader must not mistake for finished results."""
+    if studies.empty:
+        return ["No studies found: nothing has been searched yet, so there is nothing to report."]
+    notes = []
+    for s in studies.itertuples():
+        if s.state == "empty":
+            notes.append(f"Study {s.study} has no trials yet.")
+        elif s.state == "failed":
+            notes.append(f"Study {s.study} has only failed trials ({s.failed}): no results to show.")
+        elif s.state == "running":
+            notes.append(f"Study {s.study} is not finished ({s.running} running, {s.waiting} waiting, "
+                         f"{s.complete} complete): this report is a snapshot. A trial whose worker died stays "
+                         "'running' until the next `shufflesearch search --resume` retries it.")  # fmt: skip
+    return notes
+
+
+def public(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame without the in-memory spec objects, for writing."""
+    return frame.drop(columns="spec_obj", errors="ignore")

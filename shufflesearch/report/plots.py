@@ -1,0 +1,220 @@
+"""Report DataFrames -> matplotlib Axes. No computation beyond layout, no pyplot, no `show()`.
+
+Each `plot_*` draws on the Axes it is given (or on a new Agg figure) and returns the Axes,
+so a notebook can compose them and `build_report` can save them. Accuracy is labelled
+as what it is: proxy top-1 on the study's dataset, not ImageNet.
+
+>>> from shufflesearch.report.frames import build_frames
+>>> ax = plot_accuracy_vs_mflops(build_frames({}, {}))  # doctest: +SKIP
+>>> ax.figure.savefig("accuracy_vs_mflops.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .frames import PAPER, ReportFrames
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+GROUP_COLORS = {1: "#1b9e77", 2: "#d95f02", 3: "#7570b3", 4: "#e7298a", 8: "#66a61e"}
+LATENCY_MARKERS = {"measured": ("o", "measured"), "lut-predicted": ("s", "LUT-predicted (estimate)"),
+                   "emulated-estimate": ("^", "emulated ARM (estimate)")}  # fmt: skip
+MFLOPS_LABEL = "MFLOPs (multiply-adds at 224 px, as in the paper)"
+STAGE_COLORS = ("#bbbbbb", "#4c72b0", "#55a868", "#c44e52", "#8172b2")
+
+
+def new_figure(width: float = 9.0, height: float = 5.5) -> Figure:
+    """A standalone Agg figure: no pyplot state, safe in threads and servers."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _axes(ax: Axes | None, width: float = 9.0, height: float = 5.5) -> Axes:
+    return ax if ax is not None else new_figure(width, height).add_subplot()
+
+
+def top1_label(dataset: str) -> str:
+    return f"proxy top-1 (%) on {dataset} (not ImageNet)"
+
+
+def _log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:
+    """A log axis when the data spans more than 4x, with plain-number ticks at 1, 2, 5 x 10^k."""
+    values = values[values > 0]
+    if not len(values) or values.max() / values.min() <= 4:
+        return
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _no_data(ax: Axes, message: str) -> Axes:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_accuracy_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
+    """Complete trials by group count, the Pareto front, the budgets and the paper's models."""
+    ax = _axes(ax)
+    ax.set_title("Proxy accuracy vs MFLOPs: searched trials, Pareto front, paper models")
+    done = frames.trials[(frames.trials.state == "complete") & frames.trials.top1_pct.notna()]
+    if done.empty:
+        return _no_data(ax, "No complete trials yet: nothing to plot.")
+    for g, grp in done.groupby("groups", sort=True):
+        ax.scatter(grp.mflops, grp.top1_pct, s=22, alpha=0.65, color=GROUP_COLORS.get(int(g), "grey"),
+                   label=f"trials, g={int(g)}", zorder=2)  # fmt: skip
+    front = frames.front
+    ax.step(front.mflops, front.top1_pct, where="post", color="black", lw=1.5, label="Pareto front", zorder=3)
+    for budget in sorted(set(frames.budgets.budget_mflops)):
+        ax.axvline(budget, color="grey", ls="--", lw=1, zorder=1)
+        ax.annotate(f"budget {budget:g} M", (budget, 1), xycoords=("data", "axes fraction"), xytext=(-2, -4),
+                    textcoords="offset points", color="dimgrey", fontsize=8, rotation=90, ha="right",
+                    va="top")  # fmt: skip
+    papers = frames.best[frames.best.kind == PAPER].sort_values("top1_pct", na_position="last").drop_duplicates("name")
+    trained = papers[papers.top1_pct.notna()]
+    if len(trained):
+        ax.scatter(trained.mflops, trained.top1_pct, marker="*", s=160, facecolor="gold", edgecolor="black",
+                   label="paper model (trained here)", zorder=4)  # fmt: skip
+    for p in trained.itertuples():
+        ax.annotate(_short(p.label), (p.mflops, p.top1_pct), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    untrained = papers[papers.top1_pct.isna()]
+    if len(untrained):  # no proxy accuracy: mark where they sit on the MFLOPs axis
+        ax.scatter(untrained.mflops, [0.02] * len(untrained), marker="^", s=50, facecolor="none", edgecolor="black",
+                   transform=ax.get_xaxis_transform(), label="paper model (not trained here)", zorder=4)  # fmt: skip
+    _log_if_wide(ax, pd.concat([done.mflops, papers.mflops]))
+    ax.set_xlabel(MFLOPS_LABEL)
+    ax.set_ylabel(top1_label(frames.dataset))
+    ax.grid(True, alpha=0.3, which="major")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+def _short(label: str) -> str:
+    """'g3 x0.5 [4,8,4] 224px' -> 'g3 x0.5': enough to name a paper model on a plot."""
+    return " ".join(str(label).split()[:2])
+
+
+def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axes:
+    """Best (line) and every (dots) proxy top-1 per group count, one colour per budget."""
+    ax = _axes(ax)
+    ax.set_title("Proxy accuracy vs group count at each budget (the paper's Table 2 question)")
+    table = frames.groups
+    if table.empty:
+        return _no_data(ax, "No complete trials yet: nothing to plot.")
+    groups = sorted({int(g) for g in table.groups})
+    pos = {g: i for i, g in enumerate(groups)}
+    done = frames.trials[(frames.trials.state == "complete") & frames.trials.top1_pct.notna()]
+    multi = frames.budgets.study.nunique() > 1 and frames.budgets["mode"].eq("pareto").any()
+    for i, ((budget, study), grp) in enumerate(table.groupby(["budget_mflops", "study"], sort=True)):
+        color = f"C{i % 10}"
+        name = f"≤ {budget:g} MFLOPs" + (f" ({study})" if multi else "")
+        pts = done[(done.study == study) & (done.budget_mflops == budget)]
+        jitter = (i - len(table.budget_mflops.unique()) / 2) * 0.04
+        ax.scatter([pos[int(g)] + jitter for g in pts.groups], pts.top1_pct, color=color, alpha=0.35, s=14)
+        ax.plot([pos[g] for g in grp.groups], grp.best_top1_pct, marker="o", color=color, label=f"best, {name}")
+    ax.set_xticks(range(len(groups)), [f"g={g}" for g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_xlabel("groups in the pointwise (1x1) convolutions")
+    ax.set_ylabel(top1_label(frames.dataset))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="dots: every trial", title_fontsize=8)
+    return ax
+
+
+def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
+    """Latency of complete trials against MFLOPs, one marker per kind (measured or an estimate)."""
+    ax = _axes(ax)
+    ax.set_title("Latency vs MFLOPs (batch 1)")
+    lat = frames.latency
+    if lat.empty:
+        return _no_data(ax, "No latency in these studies: they optimise MFLOPs only.")
+    for kind, grp in lat.groupby(lat.latency_kind.fillna("unknown"), sort=True):
+        marker, name = LATENCY_MARKERS.get(kind, ("x", f"{kind} (unlabelled)"))
+        ax.scatter(grp.mflops, grp.latency_ms, marker=marker, s=26, alpha=0.75, label=name)
+    _log_if_wide(ax, lat.mflops)
+    _log_if_wide(ax, lat.latency_ms, axis="y")
+    ax.set_xlabel(MFLOPS_LABEL)
+    ax.set_ylabel("latency (ms)")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
+    """Stacked horizontal bars: where each budget's winner spends its multiply-adds."""
+    table = frames.stages
+    ax = _axes(ax, height=max(3.0, 1.2 + 0.55 * len(table)))
+    ax.set_title("Where the winners spend their MFLOPs (closed-form count per stage)")
+    if table.empty:
+        return _no_data(ax, "No winner yet: nothing to break down.")
+    stage_cols = [c for c in table.columns if c.endswith("_mflops") and c not in ("budget_mflops", "mflops")]
+    names = [f"≤{b:g}M {lab}" for b, lab in zip(table.budget_mflops, table.label)]
+    left = pd.Series(0.0, index=table.index)
+    for col, color in zip(stage_cols, STAGE_COLORS * 2):
+        ax.barh(names, table[col].fillna(0), left=left, color=color, label=col.removesuffix("_mflops"))
+        left += table[col].fillna(0)
+    for y, total in enumerate(table.mflops):
+        ax.annotate(f"{total:.1f}", (total, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(MFLOPS_LABEL)
+    ax.set_xlim(0, float(table.mflops.max()) * 1.12)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="stage", title_fontsize=8)
+    return ax
+
+
+def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
+    """Best proxy top-1 so far per study; beside it the hypervolume of Pareto studies."""
+    hist = frames.history
+    has_hv = hist.hypervolume.notna().any()
+    fig = fig or new_figure(12.0 if has_hv else 9.0, 5.0)
+    axes = fig.subplots(1, 2) if has_hv else [fig.add_subplot()]
+    ax = axes[0]
+    ax.set_title("Optimisation history: best proxy top-1 so far")
+    if hist.top1_pct.notna().sum() == 0:
+        _no_data(ax, "No complete trials yet: nothing to plot.")
+        return fig
+    order = frames.budgets.groupby("study").budget_mflops.max().sort_values(kind="stable").index  # legend by budget
+    for i, study in enumerate(s for s in order if s in set(hist.study)):
+        grp = hist[hist.study == study]
+        color = f"C{i % 10}"
+        ax.scatter(grp.trial, grp.top1_pct, s=10, alpha=0.3, color=color)
+        ax.step(grp.trial, grp.best_top1_pct, where="post", color=color, label=study)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(top1_label(frames.dataset))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="dots: each complete trial", title_fontsize=8)
+    if has_hv:
+        ax2 = axes[1]
+        for study, grp in hist[hist.hypervolume.notna()].groupby("study", sort=True):
+            ax2.step(grp.trial, grp.hypervolume, where="post", label=study)
+        ax2.set_title("Hypervolume (Pareto studies)")
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.set_xlabel("trial number")
+        ax2.set_ylabel("share of [0, max MFLOPs] x [0, 100 %] dominated")
+        ax2.grid(True, alpha=0.3)
+        ax2.legend(fontsize=8)
+    return fig
+
+
+__all__ = [
+    "new_figure",
+    "plot_accuracy_vs_groups",
+    "plot_accuracy_vs_mflops",
+    "plot_history",
+    "plot_latency_vs_mflops",
+    "plot_stage_costs",
+]
