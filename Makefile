@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the embedded defaults: analyze, a small budget-constrained search stored in
+# studies/demo.db (re-running continues it), and its report in reports/demo/index.html.
 demo: setup
 	$(BIN)/shufflesearch analyze --groups 8 --scale 0.5
 	$(BIN)/shufflesearch table --groups 1,2,3,4,8 --scales 0.25,0.5,1.0 --out reports/complexity.md
+	$(BIN)/shufflesearch search studies/demo.toml
+	$(BIN)/shufflesearch report studies/demo.toml
 
 lint: setup
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ it (`other_ops`), never in it. Layer names equal the PyTorch module names of
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -48,11 +49,24 @@ class Complexity:
     macs: int
     params: int
     stages: tuple[StageCost, ...]
-    layers: tuple[LayerCost, ...]
     other_ops: dict[str, int] = field(default_factory=dict)  # not in `macs`
     activation_values: int = 0  # values written by all convs, pools and the FC at batch 1
     peak_activation_bytes: int = 0  # largest live set (shortcut + conv in + conv out), fp32
     model_bytes: int = 0  # fp32 parameters + batch-norm running statistics
+    # (layer, copies): a stride-1 unit's layers stand for all identical units of its stage.
+    templates: tuple[tuple[LayerCost, int], ...] = field(default=(), repr=False, compare=False)
+
+    @functools.cached_property
+    def layers(self) -> tuple[LayerCost, ...]:
+        """Every conv and FC layer, named like the PyTorch modules (expanded on first use)."""
+        out = []
+        for layer, copies in self.templates:
+            if copies == 1:
+                out.append(layer)
+                continue
+            _, first, rest = layer.name.split(".", 2)
+            out.extend(layer._replace(name=f"features.{int(first) + k}.{rest}") for k in range(copies))
+        return tuple(sorted(out, key=_module_order))
 
     @property
     def mflops(self) -> float:
@@ -74,6 +88,12 @@ class Complexity:
             "peak_activation_bytes": self.peak_activation_bytes,
             "model_mb": self.model_mb,
         }
+
+
+def _module_order(layer: LayerCost) -> tuple:
+    parts = layer.name.split(".")
+    rank = {"first_conv": 0, "features": 1, "classifier": 2}[parts[0]]
+    return (rank, int(parts[1]) if rank == 1 else 0, layer.name)
 
 
 def _down(size: int) -> int:
@@ -107,26 +127,28 @@ def count_macs(spec: ShuffleNetSpec) -> int:
 
 
 def count_complexity(spec: ShuffleNetSpec) -> Complexity:
-    """Per-layer, per-stage and total cost of `spec` (see module docstring for the policy)."""
-    layers: list[LayerCost] = []
+    """Per-layer, per-stage and total cost of `spec` (see module docstring for the policy).
+
+    Each distinct layer is costed once; identical stride-1 units of a stage count as copies.
+    """
+    templates: list[tuple[LayerCost, int]] = []
     other = {"batch_norm": 0, "relu": 0, "pooling": 0, "add": 0}
-    # Running totals; a stage's [macs, params] is filled in as its layers are counted.
     tally = {"bn_channels": 0, "peak": 0, "written": 0}
     stage_totals: dict[str, list[int]] = {}
 
-    def conv(name: str, stage: str, c_in: int, c_out: int, k: int, stride: int, groups: int, size: int, live: int):
+    def conv(name, stage, c_in, c_out, k, stride, groups, size, live, copies=1):
         out = _down(size) if stride == 2 else size
         weights = c_out * (c_in // groups) * k * k
         op = "conv1x1" if k == 1 else ("dwconv3x3" if groups == c_in == c_out else "conv3x3")
         layer = LayerCost(name, stage, op, groups, c_in, c_out, out, weights * out * out, weights + 2 * c_out)
-        layers.append(layer)
+        templates.append((layer, copies))
         totals = stage_totals.setdefault(stage, [0, 0])
-        totals[0] += layer.macs
-        totals[1] += layer.params
+        totals[0] += copies * layer.macs
+        totals[1] += copies * layer.params
         written = c_out * out * out
-        other["batch_norm"] += written
-        tally["written"] += written
-        tally["bn_channels"] += c_out
+        other["batch_norm"] += copies * written
+        tally["written"] += copies * written
+        tally["bn_channels"] += copies * c_out
         tally["peak"] = max(tally["peak"], live + c_in * size * size + written)
         return out
 
@@ -142,43 +164,28 @@ def count_complexity(spec: ShuffleNetSpec) -> Complexity:
     c_in, unit, g = stem, 0, spec.groups
     for s, (repeats, c_out, mid) in enumerate(zip(spec.repeats, spec.stage_channels, spec.bottleneck_channels)):
         stage = f"stage{s + 2}"
-        for i in range(min(repeats, 2)):  # the stride-2 unit, then one stride-1 unit
-            stride = 2 if i == 0 else 1
+        # The stride-2 unit (copies=1), then one stride-1 unit standing for all repeats - 1 of them.
+        for stride, copies in ((2, 1), (1, repeats - 1)):
+            if copies == 0:
+                continue
             branch = c_out - c_in if stride == 2 else c_out
             pre = f"features.{unit}."
             live = c_in * size * size  # the shortcut stays alive while the branch runs
-            conv(pre + "branch_main_1.0", stage, c_in, mid, 1, 1, 1 if (s == 0 and i == 0) else g, size, live)
-            other["relu"] += mid * size * size
-            out = conv(pre + "branch_main_1.3", stage, mid, mid, 3, stride, mid, size, live)
-            conv(pre + "branch_main_2.0", stage, mid, branch, 1, 1, g, out, live)
-            other["relu"] += branch * out * out
+            first_groups = 1 if (s == 0 and stride == 2) else g
+            conv(pre + "branch_main_1.0", stage, c_in, mid, 1, 1, first_groups, size, live, copies)
+            out = conv(pre + "branch_main_1.3", stage, mid, mid, 3, stride, mid, size, live, copies)
+            conv(pre + "branch_main_2.0", stage, mid, branch, 1, 1, g, out, live, copies)
+            other["relu"] += copies * (mid * size * size + branch * out * out)
             if stride == 2:
                 other["pooling"] += 9 * c_in * out * out
                 tally["written"] += c_in * out * out
             else:
-                other["add"] += c_out * out * out
-            size, c_in, unit = out, c_out, unit + 1
-        copies = repeats - 2
-        if copies > 0:
-            # Later stride-1 units are identical but for their names: copy the last one.
-            template = layers[-3:]
-            for _ in range(copies):
-                pre = f"features.{unit}."
-                layers.extend(LayerCost._make((pre + la.name.split(".", 2)[2], *la[1:])) for la in template)
-                unit += 1
-            area = size * size
-            totals = stage_totals[stage]
-            totals[0] += copies * sum(la.macs for la in template)
-            totals[1] += copies * sum(la.params for la in template)
-            tally["bn_channels"] += copies * (2 * mid + c_out)
-            tally["written"] += copies * (2 * mid + c_out) * area
-            other["batch_norm"] += copies * (2 * mid + c_out) * area
-            other["relu"] += copies * (mid + c_out) * area
-            other["add"] += copies * c_out * area
+                other["add"] += copies * c_out * out * out
+            size, c_in, unit = out, c_out, unit + copies
         shapes[stage] = (c_out, size)
     other["pooling"] += c_in * size * size  # global average pool
     fc_weights = c_in * spec.num_classes
-    layers.append(LayerCost("classifier", "head", "fc", 1, c_in, spec.num_classes, 1, fc_weights, fc_weights))
+    templates.append((LayerCost("classifier", "head", "fc", 1, c_in, spec.num_classes, 1, fc_weights, fc_weights), 1))
     stage_totals["head"] = [fc_weights, fc_weights]
     shapes["head"] = (spec.num_classes, 1)
     tally["written"] += c_in + spec.num_classes  # pooled features, logits
@@ -189,9 +196,9 @@ def count_complexity(spec: ShuffleNetSpec) -> Complexity:
         macs=sum(st.macs for st in stages),
         params=params,
         stages=stages,
-        layers=tuple(layers),
         other_ops=other,
         activation_values=tally["written"],
         peak_activation_bytes=tally["peak"] * BYTES_PER_VALUE,
         model_bytes=(params + 2 * tally["bn_channels"]) * BYTES_PER_VALUE,
+        templates=tuple(templates),
     )
