@@ -8,6 +8,7 @@ errors and OS errors exit 1. SHUFFLESEARCH_DEBUG=1 shows the traceback instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -304,14 +305,28 @@ def latency(
     ssh_options: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi -p 2222'.")] = "",
     timeout: Annotated[float, typer.Option(help="Seconds before an SSH measurement is abandoned.")] = 300,
     profile: Annotated[str, typer.Option(help="Device profile for arm64-emulated estimates.")] = "snapdragon820",
+    lut: Annotated[Path | None, typer.Option(help="Predict from a latency lookup table (`lut build`) instead.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Latency at batch 1: measured locally or on an SSH device, or estimated under arm64 emulation.
+    """Latency at batch 1: measured locally or on an SSH device, estimated under arm64 emulation, or from a LUT.
 
     Example: shufflesearch latency --groups 3 --scale 1.0 --target ssh://pi@raspberrypi.local
     """
     spec = build_spec(preset, groups, scale, repeats, resolution, classes, stage_channels, stem_channels,
                       bottleneck, stem, in_channels, shuffle)  # fmt: skip
+    if lut is not None:
+        from .latency.lut import LatencyTable
+
+        table = LatencyTable.load(lut)
+        predicted = table.predict_ms(spec)
+        data = {"spec": spec.to_dict(), "predicted_ms": predicted, "kind": "lut-predicted", "lut": str(lut),
+                "target": table.target, "threads": table.threads, "fit": table.fit}  # fmt: skip
+        if as_json:
+            _print_json(data)
+        else:
+            _console().print(f"{spec.label}: [bold]{predicted:.2f} ms predicted[/bold] from the lookup table {lut} "
+                             f"(blocks measured on {table.target}, {table.threads} thread(s); sum + fitted overhead)")  # fmt: skip
+        return
     if target == "arm64-emulated":
         from .latency.emulated import emulate_spec
 
@@ -465,6 +480,101 @@ def score(
         return
     rows = [{"score": k, "value": v, "seconds": round(result.seconds[k], 3)} for k, v in result.scores.items()]
     _console().print(_rich_table(rows, f"Zero-cost scores of {trained.label} on {batch} {dataset} images"))
+
+
+lut_app = typer.Typer(
+    help="Latency lookup tables: per-block latencies measured once on a device.", no_args_is_help=True
+)
+app.add_typer(lut_app, name="lut")
+
+
+@lut_app.command("build")
+def lut_build(
+    out: Annotated[Path, typer.Option(help="Where to write the table, e.g. studies/pi4.lut.json.")],
+    target: Annotated[str, typer.Option(help="'local' or 'ssh://user@host[:port]'.")] = "local",
+    space: Annotated[
+        Path | None, typer.Option(help="Cover the space of this study file (default: the default space).")
+    ] = None,
+    resolution: Resolution = None,
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    runs: Annotated[int, typer.Option(help="Timed runs per block and round.")] = 20,
+    python: Annotated[str, typer.Option(help="Python on the SSH device.")] = "python3",
+    ssh_options: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi'.")] = "",
+    as_json: AsJson = False,
+) -> None:
+    """Measure every distinct block of a search space once on a target and store a device profile.
+
+    Example: shufflesearch lut build --target ssh://pi@board --out studies/pi4.lut.json
+    """
+    from .latency.lut import build_lut
+    from .search.space import SearchSpace
+    from .search.study_file import load_study
+
+    search_space = load_study(space).space if space else SearchSpace()
+    if resolution:
+        search_space = dataclasses.replace(search_space, resolution=resolution)
+    progress = None if as_json else (lambda phase, done, total: typer.echo(f"{phase}: {done}/{total}", err=True))
+    table = build_lut(search_space, target=target, threads=threads, runs=runs, python=python,
+                      ssh_options=ssh_options, progress=progress)  # fmt: skip
+    path = table.save(out)
+    if as_json:
+        _print_json({"path": str(path), **{k: v for k, v in table.to_dict().items() if k != "blocks"}})
+    else:
+        fit = table.fit
+        _console().print(f"wrote {path}: {len(table.blocks)} blocks measured on {table.target}; whole-network fit "
+                         f"MAPE {fit.get('mape_pct', float('nan')):.1f}% (leave-one-out {fit.get('loo_mape_pct', float('nan')):.1f}%)")  # fmt: skip
+
+
+@app.command()
+def fidelity(
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; results are averaged.")] = "0,1",
+    workers: Annotated[int, typer.Option(help="Models trained at once (one thread each).", min=1)] = 2,
+    subset: Annotated[int | None, typer.Option(help="Training images per model.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs per model.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Training resolution in px.")] = None,
+    zero_cost: Annotated[
+        bool, typer.Option("--zero-cost", help="Also rank zero-cost scores against the proxy.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """How well proxy accuracy ranks the paper's 15 Table 2 models (Spearman vs ImageNet).
+
+    Example: shufflesearch fidelity --seeds 0,1 --workers 2 --zero-cost
+    """
+    from .accuracy.cache import ResultCache
+    from .accuracy.datasets import load_dataset
+    from .accuracy.fidelity import run_fidelity
+    from .accuracy.trainer import DEFAULT_FIDELITY
+
+    changes = {"train_images": subset, "epochs": epochs, "resolution": resolution}
+    fid = DEFAULT_FIDELITY.replace(**{k: v for k, v in changes.items() if v is not None})
+    data = load_dataset(dataset, data_dir)
+    seed_list = _int_list(seeds, "--seeds")
+    progress = None if as_json else (lambda p: typer.echo(f"  {p}", err=True))
+    report = run_fidelity(data, fid, seeds=seed_list, progress=progress, cache=ResultCache(), workers=workers)
+    result = report.to_dict()
+    if zero_cost:
+        from .accuracy.fidelity import table2_specs
+        from .accuracy.zero_cost import score_correlations, score_on_dataset
+
+        specs = table2_specs()
+        scores = [score_on_dataset(spec, data, fid)[1].scores for spec in specs]
+        top1 = [next(r["top1"] for r in report.rows if (r["groups"], r["scale"]) == (s.groups, s.scale))
+                for s in specs]  # fmt: skip
+        result["zero_cost_spearman_vs_proxy"] = score_correlations(specs, top1, scores)
+    if as_json:
+        _print_json(result)
+        return
+    console = _console()
+    console.print(f"Spearman vs the paper's ImageNet accuracy (15 models): overall [bold]{report.spearman_overall:.3f}"
+                  f"[/bold]; by scale {report.spearman_by_scale}; g>1 beats g=1: {report.direction_ok_by_scale}; "
+                  f"seed spread {100 * report.seed_spread:.2f} points; {report.minutes:.1f} training-minutes")  # fmt: skip
+    if zero_cost:
+        console.print(
+            f"zero-cost scores and baselines, Spearman vs proxy top-1: {result['zero_cost_spearman_vs_proxy']}"
+        )
 
 
 @app.command()

@@ -2,24 +2,21 @@
 
 The "device" is this machine: the remote python is this interpreter (it has onnxruntime).
 Outside CI the server tests skip only when OpenSSH is not installed; under CI=true they fail.
+The server itself lives in tests/sshd.py (tests/test_lut.py builds a table through it too).
 """
 
 import getpass
-import glob
-import os
 import platform
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from servers import free_port
+from sshd import leftovers, start_sshd
 
 from shufflesearch.export import export_onnx
 from shufflesearch.latency import ssh
@@ -35,7 +32,6 @@ from shufflesearch.latency.ssh import (
 )
 from shufflesearch.spec import ShuffleNetSpec
 
-SSHD = "/usr/sbin/sshd"
 TINY = ShuffleNetSpec(groups=2, scale=0.25, repeats=(1, 1, 1), resolution=32)
 HOSTILE = [
     "ssh://a;rm -rf /@host",
@@ -115,91 +111,23 @@ def test_any_accepted_target_is_shell_inert(tail):
 # -- a real sshd on loopback --------------------------------------------------------------
 
 
-def _missing(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (CI must run the SSH tests)")
-    pytest.skip(why)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
-    return path
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    if not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")):
-        _missing("OpenSSH is not installed (apt-get install openssh-server openssh-client)")
-    d = tmp_path_factory.mktemp("sshd")
-    host_key, client_key, stranger_key = _keygen(d / "host_key"), _keygen(d / "client_key"), _keygen(d / "stranger")
-    other_host_key = _keygen(d / "other_host_key")
-    (d / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
-    port = _free_port()
-    config = d / "sshd_config"
-    config.write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\nAuthorizedKeysFile {d}/authorized_keys\n"
-        f"PidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nAuthenticationMethods publickey\n"
-    )
-    if os.geteuid() == 0:  # sshd refuses to start without its privilege-separation dir (the service makes it)
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    log = open(d / "sshd.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
-            time.sleep(0.1)
-
-    def key_line(key: Path) -> str:
-        return f"[127.0.0.1]:{port} " + " ".join(key.with_suffix(".pub").read_text().split()[:2]) + "\n"
-
-    (d / "known_hosts").write_text(key_line(host_key))
-    (d / "wrong_known_hosts").write_text(key_line(other_host_key))
-    (d / "empty_known_hosts").write_text("")
-
-    def options(key: Path = client_key, known_hosts: str = "known_hosts") -> list[str]:
-        # Hermetic: no ~/.ssh/config, no agent, only this key and this known_hosts.
-        return [
-            "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", f"UserKnownHostsFile={d / known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-        ]  # fmt: skip
-
-    onnx = d / "tiny.onnx"
-    export_onnx(TINY, onnx)
-    yield SimpleNamespace(
-        url=f"ssh://{getpass.getuser()}@127.0.0.1:{port}", port=port, dir=d, options=options,
-        stranger_key=stranger_key, onnx=onnx,
-    )  # fmt: skip
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
-
-
-def _leftovers() -> set[str]:
-    return set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "shufflesearch.*")))
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        server.onnx = server.dir / "tiny.onnx"
+        export_onnx(TINY, server.onnx)
+        yield server
 
 
 def test_real_measurement_over_ssh(sshd):
-    before = _leftovers()
+    before = leftovers()
     result = measure_remote(TINY, sshd.url, runs=5, warmup=1, python=sys.executable, ssh_options=sshd.options())
     assert (result.target, result.backend, result.threads, result.resolution) == (sshd.url, "onnxruntime", 1, 32)
     assert len(result.times_ms) == result.runs == 5
     assert 0 < result.min_ms <= result.median_ms <= result.p90_ms < 1000
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4  # the device ran the spec's network
     assert result.machine["arch"] == platform.machine() and "onnxruntime" in result.machine["versions"]
-    assert _leftovers() <= before  # the remote temp dir is gone
+    assert leftovers() <= before  # the remote temp dir is gone
 
 
 def test_onnx_file_over_ssh(sshd):
@@ -214,7 +142,7 @@ def test_wrong_key_is_an_authentication_error(sshd):
 
 
 def test_closed_port_is_unreachable(sshd):
-    url = SshTarget("127.0.0.1", getpass.getuser(), _free_port()).url
+    url = SshTarget("127.0.0.1", getpass.getuser(), free_port()).url
     with pytest.raises(HostUnreachableError, match="connection refused"):
         measure_remote(sshd.onnx, url, runs=3, python=sys.executable, ssh_options=sshd.options())
 
@@ -245,11 +173,11 @@ def test_remote_without_python_says_how_to_fix(sshd):
 
 @pytest.mark.slow
 def test_runner_stops_itself_within_the_timeout(sshd):
-    before = _leftovers()
+    before = leftovers()
     with pytest.raises(SshTimeoutError, match="timeout_s"):
         measure_remote(sshd.onnx, sshd.url, runs=10**6, warmup=0, python=sys.executable,
                        ssh_options=sshd.options(), timeout_s=4)  # fmt: skip
-    assert _leftovers() <= before
+    assert leftovers() <= before
 
 
 @pytest.mark.slow
@@ -257,12 +185,12 @@ def test_hung_device_is_cut_off_and_cleaned_up(sshd, tmp_path):
     hang = tmp_path / "hang-python"  # a device that never answers
     hang.write_text("#!/bin/sh\nsleep 30\n")
     hang.chmod(0o755)
-    before = _leftovers()
+    before = leftovers()
     start = time.monotonic()
     with pytest.raises(SshTimeoutError, match="did not finish"):
         measure_remote(sshd.onnx, sshd.url, runs=3, python=str(hang), ssh_options=sshd.options(), timeout_s=2)
     assert time.monotonic() - start < 20  # cut off at the timeout, not after the device's 30 s
-    assert _leftovers() <= before
+    assert leftovers() <= before
 
 
 def test_ssh_argv_keeps_host_key_checking_and_batch_mode():

@@ -58,7 +58,9 @@ class ResultCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
+                )
         except (OSError, sqlite3.DatabaseError) as exc:
             raise CacheError(f"cache {self.path} cannot be opened ({exc}); pass a writable --cache-dir") from None
 

@@ -9,6 +9,16 @@ latency means the same thing everywhere. By hand:
     $ python3 device_runner.py model.onnx --threads 1 --runs 50 --warmup 10
     {"ok":true,"median_ms":4.71,"p90_ms":4.93,...,"times_ms":[...],"machine":{"arch":"aarch64",...}}
 
+Many models in one call (a latency lookup table's blocks) take a manifest instead; models
+may ship without weights, which the runner then fills with seeded values of the recorded
+mean and spread (weight values do not change dense-kernel timing, and a table's blocks would
+otherwise weigh about a gigabyte):
+
+    $ python3 device_runner.py --manifest manifest.json --runs 30 --clock cpu
+    {"ok":true,"results":{"stem:3>24:imagenet@224":{"times_ms":[...],...},...},"machine":{...}}
+
+`--clock cpu` times with the thread's CPU clock (one thread only): on a shared, busy host it
+leaves out the time other processes hold the core; `wall` (default) is what a user waits.
 On failure it prints {"ok":false,"error":CODE,"message":...} and exits with status 3.
 """
 # Devices run old Pythons: keep this file valid Python 3.8 (tests/test_latency_measure.py checks it).
@@ -22,7 +32,8 @@ import platform
 import sys
 import time
 
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 EXIT_FAILED = 3
 OUTPUT_SAMPLE_SIZE = 1024  # output values sent back for the host's equality check
 _MASK64 = (1 << 64) - 1
@@ -193,13 +204,21 @@ def sample_indices(size: int):
 # -- timing ------------------------------------------------------------------------------
 
 
-def time_onnx(model, threads=1, runs=50, warmup=10, seed=0, input_shape=None, max_seconds=None) -> dict:
+def time_onnx(model, threads=1, runs=50, warmup=10, seed=0, input_shape=None, max_seconds=None, clock="wall") -> dict:
     """Time `model` (a path or serialized bytes) at batch 1 on `threads` intra-op threads.
 
     The first run, on the seeded input, gives the output sample the host compares with
     PyTorch; `warmup` untimed runs follow, then `runs` timed ones (milliseconds each).
+    `clock` "cpu" counts only this thread's CPU time (needs threads == 1: ONNX Runtime then
+    computes on the calling thread).
     """
     import onnxruntime as ort
+
+    if clock not in CLOCKS:
+        raise RunnerError("bad-arguments", f"clock {clock!r} must be one of {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise RunnerError("bad-arguments", f"clock 'cpu' times one thread only; threads={threads} needs clock 'wall'")
+    now = CLOCKS[clock]
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -226,9 +245,9 @@ def time_onnx(model, threads=1, runs=50, warmup=10, seed=0, input_shape=None, ma
         session.run(None, feed)
     times = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = now()
         session.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((now() - t0) * 1e3)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             raise RunnerError("time-budget", f"timing exceeded {max_seconds:g} s after {len(times)} runs")
     flat = output.reshape(-1)
@@ -245,6 +264,59 @@ def time_onnx(model, threads=1, runs=50, warmup=10, seed=0, input_shape=None, ma
             "providers": session.get_providers(),
         },
     }
+
+
+def time_manifest(directory, manifest, threads=1, runs=50, warmup=10, seed=0, max_seconds=None, clock="wall") -> dict:
+    """Time every model a manifest lists, one after another; {name: {"times_ms", "input_shape", "output_shape"}}.
+
+    manifest = {"models": [{"name": ..., "file": "m0.onnx", "weights": {"file": "m0.bin",
+    "fill": [[offset_bytes, count, mean, std], ...]}}, ...]}; "weights" is optional. A weight
+    file is written just before its model is timed and removed right after, so the device
+    never holds more than one model's weights.
+    """
+    models = manifest.get("models") if isinstance(manifest, dict) else None
+    if not isinstance(models, list) or not models:
+        raise RunnerError("bad-manifest", "the manifest must be an object with a non-empty list 'models'")
+    start = time.perf_counter()
+    results = {}
+    for entry in models:
+        name, path = entry.get("name"), _member(directory, entry.get("file"))
+        if not isinstance(name, str) or name in results:
+            raise RunnerError("bad-manifest", f"model name {name!r} must be a string, unique in the manifest")
+        weights = entry.get("weights")
+        budget = None
+        if max_seconds is not None:
+            budget = max_seconds - (time.perf_counter() - start)
+            if budget <= 0:
+                raise RunnerError("time-budget", f"timing exceeded {max_seconds:g} s after {len(results)} models")
+        weight_path = _member(directory, weights["file"]) if weights else None
+        try:
+            if weight_path:
+                _write_weights(weight_path, weights["fill"], seed)
+            timing = time_onnx(path, threads, runs, warmup, seed, entry.get("input_shape"), budget, clock)
+        finally:
+            if weight_path and os.path.exists(weight_path):
+                os.remove(weight_path)
+        results[name] = {k: timing[k] for k in ("times_ms", "input_shape", "output_shape")}
+    return results
+
+
+def _member(directory, name) -> str:
+    # Manifests come from the host, but a file name must still never leave the bundle's directory.
+    if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
+        raise RunnerError("bad-manifest", f"file name {name!r} must be a plain name inside the bundle")
+    return os.path.join(directory, name)
+
+
+def _write_weights(path, fill, seed) -> None:
+    """Seeded uniform float32 values with each tensor's recorded mean and standard deviation."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        for index, (offset, count, mean, std) in enumerate(fill):
+            values = seeded_input((int(count),), seed + index) * np.float32(std * 3**0.5) + np.float32(mean)
+            f.seek(int(offset))
+            f.write(values.astype("<f4").tobytes())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -269,7 +341,9 @@ def _shape(text: str) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Time an ONNX model with ONNX Runtime; print one JSON line.")
-    parser.add_argument("model", help="path to the .onnx file")
+    parser.add_argument("model", nargs="?", help="path to the .onnx file (or give --manifest)")
+    parser.add_argument("--manifest", default=None, help="JSON manifest of many models to time in one call")
+    parser.add_argument("--clock", default="wall", help="wall (default) or cpu: this thread's CPU time")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
@@ -305,12 +379,28 @@ def _measure(args: argparse.Namespace) -> dict:
         )
     if args.threads < 1 or args.runs < 1 or args.warmup < 0:
         raise RunnerError("bad-arguments", "need --threads >= 1, --runs >= 1 and --warmup >= 0")
-    if not os.path.isfile(args.model):
-        raise RunnerError("bad-model", f"no model file at {args.model!r}")
-    timing = time_onnx(args.model, args.threads, args.runs, args.warmup, args.seed, args.shape, args.max_seconds)
+    if (args.model is None) == (args.manifest is None):
+        raise RunnerError("bad-arguments", "give either a model file or --manifest, not both")
     payload = {"ok": True, "threads": args.threads, "runs": args.runs, "warmup": args.warmup, "seed": args.seed}
-    payload.update(summarize(timing["times_ms"]))
-    payload.update(timing)
+    payload["clock"] = args.clock
+    if args.manifest is not None:
+        try:
+            with open(args.manifest, encoding="utf-8") as f:
+                manifest = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise RunnerError("bad-manifest", f"cannot read the manifest {args.manifest!r}: {_one_line(exc)}") from None
+        directory = os.path.dirname(os.path.abspath(args.manifest))
+        payload["results"] = time_manifest(
+            directory, manifest, args.threads, args.runs, args.warmup, args.seed, args.max_seconds, args.clock
+        )
+    else:
+        if not os.path.isfile(args.model):
+            raise RunnerError("bad-model", f"no model file at {args.model!r}")
+        timing = time_onnx(
+            args.model, args.threads, args.runs, args.warmup, args.seed, args.shape, args.max_seconds, args.clock
+        )
+        payload.update(summarize(timing["times_ms"]))
+        payload.update(timing)
     payload["machine"] = describe_machine()
     return payload
 

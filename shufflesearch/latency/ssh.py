@@ -62,7 +62,7 @@ tar -xf - -C "$d" || exit {_EXIT_TAR}
 cd "$d" || exit {_EXIT_TAR}
 py=$1
 shift
-"$py" device_runner.py model.onnx "$@"
+"$py" device_runner.py "$@"
 """
 
 
@@ -173,22 +173,10 @@ def measure_remote(
     """
     target = target if isinstance(target, SshTarget) else SshTarget.parse(target)
     check_settings("onnxruntime", threads, runs, warmup)
-    if not isinstance(python, str) or not _PYTHON.fullmatch(python):
-        raise SshTargetError(f"python={python!r} must be a command name or path without spaces; e.g. /usr/bin/python3")
-    options = _check_options(ssh_options)
-    if type(seed) is not int:
-        raise SshTargetError(f"seed={seed!r} must be an integer; e.g. 0")
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-        raise SshTargetError(f"timeout_s={timeout_s!r} must be a positive number of seconds; e.g. 300")
-    if shutil.which("ssh") is None:
-        raise SshClientMissingError(
-            "no `ssh` client on this machine; install it (Debian: apt-get install openssh-client)"
-        )
-
+    session = _open_session(target, python, ssh_options, seed, timeout_s)
     model_bytes, expected, label, resolution = _model_payload(spec_or_onnx, seed)
-    session = _Session(target, options, timeout_s)
-    args = ["--threads", threads, "--runs", runs, "--warmup", warmup, "--seed", seed, "--max-seconds", session.budget()]
-    payload = session.measure(python, [str(a) for a in args], _bundle(model_bytes))
+    args = ["model.onnx", *_runner_args(session, threads, runs, warmup, seed)]
+    payload = session.measure(python, args, _bundle({"model.onnx": model_bytes}))
 
     diff = check_outputs(expected, payload["output_sample"], target.url) if expected is not None else None
     return result_from_timing(
@@ -203,6 +191,57 @@ def measure_remote(
         model=label,
         max_abs_diff=diff,
     )
+
+
+def time_models_remote(
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+    target: SshTarget | str,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 10,
+    clock: str = "wall",
+    python: str = "python3",
+    ssh_options: Sequence[str] | str = (),
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time many ONNX models on `target` in ONE ssh call (the runner's manifest mode).
+
+    `files` maps plain file names to bytes (models, no weights needed: see device_runner);
+    returns the runner's payload: {"results": {name: {"times_ms": [...], ...}}, "machine": {...}, ...}.
+    """
+    target = target if isinstance(target, SshTarget) else SshTarget.parse(target)
+    check_settings("onnxruntime", threads, runs, warmup)
+    if clock not in ("wall", "cpu") or (clock == "cpu" and threads != 1):
+        raise SshTargetError(f"clock={clock!r} must be 'wall', or 'cpu' with threads=1 (it times one thread)")
+    for name in files:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or name in ("device_runner.py", "manifest.json"):
+            raise SshTargetError(f"file name {name!r} must be a plain name other than device_runner.py/manifest.json")
+    session = _open_session(target, python, ssh_options, seed, timeout_s)
+    bundle = _bundle({**files, "manifest.json": json.dumps(manifest).encode()})
+    args = ["--manifest", "manifest.json", "--clock", clock, *_runner_args(session, threads, runs, warmup, seed)]
+    return session.measure(python, args, bundle)
+
+
+def _open_session(target: SshTarget, python: str, ssh_options: Sequence[str] | str, seed: int, timeout_s: float):
+    if not isinstance(python, str) or not _PYTHON.fullmatch(python):
+        raise SshTargetError(f"python={python!r} must be a command name or path without spaces; e.g. /usr/bin/python3")
+    options = _check_options(ssh_options)
+    if type(seed) is not int:
+        raise SshTargetError(f"seed={seed!r} must be an integer; e.g. 0")
+    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise SshTargetError(f"timeout_s={timeout_s!r} must be a positive number of seconds; e.g. 300")
+    if shutil.which("ssh") is None:
+        raise SshClientMissingError(
+            "no `ssh` client on this machine; install it (Debian: apt-get install openssh-client)"
+        )
+    return _Session(target, options, timeout_s)
+
+
+def _runner_args(session: _Session, threads: int, runs: int, warmup: int, seed: int) -> list[str]:
+    args = ["--threads", threads, "--runs", runs, "--warmup", warmup, "--seed", seed, "--max-seconds", session.budget()]
+    return [str(a) for a in args]
 
 
 def _check_options(ssh_options: Sequence[str] | str) -> list[str]:
@@ -228,11 +267,11 @@ def _model_payload(spec_or_onnx: Any, seed: int) -> tuple[bytes, list[float] | N
     return path.read_bytes(), None, path.name, None
 
 
-def _bundle(model_bytes: bytes) -> bytes:
-    """A tar of the runner and the model: one stream over ssh, no scp/sftp needed on the device."""
+def _bundle(files: dict[str, bytes]) -> bytes:
+    """A tar of the runner and the models: one stream over ssh, no scp/sftp needed on the device."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in (("device_runner.py", RUNNER.read_bytes()), ("model.onnx", model_bytes)):
+        for name, data in {"device_runner.py": RUNNER.read_bytes(), **files}.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))

@@ -1,0 +1,156 @@
+"""Latency lookup table vs end-to-end measurement: build, accuracy (MAPE, Kendall tau) and speed, in one run.
+
+Builds a table for the default search space (SearchSpace(): groups 1,2,3,4,8, scale
+0.1-2.0, 224 px) on this machine and checks it on random specs of that space (seeded, never
+the build's fit points) measured end to end twice: held out during the build (timed whole
+among the blocks, under the same conditions, not fitted on), and later on their own, twice
+(validate_lut), whose difference is the machine's noise floor. Then times predictions against
+measure_latency calls. `--clock cpu` times with the thread's CPU clock: on a shared,
+oversubscribed host wall time is mostly other processes' time slices, which no table can predict.
+
+Run: .venv/bin/python benchmarks/bench_lut.py [--specs 24] [--clock wall|cpu] [--statistic median_ms|min_ms]
+     [--out /tmp/bench.lut.json] [--load existing.lut.json] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+from shufflesearch.latency.environment import describe
+from shufflesearch.latency.lut import LatencyTable, build_lut, validate_lut
+from shufflesearch.latency.measure import measure_latency
+from shufflesearch.search.space import SearchSpace
+from shufflesearch.spec import SpecError
+
+
+def random_specs(space: SearchSpace, n: int, seed: int) -> list:
+    rng, specs = random.Random(seed), []
+    while len(specs) < n:
+        repeats = tuple(rng.randint(lo, hi) for lo, hi in space.repeats)
+        try:
+            specs.append(space.spec(rng.choice(space.groups), repeats, rng.choice(space.scales())))
+        except SpecError:
+            continue
+    return specs
+
+
+def predictions_per_second(table: LatencyTable, specs: list, seconds: float = 1.0) -> tuple[float, float]:
+    """(cold: first prediction per width layout, warm: the steady state a search sees) predictions per second."""
+    table._cache.clear()
+    start = time.perf_counter()
+    for spec in specs:
+        table.predict_us(spec)
+    cold = len(specs) / (time.perf_counter() - start)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for spec in specs:
+            table.predict_us(spec)
+        count += len(specs)
+    return cold, count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", type=int, default=24, help="validation specs (>= 20)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"))
+    parser.add_argument("--statistic", default="median_ms", choices=("median_ms", "min_ms"))
+    parser.add_argument("--fit-points", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per block and round")
+    parser.add_argument("--rounds", type=int, default=3, help="timings per block and per validation spec")
+    parser.add_argument("--validate-runs", type=int, default=50)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="", help="save the table here (default: not saved)")
+    parser.add_argument("--load", default="", help="validate an existing table instead of building one")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    space = SearchSpace(resolution=args.resolution)
+    load_before = os.getloadavg()
+
+    def progress(phase: str, done: int, total: int) -> None:
+        print(f"\r{phase} {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    specs = random_specs(space, args.specs, seed=args.seed + 1)
+    if args.load:
+        table = LatencyTable.load(args.load)
+    else:
+        table = build_lut(space, threads=1, runs=args.runs, rounds=args.rounds, clock=args.clock,
+                          statistic=args.statistic, fit_points=args.fit_points, seed=args.seed, holdout=specs,
+                          progress=progress)  # fmt: skip
+        if args.out:
+            table.save(args.out)
+    report = validate_lut(table, specs, runs=args.validate_runs, rounds=args.rounds, progress=progress)
+    # The same specs measured again: how far the ground truth itself moves on this machine (the noise floor).
+    again = validate_lut(table, specs, runs=args.validate_runs, rounds=args.rounds, progress=progress)
+    print(file=sys.stderr)
+    first, second = ([r["measured_us"] for r in v.rows] for v in (report, again))
+    floor = 100 * sum(abs(b - a) / a for a, b in zip(first, second)) / len(first)
+
+    sample = random_specs(space, 2000, seed=args.seed + 2)
+    cold, warm = predictions_per_second(table, sample)
+    start = time.perf_counter()
+    for spec in specs[:3]:
+        measure_latency(spec, threads=1, runs=args.validate_runs, warmup=10)
+    measures = 3 / (time.perf_counter() - start)
+    result = {
+        "machine": describe(table.machine),
+        "load_avg_before_after": [load_before, os.getloadavg()],
+        "clock": table.clock,
+        "statistic": table.statistic,
+        "blocks": len(table.blocks),
+        "build_seconds": table.build_seconds,
+        "fit": {k: table.fit[k] for k in ("a", "b_us", "mape_pct", "loo_mape_pct")},
+        "overhead_us": table.overhead_us,
+        "validation_specs": len(specs),
+        "holdout": {k: v for k, v in table.fit.get("holdout", {}).items() if k != "rows"},
+        "mape_pct": report.mape_pct,
+        "kendall_tau": report.kendall_tau,
+        "within_10pct": report.within_10pct,
+        "repeat_mape_pct": again.mape_pct,
+        "repeat_kendall_tau": again.kendall_tau,
+        "measured_vs_remeasured_pct": floor,
+        "predictions_per_s_cold": cold,
+        "predictions_per_s_warm": warm,
+        "measure_latency_calls_per_s": measures,
+        "speedup_warm": warm / measures,
+        "rows": [{k: r[k] for k in ("label", "predicted_us", "measured_us", "error_pct")} for r in report.rows],
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{result['machine']}; load avg before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+    print(f"table: {len(table.blocks)} blocks at {table.resolution} px, clock {table.clock}, {table.statistic}, "
+          f"built in {table.build_seconds:.0f} s; fit a={table.fit['a']:.3f} b={table.fit['b_us']:.0f} us "
+          f"(fit MAPE {table.fit['mape_pct']:.1f}%, leave-one-out {table.fit['loo_mape_pct']:.1f}%)")  # fmt: skip
+    held = table.fit.get("holdout")
+    if held:
+        print(f"held out, timed among the blocks: {len(held['rows'])} random specs, MAPE {held['mape_pct']:.1f}%, "
+              f"Kendall tau {held['kendall_tau']:.3f}, within +-10%: {100 * held['within_10pct']:.0f}%")  # fmt: skip
+    after = {r["label"]: r for r in held["rows"]} if held else {}
+    print(f"{'spec':<26} {'predicted ms':>12} {'held-out ms':>12} {'error':>7} {'later ms':>9} {'error':>7}")
+    for r in sorted(report.rows, key=lambda r: r["measured_us"]):
+        h = after.get(r["label"])
+        during = f"{h['measured_us'] / 1e3:12.3f} {h['error_pct']:+6.1f}%" if h else f"{'-':>12} {'-':>7}"
+        print(f"{r['label']:<26} {r['predicted_us'] / 1e3:12.3f} {during} {r['measured_us'] / 1e3:9.3f} "
+              f"{r['error_pct']:+6.1f}%")  # fmt: skip
+    print(
+        f"measured later, alone: MAPE {report.mape_pct:.1f}%, Kendall tau {report.kendall_tau:.3f}, "
+        f"within +-10%: {100 * report.within_10pct:.0f}%"
+    )
+    print(
+        f"measured again: MAPE {again.mape_pct:.1f}%, Kendall tau {again.kendall_tau:.3f}; the two later end-to-end "
+        f"measurements differ by {floor:.1f}% on average (this machine's noise floor)"
+    )
+    print(
+        f"predictions/s: {warm:,.0f} warm, {cold:,.0f} cold (first per width layout); measure_latency calls/s: "
+        f"{measures:.2f}; ratio {warm / measures:,.0f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

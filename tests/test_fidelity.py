@@ -1,0 +1,153 @@
+"""Fidelity study: Spearman on known inputs, the Table 2 ground truth, and report assembly."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import pytest
+from scipy import stats
+
+from shufflesearch.accuracy.cache import ResultCache, result_key
+from shufflesearch.accuracy.datasets import DatasetError, load_dataset
+from shufflesearch.accuracy.fidelity import TABLE2, run_fidelity, spearman, table2_specs
+from shufflesearch.accuracy.trainer import TRAINER_VERSION, Fidelity, TrainResult, adapt_spec
+from shufflesearch.complexity import count_macs
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def test_spearman_on_known_inputs():
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 100]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4, 5], [9, 7, 5, 3, 1]) == pytest.approx(-1.0)
+    # 1 - 6 * sum(d^2) / (n (n^2 - 1)) with d = (0, 0, 1, -1, 0) -> 1 - 12/120
+    assert spearman([1, 2, 3, 4, 5], [1, 2, 4, 3, 5]) == pytest.approx(0.9)
+    # Ties take the mean rank: ranks (1.5, 1.5, 3) vs (1, 2, 3) -> rho = sqrt(3)/2
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equal-length"):
+        spearman([1, 2], [1])
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = random.Random(0)
+    for _ in range(50):
+        n = rng.randint(3, 20)
+        x = [rng.randint(0, 5) for _ in range(n)]
+        y = [rng.random() for _ in range(n)]
+        expected = stats.spearmanr(x, y).statistic
+        if math.isnan(expected):
+            assert math.isnan(spearman(x, y))
+        else:
+            assert spearman(x, y) == pytest.approx(expected, abs=1e-12)
+
+
+def test_table2_is_the_paper_grid():
+    assert len(TABLE2) == 15
+    assert {(g, s) for g, s, _ in TABLE2} == {(g, s) for g in (1, 2, 3, 4, 8) for s in (0.25, 0.5, 1.0)}
+    errors = {(g, s): e for g, s, e in TABLE2}
+    assert errors[1, 1.0] == 33.6 and errors[8, 1.0] == 32.4 and errors[4, 0.5] == 41.6 and errors[8, 0.25] == 52.7
+    # The paper's own finding, which the study checks the proxy against: g > 1 beats g = 1 at every scale.
+    assert all(errors[g, s] < errors[1, s] for g in (2, 3, 4, 8) for s in (0.25, 0.5, 1.0))
+
+
+def test_table2_specs_follow_the_width_rule_and_budgets():
+    specs = table2_specs()
+    assert [(s.groups, s.scale) for s in specs] == [(g, s) for g, s, _ in TABLE2]
+    assert specs[2].stage_channels == (240, 480, 960)  # g3 1x, paper Table 1
+    # Each scale is one complexity class (paper: 140 / 38 / 13 MFLOPs): within 25% of the paper's figure.
+    for spec in specs:
+        paper = {1.0: 140e6, 0.5: 38e6, 0.25: 13e6}[spec.scale]
+        assert abs(count_macs(spec) / paper - 1) < 0.25, (spec.label, count_macs(spec))
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    try:
+        return load_dataset("fashion-mnist")
+    except DatasetError as exc:
+        message = f"Fashion-MNIST is not installed ({exc}); apt-get install dataset-fashion-mnist"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _stored(fashion, fid, seed, top1_of, diverged_groups=()):
+    """Results stored in a cache as a finished study would leave them (no training)."""
+    out = []
+    for spec, (g, s, err) in zip(table2_specs(), TABLE2):
+        trained = adapt_spec(spec, fashion, fid)
+        top1, bad = top1_of(g, s, err), g in diverged_groups
+        result = TrainResult(
+            top1=None if bad else top1,
+            test_loss=None if bad else 1 - top1,
+            curve=[],
+            seconds=2.0,
+            images_seen=100,
+            status="diverged" if bad else "ok",
+            spec=trained.to_dict(),
+            dataset=f"fashion-mnist:{fashion.fingerprint}",
+            fidelity=fid.to_dict(),
+            seed=seed,
+        )
+        out.append((result_key(trained, fashion.fingerprint, fid, seed, TRAINER_VERSION), result))
+    return out
+
+
+def test_report_from_a_perfect_proxy(fashion, tmp_path):
+    fid = Fidelity(train_images=100, epochs=1)
+    cache = ResultCache(tmp_path / "c.sqlite")
+    for seed, jitter in ((0, 0.0), (1, 0.002)):
+        for key, result in _stored(fashion, fid, seed, lambda g, s, e, j=jitter: 1 - e / 100 + j):
+            cache.put(key, result.to_dict())
+    report = run_fidelity(fashion, fid, seeds=(0, 1), cache=cache)
+    assert report.cached_runs == 30
+    assert report.spearman_overall == pytest.approx(1.0)
+    assert report.spearman_test_loss == pytest.approx(1.0)
+    assert report.spearman_by_scale == {"0.25": pytest.approx(1.0), "0.5": pytest.approx(1.0), "1": pytest.approx(1.0)}
+    assert report.direction_ok_by_scale == {"0.25": True, "0.5": True, "1": True}
+    assert report.wins_over_g1_by_scale == report.test_loss_wins_over_g1_by_scale == {"0.25": 4, "0.5": 4, "1": 4}
+    assert all(v == pytest.approx(1.0) for v in report.spearman_test_loss_by_scale.values())
+    assert report.seed_spread == pytest.approx(0.002 / math.sqrt(2))
+    assert report.minutes == pytest.approx(30 * 2.0 / 60)
+    assert report.rows[0]["top1_by_seed"] == [pytest.approx(1 - 0.336), pytest.approx(1 - 0.336 + 0.002)]
+
+
+def test_report_from_a_reversed_proxy_and_a_diverged_model(fashion, tmp_path):
+    fid = Fidelity(train_images=100, epochs=2)
+    cache = ResultCache(tmp_path / "c.sqlite")
+    for key, result in _stored(fashion, fid, 0, lambda g, s, e: e / 100, diverged_groups=(8,)):
+        cache.put(key, result.to_dict())
+    report = run_fidelity(fashion, fid, seeds=(0,), cache=cache)
+    g8 = [r for r in report.rows if r["groups"] == 8]
+    assert all(r["top1"] == 0.1 and r["top1_by_seed"] == [None] for r in g8)  # diverged counts as chance
+    proxy = [0.1 if g == 8 else e / 100 for g, s, e in TABLE2]
+    assert report.spearman_overall == pytest.approx(stats.spearmanr(proxy, [-e for _, _, e in TABLE2]).statistic)
+    assert report.spearman_overall < -0.5
+    assert report.direction_ok_by_scale == {"0.25": False, "0.5": False, "1": False}
+
+
+@pytest.mark.slow
+def test_tiny_real_study_runs_end_to_end(fashion, tmp_path):
+    fid = Fidelity(train_images=128, epochs=1, batch_size=64, eval_images=100, curve_eval_images=0)
+    seen = []
+    cache = ResultCache(tmp_path / "c.sqlite")
+    report = run_fidelity(fashion, fid, seeds=(0,), cache=cache, progress=seen.append, threads=1)
+    assert len(report.rows) == 15 and report.cached_runs == 0
+    assert {p.run for p in seen} == set(range(1, 16)) and seen[-1].runs == 15
+    assert -1 <= report.spearman_overall <= 1 and report.minutes > 0
+    assert all(0 <= r["top1"] <= 1 for r in report.rows)
+
+
+def test_worker_processes_give_the_same_report(fashion, tmp_path):
+    fid = Fidelity(train_images=100, epochs=3)
+    cache = ResultCache(tmp_path / "c.sqlite")
+    for key, result in _stored(fashion, fid, 0, lambda g, s, e: 1 - e / 100 + g / 1000):
+        cache.put(key, result.to_dict())
+    seen = []
+    pooled = run_fidelity(fashion, fid, seeds=(0,), cache=cache, workers=2, progress=seen.append)
+    assert pooled.to_dict() == run_fidelity(fashion, fid, seeds=(0,), cache=cache).to_dict()
+    assert sorted(p.run for p in seen) == list(range(1, 16))
+    with pytest.raises(ValueError, match="workers=0 must be a positive integer"):
+        run_fidelity(fashion, fid, workers=0)
