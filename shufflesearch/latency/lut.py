@@ -230,11 +230,12 @@ def _block_modules(spec: ShuffleNetSpec, seed: int) -> dict[str, tuple[Any, tupl
     import torch
     from torch import nn
 
+    from ..export import randomize_batch_norm
     from ..model import build_model
 
     torch.manual_seed(seed)
     model = build_model(spec.replace(repeats=(2, 2, 2))).eval()
-    _randomize_bn(model)
+    randomize_batch_norm(model)
     (stem, head), stages = _plan(spec)
     r = spec.resolution
     h = r if spec.stem == "small" else _half(_half(r))
@@ -247,19 +248,6 @@ def _block_modules(spec: ShuffleNetSpec, seed: int) -> dict[str, tuple[Any, tupl
         index, c_in = index + 2, c
     out[head] = (nn.Sequential(model.globalpool, nn.Flatten(1), model.classifier), (1, c_in, h, h))
     return out
-
-
-def _randomize_bn(model: Any) -> None:
-    # As export.onnx_bytes: fresh init zeroes some BN gammas; realistic statistics for realistic weights.
-    import torch
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
 
 
 def _export(module: Any, input_shape: tuple[int, ...]) -> bytes:
