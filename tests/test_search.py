@@ -1,4 +1,5 @@
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -135,3 +136,21 @@ def test_queue_holds_exactly_n_tickets_presets_first(tmp_path):
 def test_pareto_front_keeps_only_undominated():
     records = [{"top1": a, "mflops": m} for a, m in [(0.5, 10), (0.6, 20), (0.55, 30), (0.7, 40), (0.4, 5)]]
     assert [(r["top1"], r["mflops"]) for r in pareto_front(records)] == [(0.4, 5), (0.5, 10), (0.6, 20), (0.7, 40)]
+
+
+def test_the_trainer_reports_per_epoch_top1_for_pruning(tmp_path, monkeypatch):
+    from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR, load_dataset
+    from shufflesearch.accuracy.trainer import Fidelity
+    from shufflesearch.search.evaluate import proxy_accuracy_evaluator
+    from shufflesearch.search.study_file import StudyConfig
+
+    if not FASHION_MNIST_DIR.exists():
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+    load_dataset("fashion-mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cached result would train nothing and report nothing
+    tiny = Fidelity(train_images=256, epochs=2, batch_size=64, eval_images=200, curve_eval_images=100).to_dict()
+    config = StudyConfig(name="p", path=Path("p.toml"), fidelity=tiny)
+    reports = []
+    evaluate = proxy_accuracy_evaluator(config)
+    evaluate(SMALL_SPACE.spec(3, (1, 1, 1), 0.25), lambda step, top1: reports.append((step, top1)))
+    assert [step for step, _ in reports] == [1, 2] and all(0 <= top1 <= 1 for _, top1 in reports)

@@ -140,6 +140,7 @@ class TrainProgress:
     images_seen: int
     images_per_s: float
     epoch_end: bool = False
+    top1: float | None = None  # at an epoch end: top-1 on the curve subset (what a search prunes on)
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,8 @@ class _Run:
                 loss_sum, loss_count = 0.0, 0
             if self.progress is not None:
                 epoch = step / steps_per_epoch
-                self.progress(TrainProgress(epoch, fid.epochs, step, total_steps, value, seen, speed, epoch_end))
+                top1 = curve[-1]["top1"] if epoch_end else None
+                self.progress(TrainProgress(epoch, fid.epochs, step, total_steps, value, seen, speed, epoch_end, top1))
 
         top1 = test_loss = None
         if status == "ok":
