@@ -154,3 +154,17 @@ def test_the_trainer_reports_per_epoch_top1_for_pruning(tmp_path, monkeypatch):
     evaluate = proxy_accuracy_evaluator(config)
     evaluate(SMALL_SPACE.spec(3, (1, 1, 1), 0.25), lambda step, top1: reports.append((step, top1)))
     assert [step for step, _ in reports] == [1, 2] and all(0 <= top1 <= 1 for _, top1 in reports)
+
+
+def test_latency_objective_needs_a_readable_table(tmp_path):
+    from shufflesearch.latency.lut import LutError
+    from shufflesearch.search.evaluate import latency_table
+
+    text = "[study]\nmode = 'pareto'\n[objective]\nsecond = 'latency'\nlut = '{}'\n"
+    config = load_study(write(tmp_path, text.format(tmp_path / "missing.lut.json")))
+    with pytest.raises(LutError, match="does not exist; build one: shufflesearch lut build"):
+        latency_table(config)
+    (tmp_path / "foreign.lut.json").write_text('{"hello": 1}')
+    with pytest.raises(LutError, match="not a shufflesearch latency table"):
+        latency_table(load_study(write(tmp_path, text.format(tmp_path / "foreign.lut.json"))))
+    assert latency_table(load_study(write(tmp_path, "[study]\nmode = 'pareto'\n"))) is None

@@ -12,6 +12,17 @@ def fidelity_of(config: StudyConfig):
     return Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **config.fidelity})
 
 
+def latency_table(config: StudyConfig):
+    """The study's device LUT when latency is an objective (checked to cover the space), else None."""
+    if config.second_objective != "latency" or config.mode != "pareto":
+        return None
+    from ..latency.lut import LatencyTable
+
+    table = LatencyTable.load(config.lut)
+    table.check_covers(config.space)  # fail now, not hours into the search
+    return table
+
+
 def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
     """An Evaluator that trains each spec on the study's dataset and reports per-epoch top-1."""
     import optuna
@@ -23,6 +34,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
     dataset = load_dataset(config.dataset, config.data_dir)
     fidelity = fidelity_of(config)
     cache = ResultCache()
+    table = latency_table(config)
 
     def evaluate(spec, report) -> dict:
         def progress(p) -> None:
@@ -30,6 +42,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
             if p.epoch_end and top1 is not None:
                 report(max(1, round(p.epoch)), top1)
 
+        latency = {} if table is None else {"latency_ms": table.predict_ms(spec), "latency_kind": "lut-predicted"}
         result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache, threads=threads)
         if result.status != "ok":
             # Deterministic for this spec and recipe: retrying would diverge again.
@@ -43,6 +56,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
             "cached": result.cached,
             "curve": result.curve,
             "dataset": result.dataset,
+            **latency,
         }
 
     return evaluate

@@ -42,12 +42,14 @@ def run_search(config: StudyConfig, storage_url: str, trials: int | None = None,
                poll_s: float = 2.0) -> list[StudySummary]:  # fmt: skip
     """Run the study to `trials` finished trials per budget window with `workers` processes."""
     trials = trials or config.trials
+    from ..accuracy.datasets import load_dataset
+    from .evaluate import latency_table
+
+    load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before anything is written
+    latency_table(config)  # and so does a missing or foreign latency table
     open_storage(storage_url)  # fail here, once, if the URL is wrong
     if resume:
         check_resumable(config, storage_url)
-    from ..accuracy.datasets import load_dataset
-
-    load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before any worker starts
     names = list(config.budget_windows())
     if workers == 1:  # in this process: one torch import, and Ctrl-C reaches the trial directly
         _run_with_progress(config, storage_url, trials, names, on_progress, poll_s)
