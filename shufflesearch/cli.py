@@ -394,6 +394,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (anneals by time).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for init, subset and order (same seed: same result).")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1)] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -413,7 +414,7 @@ def train(
     data = load_dataset(dataset, data_dir, image_size)
     cache = None if no_cache else ResultCache()
     if as_json:
-        result = train_proxy(spec, data, fidelity, seed=seed, cache=cache)
+        result = train_proxy(spec, data, fidelity, seed=seed, cache=cache, threads=threads)
         _print_json(result.to_dict())
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -426,7 +427,7 @@ def train(
         def progress(p) -> None:
             bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
 
-        result = train_proxy(spec, data, fidelity, seed=seed, progress=progress, cache=cache)
+        result = train_proxy(spec, data, fidelity, seed=seed, progress=progress, cache=cache, threads=threads)
     console = _console()
     trained = ShuffleNetSpec.from_dict(result.spec).label
     if result.status != "ok":

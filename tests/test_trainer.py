@@ -138,6 +138,7 @@ def test_result_key_depends_on_every_input(fashion):
     spec = adapt_spec(TINY_SPEC, fashion, TINY)
     base = result_key(spec, "abc", TINY, 0, TRAINER_VERSION)
     assert base == result_key(spec, "abc", Fidelity.from_dict(TINY.to_dict()), 0, TRAINER_VERSION)
+    assert base == result_key(spec, "abc", TINY.replace(epochs=1.0), 0, TRAINER_VERSION)  # int or float: one key
     others = [
         result_key(spec.replace(groups=3), "abc", TINY, 0, TRAINER_VERSION),
         result_key(spec, "abd", TINY, 0, TRAINER_VERSION),

@@ -44,6 +44,10 @@ SMALL_STEM_BELOW = 112
 DIVERGENCE_LOSS_FACTOR = 10.0
 
 
+_FLOAT_FIELDS = ("epochs", "lr", "lr_width_exponent", "warmup_fraction", "label_smoothing", "weight_decay", "momentum",
+                 "time_budget_s")  # fmt: skip
+
+
 class FidelityError(ValueError):
     """An invalid fidelity: the message names the field, the rule and a valid value."""
 
@@ -80,6 +84,12 @@ class Fidelity:
     def __post_init__(self) -> None:
         def bad(name: str, rule: str, example: Any) -> FidelityError:
             return FidelityError(f"{name}={getattr(self, name)!r} {rule}; e.g. {name}={example}")
+
+        # epochs=2 and epochs=2.0 are equal dataclasses: make them one cache key too.
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
 
         for name in ("train_images", "batch_size"):
             value = getattr(self, name)
