@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/shufflesearch analyze --groups 8 --scale 0.5
 	$(BIN)/shufflesearch table --groups 1,2,3,4,8 --scales 0.25,0.5,1.0 --out reports/complexity.md
-	$(BIN)/shufflesearch search studies/demo.toml
+	$(BIN)/shufflesearch search studies/demo.toml --workers 2
 	$(BIN)/shufflesearch report studies/demo.toml
 
 lint: setup
