@@ -149,3 +149,18 @@ def _running(storage):
         return by_state(trials_of(storage, "resumed"), "RUNNING")
     except KeyError:
         return []
+
+
+def test_a_seeded_study_is_reproducible(tmp_path):
+    require(FASHION_MNIST_DIR.exists(), "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+    path = study_file(tmp_path, "again", trials=3)
+    runs = []
+    for attempt in ("a", "b"):
+        ENV["XDG_CACHE_HOME"] = str(tmp_path / f"cache-{attempt}")  # retrain: a cache hit would prove nothing
+        storage = f"sqlite:///{tmp_path / f'{attempt}.db'}"
+        run = start_worker(path, storage)
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        trials = sorted(trials_of(storage, "again"), key=lambda t: t.number)
+        runs.append([(t.params, t.user_attrs["top1"]) for t in trials])
+    assert runs[0] == runs[1] and len(runs[0]) == 3
