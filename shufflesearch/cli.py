@@ -497,10 +497,19 @@ def lut_build(
         Path | None, typer.Option(help="Cover the space of this study file (default: the default space).")
     ] = None,
     resolution: Resolution = None,
+    classes: Classes = None,
+    in_channels: InChannels = None,
+    stem: Stem = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per block and round.")] = 20,
+    rounds: Annotated[int, typer.Option(help="Timings per block (shuffled order); the median is kept.")] = 3,
+    clock: Annotated[
+        str, typer.Option(help="'wall', or 'cpu' (thread CPU time, 1 thread; for busy shared hosts).")
+    ] = "wall",
+    statistic: Annotated[str, typer.Option(help="'median_ms' (protocol) or 'min_ms'.")] = "median_ms",
     python: Annotated[str, typer.Option(help="Python on the SSH device.")] = "python3",
     ssh_options: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi'.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds per ssh call.")] = 1800,
     as_json: AsJson = False,
 ) -> None:
     """Measure every distinct block of a search space once on a target and store a device profile.
@@ -512,11 +521,12 @@ def lut_build(
     from .search.study_file import load_study
 
     search_space = load_study(space).space if space else SearchSpace()
-    if resolution:
-        search_space = dataclasses.replace(search_space, resolution=resolution)
+    changes = {"resolution": resolution, "num_classes": classes}
+    search_space = dataclasses.replace(search_space, **{k: v for k, v in changes.items() if v is not None})
     progress = None if as_json else (lambda phase, done, total: typer.echo(f"{phase}: {done}/{total}", err=True))
-    table = build_lut(search_space, target=target, threads=threads, runs=runs, python=python,
-                      ssh_options=ssh_options, progress=progress)  # fmt: skip
+    table = build_lut(search_space, target=target, threads=threads, runs=runs, rounds=rounds, clock=clock,
+                      statistic=statistic, in_channels=in_channels or 3, stem=stem or "imagenet", python=python,
+                      ssh_options=ssh_options, timeout_s=timeout, progress=progress)  # fmt: skip
     path = table.save(out)
     if as_json:
         _print_json({"path": str(path), **{k: v for k, v in table.to_dict().items() if k != "blocks"}})

@@ -6,9 +6,16 @@ never on Optuna objects.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 from .storage import open_storage, redact
+
+
+@functools.lru_cache(maxsize=8)
+def _reader(storage_url: str):
+    # A live view polls every few seconds: open each storage (engine, schema check) once.
+    return open_storage(storage_url)
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def study_attrs(storage_url: str) -> dict[str, dict]:
     """Study name -> its user attributes (mode, MFLOPs window, candidate count), for every stored study."""
     import optuna
 
-    summaries = optuna.get_all_study_summaries(open_storage(storage_url), include_best_trial=False)
+    summaries = optuna.get_all_study_summaries(_reader(storage_url), include_best_trial=False)
     return {s.study_name: dict(s.user_attrs) for s in summaries}
 
 
@@ -70,7 +77,7 @@ def load_records(storage_url: str, study_names: list[str] | None = None) -> dict
     """Study name -> its trial records, for every study in the storage (or the named ones)."""
     import optuna
 
-    storage = open_storage(storage_url)
+    storage = _reader(storage_url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_names is not None:
         names = [n for n in names if n in set(study_names)]
@@ -85,7 +92,7 @@ def summarize(storage_url: str, study_names: list[str] | None = None) -> list[St
     """Progress and best result of each study in the storage."""
     import optuna
 
-    storage = open_storage(storage_url)
+    storage = _reader(storage_url)
     summaries = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         if study_names is not None and summary.study_name not in study_names:
