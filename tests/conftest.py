@@ -2,6 +2,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared strategies
@@ -11,3 +12,17 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 # CI draws the same examples every run, so a red build always reproduces.
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "default")
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """The real Fashion-MNIST (Debian's dataset-fashion-mnist): fails in CI if missing, skips elsewhere."""
+    from shufflesearch.accuracy.datasets import DatasetError, load_dataset
+
+    try:
+        return load_dataset("fashion-mnist")
+    except DatasetError as exc:
+        message = f"Fashion-MNIST is not installed ({exc}); apt-get install dataset-fashion-mnist"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -10,7 +10,6 @@ import pytest
 from scipy import stats
 
 from shufflesearch.accuracy.cache import ResultCache, result_key
-from shufflesearch.accuracy.datasets import DatasetError, load_dataset
 from shufflesearch.accuracy.fidelity import TABLE2, run_fidelity, spearman, table2_specs
 from shufflesearch.accuracy.trainer import TRAINER_VERSION, Fidelity, TrainResult, adapt_spec
 from shufflesearch.complexity import count_macs
@@ -60,17 +59,6 @@ def test_table2_specs_follow_the_width_rule_and_budgets():
     for spec in specs:
         paper = {1.0: 140e6, 0.5: 38e6, 0.25: 13e6}[spec.scale]
         assert abs(count_macs(spec) / paper - 1) < 0.25, (spec.label, count_macs(spec))
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    try:
-        return load_dataset("fashion-mnist")
-    except DatasetError as exc:
-        message = f"Fashion-MNIST is not installed ({exc}); apt-get install dataset-fashion-mnist"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _stored(fashion, fid, seed, top1_of, diverged_groups=()):

@@ -11,7 +11,6 @@ import threading
 import pytest
 
 from shufflesearch.accuracy.cache import ResultCache, result_key
-from shufflesearch.accuracy.datasets import DatasetError, load_dataset
 from shufflesearch.accuracy.trainer import (
     DEFAULT_FIDELITY,
     TRAINER_VERSION,
@@ -29,17 +28,6 @@ TINY_SPEC = ShuffleNetSpec(groups=2, scale=0.25, repeats=(1, 1, 1))
 TINY = Fidelity(
     train_images=256, epochs=1, batch_size=64, resolution=None, stem="auto", eval_images=200, curve_eval_images=100
 )
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    try:
-        return load_dataset("fashion-mnist")
-    except DatasetError as exc:
-        message = f"Fashion-MNIST is not installed ({exc}); apt-get install dataset-fashion-mnist"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _without_timing(curve):
