@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import write_atomically
+from .atomic import check_writable, write_atomically
 from .model import build_model
 from .spec import ShuffleNetSpec
 
@@ -71,6 +71,8 @@ def randomize_batch_norm(model) -> None:
 
 def export_onnx(spec: ShuffleNetSpec, path: str | os.PathLike, seed: int = 0) -> ExportResult:
     """Write `spec`'s network to `path` (atomically) after checking it in ONNX Runtime."""
+    path = Path(path)
+    check_writable(path.parent)  # a read-only or full folder fails before the export, not after it
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -85,6 +87,5 @@ def export_onnx(spec: ShuffleNetSpec, path: str | os.PathLike, seed: int = 0) ->
     diff = float(np.max(np.abs(got - expected)))
     if not diff <= TOLERANCE:
         raise ExportError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {TOLERANCE:g})")
-    path = Path(path)
     write_atomically(path, data)
     return ExportResult(path, len(data), diff, OPSET)

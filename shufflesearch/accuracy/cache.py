@@ -5,6 +5,11 @@ already written, and concurrent processes serialise on SQLite's lock instead of
 corrupting a shared file. Keys hash (spec, dataset fingerprint, fidelity, seed, trainer
 version); values are the result as JSON.
 
+A cache that cannot be written (a full disk, a read-only folder, a damaged file) is not an
+error: a result is as correct uncached, and a search left running overnight must not die
+because ~/.cache filled up. It warns once (CacheWarning, naming the file and the reason) and
+acts as an empty cache that keeps nothing; entries already stored are untouched.
+
 >>> cache = ResultCache("/tmp/example-cache.sqlite")
 >>> cache.put("k", {"top1": 0.9})
 >>> cache.get("k")
@@ -13,22 +18,26 @@ version); values are the result as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CacheError", "ResultCache", "default_cache_path", "result_key"]
+from ..atomic import check_writable
+
+__all__ = ["CacheWarning", "ResultCache", "default_cache_path", "result_key"]
 
 # Another process may hold the write lock for one short transaction: wait, do not fail.
 LOCK_TIMEOUT_S = 60.0
 
 
-class CacheError(ValueError):
-    """A cache path that cannot be used: the message names the path and the fix."""
+class CacheWarning(UserWarning):
+    """The cache cannot be used: results stay correct, they are only not kept for next time."""
 
 
 def default_cache_path() -> Path:
@@ -54,43 +63,66 @@ class ResultCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
+        self._warned = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
+            with contextlib.closing(self._connect()) as db, db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
                 )
-        except (OSError, sqlite3.DatabaseError) as exc:
-            raise CacheError(f"cache {self.path} cannot be opened ({exc}); pass a writable --cache-dir") from None
+        except (OSError, sqlite3.Error) as exc:
+            self._cannot_use(exc)
 
     def _connect(self) -> sqlite3.Connection:
         # A fresh connection per call: cheap, and safe to share the object across threads/forks.
         return sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        db = self._connect()
+        """The stored value, or None (also when the cache cannot be read: a miss costs time, not correctness)."""
         try:
-            row = db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
-        finally:
-            db.close()
+            with contextlib.closing(self._connect()) as db:
+                row = db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._cannot_use(exc)
+            return None
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
+        """Store `value` in one transaction (whole or not at all); a write that fails only warns."""
         text = json.dumps(value, sort_keys=True, allow_nan=False)
-        db = self._connect()
         try:
-            with db:  # one transaction: committed whole or not at all
+            with contextlib.closing(self._connect()) as db, db:
                 db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (key, text, time.time()))
-        finally:
-            db.close()
+        except sqlite3.Error as exc:
+            self._cannot_use(exc)
 
     def __len__(self) -> int:
-        db = self._connect()
-        try:
+        with contextlib.closing(self._connect()) as db:
             return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-        finally:
-            db.close()
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
+
+    def _cannot_use(self, exc: Exception) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(
+            f"proxy-result cache {self.path} cannot be used ({_reason(exc, self.path.parent)}); training goes on "
+            "without it (results stay correct, they are only not kept): free space there, or set XDG_CACHE_HOME "
+            "to a writable folder",
+            CacheWarning,
+            stacklevel=3,
+        )
+
+
+def _reason(exc: Exception, folder: Path) -> str:
+    """What went wrong in plain words: SQLite says only "unable to open database file" or "disk I/O error"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        check_writable(folder)
+    except OSError as probe:
+        return probe.strerror or str(probe)
+    return " ".join(str(exc).split())

@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import naming
+
 SETUP_COMMAND = "shufflesearch setup arm64"
 # Debian packages the host needs: the dynamic qemu-aarch64 (qemu-user-static has no plugin support),
 # a C compiler and glib headers for the plugin, and dpkg/apt which every Debian host has.
@@ -123,15 +125,17 @@ def ensure_sysroot(
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     say = progress or (lambda message: None)
     if read_manifest(root) is not None and not force:
-        plugin_path(root)
+        with naming(root):
+            plugin_path(root)
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(root.parent / f".{root.name}.lock"):
-        for stale in root.parent.glob(f".{root.name}.partial-*"):  # left by a killed set-up (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        if force or read_manifest(root) is None:  # another process may have finished it while we waited
-            _build(root, say)
-    plugin_path(root)
+    with naming(root):  # a read-only or full cache folder: the error names the cache, not a scratch file
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(root.parent / f".{root.name}.lock"):
+            for stale in root.parent.glob(f".{root.name}.partial-*"):  # left by a killed set-up (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            if force or read_manifest(root) is None:  # another process may have finished it while we waited
+                _build(root, say)
+        plugin_path(root)
     return root
 
 
@@ -185,9 +189,14 @@ def _build(root: Path, say: Progress) -> None:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if root.exists():  # stale or invalid: move aside first so the rename below is atomic
+        if root.exists():  # stale, invalid or forced: move aside first so the rename below is atomic
             os.replace(root, work / "old")
-        os.replace(staged, root)
+        try:
+            os.replace(staged, root)
+        except BaseException:
+            if (work / "old").exists():
+                os.replace(work / "old", root)  # the previous set-up comes back rather than being deleted below
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import write_atomically
+from ..atomic import naming, write_atomically
 from . import plots
 from .frames import PAPER, SEARCHED, ReportFrames, build_frames, public
 from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
@@ -57,16 +57,16 @@ def build_report(
     frames = build_frames(records_by_study, study_attrs)
     summary = summary_lines(frames)
     title = title or "ShuffleNet search report: " + (", ".join(records_by_study) or "no studies")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    mask = _umask()
-    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; a report is meant to be read (and served)
-    try:
-        files = _write_report(tmp, frames, summary, title, 0o666 & ~mask)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with naming(out_dir):  # a full disk or a read-only folder: the error names the report, not a temporary name
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is meant to be read (and served)
+            files = _write_report(tmp, frames, summary, title)
+            _swap_in(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     tables = {"studies": frame_rows(frames.studies), "best_per_budget": frame_rows(public(frames.best))}
     return ReportResult(out_dir, files, summary, list(frames.notes), tables)
 
@@ -147,11 +147,11 @@ def _umask() -> int:
     return mask
 
 
-def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: str, mode: int) -> list[Path]:
+def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: str) -> list[Path]:
     files: list[Path] = []
 
     def write(rel: str, data: bytes | str) -> None:
-        os.chmod(write_atomically(root / rel, data), mode)  # mkstemp's 0600 would hide it from readers
+        write_atomically(root / rel, data)
         files.append(Path(rel))
 
     table_entries = []
