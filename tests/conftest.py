@@ -26,3 +26,18 @@ def fashion():
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (Debian's postgresql) for the tests that claim distribution."""
+    from servers import PostgresServer, require
+
+    from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR
+
+    require(FASHION_MNIST_DIR.exists(), "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from servers import PostgresServer, require, wait_for
+from servers import require, wait_for
 
 from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR
 from shufflesearch.search.storage import open_storage
@@ -44,16 +44,6 @@ ENV = {**os.environ, "SHUFFLESEARCH_HEARTBEAT_S": "1", "PYTHONWARNINGS": "ignore
 def fresh_result_cache(tmp_path):
     # A cached proxy result would finish a trial instantly: these tests need trials that really train.
     ENV["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    require(FASHION_MNIST_DIR.exists(), "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
-    server = PostgresServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 def study_file(tmp_path, name, trials, images=256):

@@ -18,7 +18,8 @@ LatencyResult(median_ms=41.2, ..., target='ssh://pi@192.168.1.20:2222', backend=
 `python` picks the device's interpreter (e.g. "/home/pi/venv/bin/python") and
 `ssh_options` adds explicit ssh arguments, e.g. ("-i", "~/.ssh/pi_key", "-o",
 "UserKnownHostsFile=/path/known_hosts"); they come before ours, and ssh keeps the first value
-it sees for an option, so an explicit choice wins over the defaults here.
+it sees for an option, so an explicit choice wins over the defaults here, except one that
+would turn host-key checking off: that is refused.
 """
 
 from __future__ import annotations
@@ -249,7 +250,16 @@ def _check_options(ssh_options: Sequence[str] | str) -> list[str]:
     for option in options:
         if not isinstance(option, str) or "\0" in option or "\n" in option:
             raise SshTargetError(f"ssh option {option!r} must be a string without NUL or newline; e.g. -i ~/.ssh/key")
+        if _LAX_HOST_KEYS.search(option):
+            raise SshTargetError(
+                f"ssh option {option!r} would accept an unknown host key: check the device's fingerprint and add "
+                "it to known_hosts instead (ssh-keyscan HOST >> ~/.ssh/known_hosts)"
+            )
     return options
+
+
+# Host-key checking stays on: an explicit option may point at another known_hosts file, never turn checks off.
+_LAX_HOST_KEYS = re.compile(r"stricthostkeychecking\s*[=\s]\s*(no|off|accept-new|false)\b", re.IGNORECASE)
 
 
 def _model_payload(spec_or_onnx: Any, seed: int) -> tuple[bytes, list[float] | None, str, int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import interrupt
 from .study_file import StudyConfig
 
 
@@ -24,7 +25,10 @@ def latency_table(config: StudyConfig):
 
 
 def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
-    """An Evaluator that trains each spec on the study's dataset and reports per-epoch top-1."""
+    """An Evaluator that trains each spec on the study's dataset and reports per-epoch top-1.
+
+    Ctrl-C (see `shufflesearch.interrupt`) stops a trial at its next optimiser step.
+    """
     import optuna
 
     from ..accuracy.cache import ResultCache
@@ -38,6 +42,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
 
     def evaluate(spec, report) -> dict:
         def progress(p) -> None:
+            interrupt.check()
             top1 = getattr(p, "top1", None)
             if p.epoch_end and top1 is not None:
                 report(max(1, round(p.epoch)), top1)

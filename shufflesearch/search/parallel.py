@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import interrupt
 from .records import StudySummary, summarize
 from .runner import NothingToResume, run_worker
 from .storage import open_storage
@@ -40,8 +41,17 @@ def check_resumable(config: StudyConfig, storage_url: str) -> None:
 def run_search(config: StudyConfig, storage_url: str, trials: int | None = None, workers: int = 1,
                resume: bool = False, on_progress: Callable[[list[StudySummary]], None] | None = None,
                poll_s: float = 2.0) -> list[StudySummary]:  # fmt: skip
-    """Run the study to `trials` finished trials per budget window with `workers` processes."""
+    """Run the study to `trials` finished trials per budget window with `workers` processes.
+
+    Ctrl-C ends it with KeyboardInterrupt once the running trials have stopped cleanly.
+    """
     trials = trials or config.trials
+    with interrupt.deferred():
+        interrupt.check()  # pressed (and perhaps swallowed) while the command was starting
+        return _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s)
+
+
+def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s) -> list[StudySummary]:
     from ..accuracy.datasets import load_dataset
     from .evaluate import latency_table
 
@@ -51,10 +61,12 @@ def run_search(config: StudyConfig, storage_url: str, trials: int | None = None,
     if resume:
         check_resumable(config, storage_url)
     names = list(config.budget_windows())
+    interrupt.check()
     if workers == 1:  # in this process: one torch import, and Ctrl-C reaches the trial directly
         _run_with_progress(config, storage_url, trials, names, on_progress, poll_s)
     else:
         _run_processes(config, storage_url, trials, workers, names, on_progress, poll_s)
+    interrupt.check()  # a Ctrl-C between trials ended the workers early: not a finished study
     summaries = summarize(storage_url, names)
     if on_progress is not None:
         on_progress(summaries)
@@ -77,7 +89,7 @@ def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s) 
         watcher.start()
     try:
         run_worker(config, storage_url, trials, proxy_accuracy_evaluator(config),
-                   max_epochs=max(1, round(fidelity_of(config).epochs)))  # fmt: skip
+                   max_epochs=max(1, round(fidelity_of(config).epochs)), stop=interrupt.requested)  # fmt: skip
     finally:
         done.set()
         if watcher:
@@ -93,10 +105,12 @@ def _run_processes(config, storage_url, trials, workers, names, on_progress, pol
                         name=f"shufflesearch-worker-{i}")
         for i in range(workers)
     ]  # fmt: skip
-    for p in procs:
-        p.start()
+    with interrupt.sigint_blocked():
+        for p in procs:
+            p.start()
     try:
         while any(p.is_alive() for p in procs):
+            interrupt.check()
             if on_progress is not None:
                 on_progress(summarize(storage_url, names))
             time.sleep(poll_s)
@@ -106,6 +120,8 @@ def _run_processes(config, storage_url, trials, workers, names, on_progress, pol
                 os.kill(p.pid, signal.SIGINT)
         for p in procs:
             p.join(timeout=60)
+            if p.is_alive():  # stuck outside any trial: its trial, if any, is retried like a dead worker's
+                p.kill()
         raise
     for p in procs:
         p.join()
@@ -120,16 +136,18 @@ def _run_processes(config, storage_url, trials, workers, names, on_progress, pol
 
 
 def _worker_main(config_path: str, storage_url: str, trials: int, index: int, threads: int, errors) -> None:
-    import torch
-
-    from .evaluate import fidelity_of, proxy_accuracy_evaluator
-
-    torch.set_num_threads(threads)
     try:
-        config = load_study(Path(config_path))
-        evaluate = proxy_accuracy_evaluator(config, threads)
-        run_worker(config, storage_url, trials, evaluate, worker_index=index,
-                   max_epochs=max(1, round(fidelity_of(config).epochs)))  # fmt: skip
+        with interrupt.deferred(escalate=False):
+            import torch
+
+            from .evaluate import fidelity_of, proxy_accuracy_evaluator
+
+            torch.set_num_threads(threads)
+            config = load_study(Path(config_path))
+            evaluate = proxy_accuracy_evaluator(config, threads)
+            run_worker(config, storage_url, trials, evaluate, worker_index=index,
+                       max_epochs=max(1, round(fidelity_of(config).epochs)), stop=interrupt.requested)  # fmt: skip
+            interrupt.check()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:

@@ -8,8 +8,9 @@ run more than N trials between them, and never the same one twice.
 
 Faults: a trial interrupted by Ctrl-C is marked FAIL by Optuna; one whose worker was
 killed stops sending heartbeats and is marked FAIL by the next worker that looks. Either
-way the same parameters are queued again (at most MAX_RETRIES times), so nothing
-completed is lost and nothing is counted twice.
+way the same parameters are queued again, as often as it takes, so nothing completed is
+lost and nothing is counted twice. A trial whose evaluation raised is retried too, but
+only until it has raised MAX_ERRORS times.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..complexity import count_complexity
 from ..presets import list_presets
 from ..spec import GROUP_CHOICES, ShuffleNetSpec
 from .space import NoFeasibleWidth, suggest_spec
-from .storage import MAX_RETRIES, ClaimLock, open_storage
+from .storage import MAX_ERRORS, ClaimLock, fail_dead_trials, open_storage
 from .study_file import StudyConfig
 
 # An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned.
@@ -100,8 +101,8 @@ def prepare_study(config: StudyConfig, study, window, trials: int) -> dict:
     retried = {n for t in all_trials for n in t.system_attrs.get("retry_history", [])}
     requeued = 0
     for t in all_trials:
-        if t.state == TrialState.FAIL and t.number not in retried and _retries(t) < MAX_RETRIES:
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, t)
+        if t.state == TrialState.FAIL and t.number not in retried and t.user_attrs.get("errors", 0) < MAX_ERRORS:
+            RetryHeartbeatStaleTrialCallback()(study, t)
             retried.add(t.number)
             requeued += 1
     all_trials = study.get_trials(deepcopy=False)
@@ -119,10 +120,6 @@ def prepare_study(config: StudyConfig, study, window, trials: int) -> dict:
     for _ in range(missing - queued):
         study.enqueue_trial({}, skip_if_exists=False)
     return {"requeued": requeued, "queued": max(missing, 0), "existing": len(live)}
-
-
-def _retries(trial) -> int:
-    return len(trial.system_attrs.get("retry_history", []))
 
 
 def make_objective(config: StudyConfig, window, evaluate: Evaluator, lock: ClaimLock):
@@ -148,7 +145,13 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, lock: Claim
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}")
 
-        outcome = evaluate(spec, report)
+        try:
+            outcome = evaluate(spec, report)
+        except Exception as exc:
+            if not isinstance(exc, optuna.TrialPruned):  # counted across retries: the attrs are inherited
+                trial.set_user_attr("errors", trial.user_attrs.get("errors", 0) + 1)
+                trial.set_user_attr("error", " ".join(str(exc).split())[:500] or type(exc).__name__)
+            raise
         for key, value in outcome.items():
             trial.set_user_attr(key, value)
         if config.mode == "per-budget":
@@ -167,7 +170,6 @@ class WorkerStats:
 def run_worker(config: StudyConfig, storage_url: str, trials: int, evaluate: Evaluator, worker_index: int = 0,
                max_epochs: int = 1, stop: Callable[[], bool] = lambda: False) -> WorkerStats:  # fmt: skip
     """Take queued trials of every study window until none is left anywhere."""
-    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
     storage = open_storage(storage_url)
@@ -183,7 +185,7 @@ def run_worker(config: StudyConfig, storage_url: str, trials: int, evaluate: Eva
             while not stop():
                 lock.acquire()
                 try:
-                    fail_stale_trials(study)  # dead workers' trials go back in the queue
+                    fail_dead_trials(study, storage)  # dead workers' trials go back in the queue
                     prepare_study(config, study, window, trials)  # and interrupted ones
                     counts = _count_states(study)
                     if counts[TrialState.WAITING] == 0:
@@ -192,7 +194,14 @@ def run_worker(config: StudyConfig, storage_url: str, trials: int, evaluate: Eva
                             break  # every ticket is done
                         time.sleep(POLL_S)  # others are running: one may die and need a retry
                         continue
-                    study.optimize(objective, n_trials=1, catch=())
+                    try:
+                        study.optimize(objective, n_trials=1, catch=())
+                    except ValueError as exc:
+                        # Stalled past the grace period (a suspended laptop), this worker was taken for
+                        # dead: its trial is already FAIL and queued again, so drop this result.
+                        if "Cannot tell a FAIL trial" not in str(exc):
+                            raise
+                        continue
                     stats.trials_run += 1
                 finally:
                     lock.release()

@@ -2,7 +2,8 @@
 
 Both are Optuna RDB storages, so both get heartbeats: a worker that dies mid-trial
 (SIGKILL, power loss) stops beating, the next worker to look marks its trial FAIL, and
-the retry callback queues the same parameters again. A short claim lock (a file lock
+the retry callback queues the same parameters again, however often that happens: a
+killed worker is not the trial's fault. A short claim lock (a file lock
 beside the SQLite file, a PostgreSQL advisory lock on a server) makes "is there a trial
 left to run?" and "take it" one step across processes and machines.
 """
@@ -18,11 +19,15 @@ import time
 from pathlib import Path
 
 HEARTBEAT_INTERVAL_S = 5  # override: SHUFFLESEARCH_HEARTBEAT_S (a dead worker is noticed after 4 beats)
-MAX_RETRIES = 3
+MAX_ERRORS = 3  # a trial whose evaluation raised this often is left failed: it would raise again
 
 
 class StorageError(ValueError):
     """A storage URL we cannot use; the message says which forms work."""
+
+
+class StorageUnavailable(RuntimeError):
+    """A well-formed storage we cannot open (server down, wrong password, unwritable folder)."""
 
 
 def redact(url: str) -> str:
@@ -57,6 +62,9 @@ def open_storage(url: str):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interval = int(os.environ.get("SHUFFLESEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
     if path is not None:
+        from ..atomic import check_writable
+
+        check_writable(path.parent)  # read-only or full: one line naming the folder, not sqlite's traceback
         _use_wal(path)
     for attempt in range(5):
         try:
@@ -65,7 +73,7 @@ def open_storage(url: str):
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=interval,
                 grace_period=4 * interval,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
             )
         except Exception as exc:  # SQLAlchemy wraps driver errors; the first line says what failed
             # Workers starting together on a fresh database race to create the schema: the loser retries.
@@ -75,8 +83,42 @@ def open_storage(url: str):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StorageError(f"cannot open storage {redact(url)}: {redact(first)}") from None
+            raise StorageUnavailable(f"cannot open storage {redact(url)}: {redact(first)}") from None
     raise AssertionError("unreachable")
+
+
+def fail_dead_trials(study, storage) -> None:
+    """Mark FAIL (and queue again) the running trials whose worker is gone.
+
+    Optuna's heartbeat check misses one case: a worker killed after it took a trial but
+    before its first heartbeat leaves a RUNNING trial with no heartbeat row at all, which
+    would keep every other worker waiting for it forever. Such a trial, older than twice
+    the grace period, is dead too.
+    """
+    import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+    from sqlalchemy import text
+
+    fail_stale_trials(study)
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=2 * storage.grace_period)
+    with storage.engine.connect() as connection:  # the tables are Optuna's RDB schema (pinned optuna<6)
+        orphans = connection.execute(
+            text(
+                "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL AND t.datetime_start < :cutoff"
+            ),
+            {"study": study._study_id, "cutoff": cutoff},
+        ).scalars().all()  # fmt: skip
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in orphans:
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                retry(study, storage.get_trial(trial_id))
+        except UpdateFinishedTrialError:
+            pass  # another worker got there first
 
 
 def _use_wal(path: Path) -> None:

@@ -21,6 +21,7 @@ MODES = ("per-budget", "pareto")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 SECOND_OBJECTIVES = ("mflops", "latency")
+SEED_MAX = 2**31 - 1  # Optuna's samplers take seeds below 2**32; each local worker adds 1000 to the study's
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -151,6 +152,9 @@ class _Validator:
         trials = self.get("study", "trials", int, 20)
         if not 1 <= trials <= 100_000:
             self.fail("study", "trials", f"{trials} must be in [1, 100000]")
+        seed = self.get("study", "seed", int, 0)
+        if not 0 <= seed <= SEED_MAX:
+            self.fail("study", "seed", f"{seed} must be in [0, {SEED_MAX}]")
         sampler = self.choice("study", "sampler", SAMPLERS, "tpe")
         pruner = self.choice("study", "pruner", PRUNERS, "hyperband" if mode == "per-budget" else "none")
         if mode == "pareto" and pruner != "none":
@@ -181,7 +185,7 @@ class _Validator:
         self._check_fidelity(fidelity)
         data_dir = self.get("accuracy", "data_dir", str, None)
         return StudyConfig(
-            name=name, path=self.path, mode=mode, trials=trials, seed=self.get("study", "seed", int, 0),
+            name=name, path=self.path, mode=mode, trials=trials, seed=seed,
             sampler=sampler, pruner=pruner, storage=self.get("study", "storage", str, None),
             enqueue_presets=self.get("study", "enqueue_presets", bool, True), budgets=tuple(map(float, budgets)),
             min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
