@@ -171,6 +171,20 @@ def test_remote_without_python_says_how_to_fix(sshd):
         measure_remote(sshd.onnx, sshd.url, runs=3, python="/nonexistent/python3", ssh_options=sshd.options())
 
 
+def test_device_check_before_long_work(sshd, tmp_path):
+    ssh.check_remote(sshd.url, sys.executable, sshd.options())  # reachable, with onnxruntime: no error
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    with pytest.raises(RemoteRuntimeError, match="pip install onnxruntime"):
+        ssh.check_remote(sshd.url, str(bare), sshd.options())
+    url = SshTarget("127.0.0.1", getpass.getuser(), free_port()).url
+    started = time.monotonic()
+    with pytest.raises(HostUnreachableError, match="connection refused"):
+        ssh.check_remote(url, sys.executable, sshd.options())
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.slow
 def test_runner_stops_itself_within_the_timeout(sshd):
     before = leftovers()

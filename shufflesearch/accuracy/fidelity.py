@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import signal
 import statistics
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,11 +144,12 @@ def run_fidelity(
         ctx = multiprocessing.get_context("spawn")  # fork after torch has threads is unsafe
         # Largest models first, so the last job to finish is a short one.
         jobs.sort(key=lambda job: -job[2].scale)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_dataset, initargs=(dataset,)) as pool:
-            futures = {pool.submit(_train_in_worker, spec, fidelity, seed, cache): (i, j) for i, j, spec, seed in jobs}
-            for n, future in enumerate(as_completed(futures), 1):
-                i, j = futures[future]
-                result = results[i, j] = future.result()
+        # A Pool, not ProcessPoolExecutor: on Ctrl-C its `terminate()` (on leaving the block) stops
+        # the runs in progress at once instead of finishing the whole queue.
+        with ctx.Pool(workers, initializer=_set_dataset, initargs=(dataset,)) as pool:
+            tasks = [(i, j, spec, fidelity, seed, cache) for i, j, spec, seed in jobs]
+            for n, (i, j, result) in enumerate(pool.imap_unordered(_train_in_worker, tasks), 1):
+                results[i, j] = result
                 if progress is not None:
                     done = TrainProgress(fidelity.epochs, fidelity.epochs, 0, 0, 0.0, result.images_seen, 0.0, True)
                     progress(FidelityProgress(n, len(jobs), specs[i].label, seeds[j], done))
@@ -187,11 +188,13 @@ _WORKER_DATASET: ImageDataset | None = None
 def _set_dataset(dataset: ImageDataset) -> None:
     global _WORKER_DATASET
     _WORKER_DATASET = dataset
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
 
 
-def _train_in_worker(spec: ShuffleNetSpec, fidelity: Fidelity, seed: int, cache: Any) -> TrainResult:
+def _train_in_worker(task: tuple) -> tuple[int, int, TrainResult]:
+    i, j, spec, fidelity, seed, cache = task
     assert _WORKER_DATASET is not None
-    return train_proxy(spec, _WORKER_DATASET, fidelity, seed=seed, cache=cache, threads=1)
+    return i, j, train_proxy(spec, _WORKER_DATASET, fidelity, seed=seed, cache=cache, threads=1)
 
 
 def _report(

@@ -421,6 +421,10 @@ def build_lut(
         raise LutError(f"statistic={statistic!r} must be one of {', '.join(STATISTICS)}; median_ms is the protocol's")
     runner = _runner(target, threads, runs, warmup, clock, rounds, seed=seed, python=python,
                      ssh_options=ssh_options, timeout_s=timeout_s)  # fmt: skip
+    if runner.target != "local":  # an unreachable device fails now, not after minutes of exporting blocks
+        from .ssh import check_remote
+
+        check_remote(runner.target, python, ssh_options, timeout_s)
     widths, described = _width_specs(space, in_channels, stem, seed)
     ranked = sorted(widths, key=count_macs)
     picks = sorted({round(i * (len(ranked) - 1) / max(1, fit_points - 1)) for i in range(fit_points)})

@@ -225,6 +225,14 @@ def time_models_remote(
     return session.measure(python, args, bundle)
 
 
+def check_remote(
+    target: SshTarget | str, python: str = "python3", ssh_options: Sequence[str] | str = (), timeout_s: float = 60.0
+) -> None:
+    """Reach `target` and import onnxruntime there, in one short ssh call: fail before minutes of local work."""
+    target = target if isinstance(target, SshTarget) else SshTarget.parse(target)
+    _open_session(target, python, ssh_options, 0, min(timeout_s, 60.0)).probe(python)
+
+
 def _open_session(target: SshTarget, python: str, ssh_options: Sequence[str] | str, seed: int, timeout_s: float):
     if not isinstance(python, str) or not _PYTHON.fullmatch(python):
         raise SshTargetError(f"python={python!r} must be a command name or path without spaces; e.g. /usr/bin/python3")
@@ -351,6 +359,25 @@ class _Session:
                 "or pass python=/path/to/python"
             )
         return self._payload(done, python)
+
+    def probe(self, python: str) -> None:
+        command = " ".join(shlex.quote(a) for a in [python, "-c", "import onnxruntime"])
+        try:
+            done = subprocess.run([*self.argv, command], capture_output=True, timeout=self.timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise self._timeout("checking the device") from None
+        if done.returncode == 255:
+            raise self._ssh_failure(done.stderr)
+        if done.returncode in (126, 127):
+            raise RemoteRuntimeError(
+                f"{python!r} is not runnable on {self.where}; install Python 3.8+ there (e.g. apt-get install python3) "
+                "or pass python=/path/to/python"
+            )
+        if done.returncode != 0:
+            raise RemoteRuntimeError(
+                f"{python} on {self.where} cannot import onnxruntime ({_last_line(done.stderr)}); install it there "
+                "(python3 -m pip install onnxruntime) or pass python=/path/to/python that has it"
+            )
 
     def _payload(self, done: subprocess.CompletedProcess, python: str) -> dict[str, Any]:
         lines = done.stdout.decode(errors="replace").strip().splitlines()

@@ -83,7 +83,12 @@ def open_storage(url: str):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StorageUnavailable(f"cannot open storage {redact(url)}: {redact(first)}") from None
+            fix = (
+                ""
+                if path is not None
+                else "; check the host, that the server runs, and the URL (postgresql://user@host:5432/db)"
+            )
+            raise StorageUnavailable(f"cannot open storage {redact(url)}: {redact(first)}{fix}") from None
     raise AssertionError("unreachable")
 
 
