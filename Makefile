@@ -1,5 +1,6 @@
 # Everything a fresh Debian machine needs, from two commands: `make demo` and `make test`.
 VENV ?= .venv
+PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
@@ -11,8 +12,13 @@ system:
 	@scripts/install-system-deps
 
 # torch first, pinned: it takes the local CPU wheel; an open range would pull CUDA builds.
-$(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+# Order-only on `system`: the Debian packages (python3-venv among them) come first, without
+# forcing a reinstall of the venv every time.
+$(STAMP): pyproject.toml | system
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: $(PYTHON) is $$($(PYTHON) -V 2>&1); shufflesearch needs Python 3.11+ (Debian 12 has it)," \
+	    "or name another: make demo PYTHON=python3.12" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
