@@ -185,3 +185,37 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_queued_again(tmp_path, m
     first, retry = study.get_trials()
     assert first.number == orphan.number and first.state.name == "FAIL"
     assert retry.state.name == "WAITING" and retry.system_attrs["failed_trial"] == orphan.number
+
+
+class Broken(RuntimeError):
+    """Raised by the stand-in evaluator below: what an evaluation bug looks like to the runner."""
+
+
+def test_an_evaluation_that_raises_is_retried_at_most_three_times_then_left_failed(tmp_path):
+    from shufflesearch.search.runner import run_worker
+    from shufflesearch.search.study_file import load_study
+
+    path = tmp_path / "e.toml"
+    path.write_text("[study]\nname = 'e'\ntrials = 2\nenqueue_presets = false\n[budget]\nmflops = [40]\n")
+    config = load_study(path)
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    calls = []
+
+    def evaluate(spec, report):  # the first ticket's spec always raises; the other trains "fine"
+        calls.append(spec)
+        if spec == calls[0]:
+            raise Broken(f"cannot evaluate {spec.label}")
+        return {"top1": 0.5}
+
+    for attempt in range(1, 5):  # each run ends on the error, as a real worker exits on one
+        try:
+            run_worker(config, url, 2, evaluate)
+            break
+        except Broken:
+            assert attempt <= 3
+    (name,) = config.budget_windows()
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+    failed = by_state(trials, "FAIL")
+    assert len(failed) == 3 and {t.params == failed[0].params for t in failed} == {True}
+    assert failed[-1].user_attrs["errors"] == 3 and "cannot evaluate" in failed[-1].user_attrs["error"]
+    assert len(by_state(trials, "COMPLETE")) == 1 and not by_state(trials, "WAITING", "RUNNING")

@@ -49,11 +49,12 @@ def paper_models() -> dict[str, ShuffleNetSpec]:
     return models
 
 
-def create_sampler(config: StudyConfig, worker_index: int):
+def create_sampler(config: StudyConfig, worker_index: int, trials_before: int = 0):
     import optuna
 
-    # Each worker gets its own seed, or parallel workers would propose identical trials.
-    seed = config.seed + 1000 * worker_index
+    # Each worker gets its own seed, or parallel workers would propose identical trials; and a
+    # resumed run is offset by the trials already stored, or it would replay the first run's proposals.
+    seed = config.seed + 1000 * worker_index + trials_before
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "nsga2":
@@ -84,6 +85,9 @@ def load_or_create(config: StudyConfig, storage, name: str, window, worker_index
         storage=storage, study_name=name, directions=directions(config), load_if_exists=True,
         sampler=create_sampler(config, worker_index), pruner=create_pruner(config, max_epochs),
     )  # fmt: skip
+    trials_before = len(study.get_trials(deepcopy=False))
+    if trials_before:
+        study.sampler = create_sampler(config, worker_index, trials_before)
     if "window_mflops" not in study.user_attrs:
         study.set_user_attr("window_mflops", list(window))
         study.set_user_attr("mode", config.mode)
