@@ -34,6 +34,8 @@ SCALE_RANGE = (0.1, 4.0)
 REPEATS_RANGE = (1, 16)
 RESOLUTION_RANGE = (28, 2048)
 BOTTLENECK_CHOICES = (0.25, 0.5, 0.75, 1.0)
+# Explicit widths: 10x the widest the width rule gives (6144 at 4x, g8); also keeps every count a float can hold.
+MAX_CHANNELS = 65_536
 StemKind = Literal["imagenet", "small"]
 STEM_KINDS = ("imagenet", "small")
 
@@ -138,7 +140,8 @@ class ShuffleNetSpec:
     def _check_int(self, name: str, bounds: tuple[int, int], why: str) -> None:
         value = getattr(self, name)
         if not isinstance(value, int) or isinstance(value, bool) or not bounds[0] <= value <= bounds[1]:
-            near = int(_clamp(value, bounds)) if isinstance(value, (int, float)) and math.isfinite(value) else bounds[0]
+            finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))  # no float(10**400)
+            near = int(_clamp(value, bounds)) if finite else bounds[0]
             why = f" {why}" if why else ""
             raise SpecError(
                 f"{name}={value!r} must be an integer in [{bounds[0]}, {bounds[1]}]{why}; nearest valid: {near}"
@@ -146,12 +149,15 @@ class ShuffleNetSpec:
 
     def _check_widths(self) -> None:
         g, stem, widths = self.groups, self.stem_channels, self.stage_channels
-        if not isinstance(stem, int) or isinstance(stem, bool) or stem < 1:
+        if not isinstance(stem, int) or isinstance(stem, bool) or not 1 <= stem <= MAX_CHANNELS:
             raise SpecError(
-                f"stem_channels={stem!r} must be a positive integer; e.g. {derive_stem_channels(g, self.scale)}"
+                f"stem_channels={stem!r} must be an integer in [1, {MAX_CHANNELS}]; "
+                f"e.g. {derive_stem_channels(g, self.scale)}"
             )
         if len(widths) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) for c in widths):
             raise SpecError(f"stage_channels={widths!r} must give 3 integer widths (Stage2, Stage3, Stage4)")
+        if not all(1 <= c <= MAX_CHANNELS for c in widths):
+            raise SpecError(f"stage_channels={widths!r}: each width must be in [1, {MAX_CHANNELS}]")
         for i, (c_in, c_out) in enumerate(zip((stem, *widths[:2]), widths)):
             name = f"stage_channels[{i}]={c_out}"
             if c_out <= c_in:
@@ -225,7 +231,7 @@ def _convert(name: str, value: Any, convert: type) -> Any:
         raise SpecError(f"{name}={value!r} has the wrong type: expected {'a list' if convert is tuple else 'a number'}")
     try:
         return convert(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
         raise SpecError(
             f"{name}={value!r} has the wrong type: expected {'a list' if convert is tuple else 'a number'}"
         ) from None

@@ -20,7 +20,9 @@ import hashlib
 import io
 import math
 import pickle
+import pickletools
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,6 +317,12 @@ class _CifarUnpickler(pickle.Unpickler):
 def _unpickle(path: Path) -> tuple[Any, str]:
     raw = path.read_bytes()
     try:
+        # Walk the opcodes first, in pure Python and bounded by the file: a damaged length field (BYTEARRAY8 of
+        # 10**18 bytes) makes the C unpickler fail to allocate it and print a stray "SystemError" line.
+        with warnings.catch_warnings():  # a damaged STRING opcode holds invalid escapes: an error below, not a warning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for _ in pickletools.genops(io.BytesIO(raw)):
+                pass
         obj = _CifarUnpickler(io.BytesIO(raw), path).load()
     except DatasetError:
         raise

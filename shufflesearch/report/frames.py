@@ -89,11 +89,30 @@ def build_frames(records_by_study: dict[str, list[dict]], study_attrs: dict[str,
 
 
 def _dataset_name(records_by_study: dict, study_attrs: dict) -> str:
-    names = {r.get("dataset") for recs in records_by_study.values() for r in recs} | {
-        a.get("dataset") for a in study_attrs.values()
+    names = {_text(r.get("dataset")) for recs in records_by_study.values() for r in recs} | {
+        _text(a.get("dataset")) for a in study_attrs.values()
     }
     names.discard(None)
     return ", ".join(sorted(map(str, names))) or "the study's dataset"
+
+
+# Records come from a storage other versions, other machines (or a damaged file) wrote: a field of the
+# wrong type is shown blank, never a crash.
+def _number(value: object) -> float | None:
+    """A stored number as a float; None when missing, not a real number, or beyond a float (10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _window(attrs: dict) -> tuple[float, float] | None:
+    """A study's stored [min, max] MFLOPs, or None."""
+    window = attrs.get("window_mflops")
+    values = [_number(x) for x in window] if isinstance(window, (list, tuple)) else []
+    return (values[0], values[1]) if len(values) == 2 and None not in values else None
 
 
 def _spec(record: dict) -> ShuffleNetSpec | None:
@@ -108,8 +127,8 @@ def budgets_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str
     rows = []
     for study in records_by_study:
         attrs = study_attrs.get(study, {})
-        lo, hi = (float(x) for x in attrs.get("window_mflops") or (0.0, float("inf")))
-        mode = attrs.get("mode", "per-budget")
+        lo, hi = _window(attrs) or (0.0, float("inf"))
+        mode = _text(attrs.get("mode")) or "per-budget"
         if mode == "pareto":
             edges = [b for b in PAPER_BUDGETS_MFLOPS if lo < b < hi] + [hi]
             for prev, budget in zip([lo, *edges[:-1]], edges):
@@ -138,11 +157,12 @@ def trials_frame(records_by_study: dict[str, list[dict]], budgets: pd.DataFrame)
         bins = sorted(zip(here.hi_mflops.astype(float), here.budget_mflops.astype(float)))
         for r in records:
             spec = _spec(r)
-            top1, mflops = r.get("top1"), r.get("mflops")
+            top1, mflops, params = _number(r.get("top1")), _number(r.get("mflops")), _number(r.get("params"))
+            latency, train_s, duration = (_number(r.get(k)) for k in ("latency_ms", "train_seconds", "duration_s"))
             rows.append({
                 "study": study, "budget_mflops": _budget_of(bins, mflops), "trial": r.get("trial"),
-                "state": r.get("state"), "label": r.get("label") or (spec.label if spec else None),
-                "preset": r.get("preset"), "groups": spec.groups if spec else r.get("groups"),
+                "state": r.get("state"), "label": _text(r.get("label")) or (spec.label if spec else None),
+                "preset": _text(r.get("preset")), "groups": spec.groups if spec else r.get("groups"),
                 "scale": spec.scale if spec else None,
                 "repeats": ",".join(map(str, spec.repeats)) if spec else None,
                 "stem_channels": spec.stem_channels if spec else None,
@@ -150,13 +170,13 @@ def trials_frame(records_by_study: dict[str, list[dict]], budgets: pd.DataFrame)
                 "bottleneck_ratio": spec.bottleneck_ratio if spec else None,
                 "shuffle": spec.shuffle if spec else None, "resolution": spec.resolution if spec else None,
                 "mflops": round(mflops, 3) if mflops is not None else None,
-                "params_m": round(r["params"] / 1e6, 4) if r.get("params") is not None else None,
+                "params_m": round(params / 1e6, 4) if params is not None else None,
                 "top1_pct": round(100 * top1, 2) if top1 is not None else None,
-                "latency_ms": round(r["latency_ms"], 3) if r.get("latency_ms") is not None else None,
-                "latency_kind": r.get("latency_kind"),
-                "train_seconds": round(r["train_seconds"], 1) if r.get("train_seconds") is not None else None,
-                "duration_s": round(r["duration_s"], 1) if r.get("duration_s") is not None else None,
-                "status": r.get("status"), "retry_of": r.get("retry_of"), "worker": r.get("worker"),
+                "latency_ms": round(latency, 3) if latency is not None else None,
+                "latency_kind": _text(r.get("latency_kind")),
+                "train_seconds": round(train_s, 1) if train_s is not None else None,
+                "duration_s": round(duration, 1) if duration is not None else None,
+                "status": _text(r.get("status")), "retry_of": r.get("retry_of"), "worker": _text(r.get("worker")),
                 "spec_obj": spec,
             })  # fmt: skip
     frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "spec_obj"])
@@ -335,9 +355,9 @@ def studies_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str
         attrs = study_attrs.get(study, {})
         states = [r.get("state") for r in records]
         n = {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting")}
-        lo, hi = attrs.get("window_mflops") or (None, None)
-        rows.append({"study": study, "mode": attrs.get("mode", "per-budget"), "lo_mflops": lo, "hi_mflops": hi,
-                     "candidates": attrs.get("candidates"), "trials": len(records), "complete": n["complete"],
+        lo, hi = _window(attrs) or (None, None)
+        rows.append({"study": study, "mode": _text(attrs.get("mode")) or "per-budget", "lo_mflops": lo, "hi_mflops": hi,
+                     "candidates": attrs.get("candidates") if type(attrs.get("candidates")) is int else None, "trials": len(records), "complete": n["complete"],
                      "pruned": n["pruned"], "failed": n["fail"], "running": n["running"], "waiting": n["waiting"],
                      "state": _study_state(n, len(records))})  # fmt: skip
     return pd.DataFrame(rows, columns=["study", "mode", "lo_mflops", "hi_mflops", "candidates", "trials", "complete",

@@ -7,6 +7,7 @@ never on Optuna objects.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, field
 
 from .storage import open_storage, redact
@@ -40,29 +41,47 @@ class StudySummary:
 
 
 def trial_record(study_name: str, trial) -> dict:
-    """The flat record of one trial (an Optuna FrozenTrial)."""
+    """The flat record of one trial (an Optuna FrozenTrial).
+
+    Stored attributes are typed on the way in: a shared database may hold anything, and a
+    report must show a blank, not crash, for a value of the wrong type.
+    """
     attrs = trial.user_attrs
     duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
     return {
         "study": study_name,
         "trial": trial.number,
         "state": trial.state.name.lower(),
-        "label": attrs.get("label"),
-        "preset": attrs.get("preset"),
+        "label": _text(attrs.get("label")),
+        "preset": _text(attrs.get("preset")),
         "groups": trial.params.get("groups"),
-        "mflops": attrs.get("mflops"),
-        "params": attrs.get("params"),
-        "top1": attrs.get("top1"),
-        "latency_ms": attrs.get("latency_ms"),
-        "latency_kind": attrs.get("latency_kind"),
-        "train_seconds": attrs.get("train_seconds"),
+        "mflops": _number(attrs.get("mflops")),
+        "params": _number(attrs.get("params")),
+        "top1": _number(attrs.get("top1")),
+        "latency_ms": _number(attrs.get("latency_ms")),
+        "latency_kind": _text(attrs.get("latency_kind")),
+        "train_seconds": _number(attrs.get("train_seconds")),
         "duration_s": duration,
-        "status": attrs.get("status") or attrs.get("infeasible"),
+        "status": _text(attrs.get("status") or attrs.get("infeasible")),
         "retry_of": trial.system_attrs.get("failed_trial"),
-        "worker": attrs.get("worker"),
-        "spec": attrs.get("spec"),
+        "worker": _text(attrs.get("worker")),
+        "spec": attrs.get("spec") if isinstance(attrs.get("spec"), dict) else None,
         "curve": attrs.get("curve"),
     }
+
+
+def _number(value):
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
+
+
+def _text(value):
+    return value if isinstance(value, str) else None
+
+
+def _window(value) -> tuple[float, float]:
+    ok = isinstance(value, list | tuple) and len(value) == 2 and all(_number(v) is not None for v in value)
+    return tuple(value) if ok else (0.0, 0.0)
 
 
 def study_attrs(storage_url: str) -> dict[str, dict]:
@@ -110,12 +129,12 @@ def summarize_records(name: str, study_attrs: dict, records: list[dict]) -> Stud
     done = [r for r in records if r["state"] == "complete" and r["top1"] is not None]
     best = max(done, key=lambda r: r["top1"], default=None)
     durations = [r["duration_s"] for r in records if r["state"] in ("complete", "pruned") and r["duration_s"]]
-    mode = study_attrs.get("mode", "per-budget")
+    mode = _text(study_attrs.get("mode")) or "per-budget"
     return StudySummary(
         name=name,
         mode=mode,
-        window_mflops=tuple(study_attrs.get("window_mflops", (0.0, 0.0))),
-        candidates=study_attrs.get("candidates", 0),
+        window_mflops=_window(study_attrs.get("window_mflops")),
+        candidates=int(_number(study_attrs.get("candidates")) or 0),
         complete=count("complete"),
         pruned=count("pruned"),
         running=count("running"),
@@ -125,7 +144,7 @@ def summarize_records(name: str, study_attrs: dict, records: list[dict]) -> Stud
         best_label=best["label"] if best else None,
         best_mflops=best["mflops"] if best else None,
         mean_trial_s=sum(durations) / len(durations) if durations else None,
-        pareto=pareto_front(done) if mode == "pareto" else [],
+        pareto=pareto_front([r for r in done if r["mflops"] is not None]) if mode == "pareto" else [],
     )
 
 
