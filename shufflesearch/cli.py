@@ -9,9 +9,12 @@ errors and OS errors exit 1. SHUFFLESEARCH_DEBUG=1 shows the traceback instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +28,8 @@ app = typer.Typer(
     name="shufflesearch",
     help=(
         "ShuffleNet v1 architecture search and complexity analysis.\n\n"
-        "Example: shufflesearch analyze --groups 8 --scale 0.5"
+        "Example: shufflesearch analyze --groups 8 --scale 0.5\n\n"
+        "Example: shufflesearch search studies/demo.toml --workers 2"
     ),
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,13 +38,69 @@ app = typer.Typer(
 
 
 # -- shared options -------------------------------------------------------------------
+_INT_LIST_EXAMPLES = {"--seeds": "0,1", "--groups": "1,2,3,4,8", "--stage-channels": "240,480,960"}
+
+
 def _int_list(text: str | None, name: str) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
         return tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{name}={text!r} must be comma-separated integers, e.g. 4,8,4") from None
+        example = _INT_LIST_EXAMPLES.get(name, "4,8,4")
+        raise typer.BadParameter(f"{name}={text!r} must be comma-separated integers, e.g. {example}") from None
+
+
+SEED_MAX = 2**63 - 1  # a non-negative int64: what torch's and numpy's generators both take
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    seeds = _int_list(text, "--seeds")
+    bad = [s for s in seeds if not 0 <= s <= SEED_MAX]
+    if bad:
+        raise typer.BadParameter(f"--seeds: {bad[0]} must be in [0, {SEED_MAX}], e.g. 0,1")
+    return seeds
+
+
+def _ssh_option_list(text: str) -> list[str]:
+    """--ssh-options split as a shell would split it (nothing is run): an unclosed quote is a usage error."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--ssh-options={text!r}: {exc}; e.g. '-i ~/.ssh/pi -p 2222'") from None
+
+
+def _seconds(value: float, name: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{name}={value!r} must be a positive number of seconds, e.g. 300")
+    return value
+
+
+def _output_file(path: Path) -> Path:
+    """An --out file: new, or a regular file to replace (never a folder, a device such as /dev/null, a pipe)."""
+    if path.exists() and not path.is_file():
+        raise typer.BadParameter(f"--out {str(path)!r} exists and is not a regular file; choose a file name")
+    return path
+
+
+def _storage_url(url: str) -> str:
+    """An SQLite URL must name a database file: not a folder, not nothing, not another kind of file.
+
+    sqlite3 would fail later with "unable to open database file" or "file is not a database" and no path.
+    """
+    if not url.startswith("sqlite:///"):
+        return url  # other schemes: open_storage names what it accepts
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.name or path.is_dir():
+        raise typer.BadParameter(f"storage {url!r} names a folder, not a database file; e.g. sqlite:///studies/x.db")
+    if path.is_file():
+        with open(path, "rb") as f:
+            header = f.read(16)
+        if header and header != b"SQLite format 3\0":
+            raise typer.BadParameter(f"storage {url!r}: {path} is not an SQLite database")
+    return url
 
 
 Preset = Annotated[
@@ -97,7 +157,15 @@ def _console():
     from rich.console import Console
 
     # Not a terminal (a pipe, a file, CI): wide enough that tables are not truncated.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    # No emoji codes: ":x:" in a path or a label is text. Markup is ours; values go through _esc.
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _esc(value: object) -> str:
+    """A value (a path, a URL, a stored label) as literal text inside our markup: '[/]' must not parse."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def _print_json(data: object) -> None:
@@ -106,13 +174,15 @@ def _print_json(data: object) -> None:
 
 def _rich_table(rows: list[dict], title: str | None = None, columns: list[str] | None = None):
     from rich.table import Table
+    from rich.text import Text
 
+    # Text, not str: a cell or title is never parsed as markup (stored labels and paths may hold '[/]').
     columns = columns or (list(rows[0]) if rows else [])
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title) if title else None, title_justify="left")
     for col in columns:
-        table.add_column(col, justify="right" if rows and isinstance(rows[0][col], (int, float)) else "left")
+        table.add_column(Text(col), justify="right" if rows and isinstance(rows[0][col], (int, float)) else "left")
     for row in rows:
-        table.add_row(*(_fmt(row[c]) for c in columns))
+        table.add_row(*(Text(_fmt(row[c])) for c in columns))
     return table
 
 
@@ -224,6 +294,8 @@ def table(
     from .complexity.sweep import complexity_rows
     from .report.tables import render_table
 
+    if out is not None:
+        _output_file(out)
     base = build_spec(
         None, None, None, repeats, resolution, classes, None, None, bottleneck, stem, in_channels, shuffle
     )
@@ -242,7 +314,7 @@ def table(
         return
     _console().print(_rich_table(rows, f"Complexity ({base.resolution} px; MFLOPs = multiply-adds, as in the paper)"))
     if out is not None:
-        _console().print(f"wrote {out}")
+        _console().print(f"wrote {_esc(out)}")
 
 
 @app.command()
@@ -264,19 +336,19 @@ def export(
 ) -> None:
     """Export a variant to ONNX, checked against PyTorch in ONNX Runtime (max abs diff <= 1e-4).
 
-    Example: shufflesearch export --groups 3 --scale 1.0 --out model.onnx
+    Example: shufflesearch export --groups 3 --scale 1.0 --out reports/model.onnx
     """
     from .export import export_onnx
 
     spec = build_spec(preset, groups, scale, repeats, resolution, classes, stage_channels, stem_channels,
                       bottleneck, stem, in_channels, shuffle)  # fmt: skip
-    result = export_onnx(spec, out)
+    result = export_onnx(spec, _output_file(out))
     data = {"path": str(result.path), "bytes": result.bytes, "max_abs_diff": result.max_abs_diff,
             "opset": result.opset, "spec": spec.to_dict()}  # fmt: skip
     if as_json:
         _print_json(data)
     else:
-        _console().print(f"wrote {result.path} ({result.bytes / 1e6:.2f} MB, opset {result.opset}); "
+        _console().print(f"wrote {_esc(result.path)} ({result.bytes / 1e6:.2f} MB, opset {result.opset}); "
                          f"ONNX Runtime matches PyTorch (max abs diff {result.max_abs_diff:.1e})")  # fmt: skip
 
 
@@ -310,6 +382,8 @@ def latency(
 ) -> None:
     """Latency at batch 1: measured locally or on an SSH device, estimated under arm64 emulation, or from a LUT.
 
+    Example: shufflesearch latency --groups 3 --scale 1.0
+
     Example: shufflesearch latency --groups 3 --scale 1.0 --target ssh://pi@raspberrypi.local
     """
     spec = build_spec(preset, groups, scale, repeats, resolution, classes, stage_channels, stem_channels,
@@ -324,8 +398,8 @@ def latency(
         if as_json:
             _print_json(data)
         else:
-            _console().print(f"{spec.label}: [bold]{predicted:.2f} ms predicted[/bold] from the lookup table {lut} "
-                             f"(blocks measured on {table.target}, {table.threads} thread(s); sum + fitted overhead)")  # fmt: skip
+            _console().print(f"{spec.label}: [bold]{predicted:.2f} ms predicted[/bold] from the lookup table {_esc(lut)} "
+                             f"(blocks measured on {_esc(table.target)}, {table.threads} thread(s); sum + fitted overhead)")  # fmt: skip
         return
     if target == "arm64-emulated":
         from .latency.emulated import emulate_spec
@@ -336,20 +410,20 @@ def latency(
             _print_json(data)
             return
         count = estimate.count
-        mix = ", ".join(f"{k} {100 * v / count.instructions:.0f}%" for k, v in count.mix.items() if v)
+        mix = ", ".join(f"{_esc(k)} {100 * v / count.instructions:.0f}%" for k, v in count.mix.items() if v)
         _console().print(
-            f"{spec.label}: [bold]~{estimate.estimated_ms:.1f} ms estimated[/bold] on {profile} "
+            f"{spec.label}: [bold]~{estimate.estimated_ms:.1f} ms estimated[/bold] on {_esc(profile)} "
             f"(fit error +-{estimate.fit_error_pct:.1f}%, leave-one-out)\n"
             f"  from {count.instructions / 1e6:,.2f} M aarch64 instructions per inference ({mix}), counted under QEMU "
-            f"{count.qemu_version} (-cpu {count.cpu}, MIDR {count.midr}), onnxruntime {count.ort_version}\n"
-            f"  {estimate.basis}. Emulated wall time is not a latency and is not reported."
+            f"{_esc(count.qemu_version)} (-cpu {_esc(count.cpu)}, MIDR {_esc(count.midr)}), onnxruntime "
+            f"{_esc(count.ort_version)}\n  {_esc(estimate.basis)}. Emulated wall time is not a latency and is not reported."
         )
         return
     if target.startswith("ssh://"):
         from .latency.ssh import measure_remote
 
         result = measure_remote(spec, target, threads=threads, runs=runs or 50, warmup=warmup, python=python,
-                                ssh_options=ssh_options, timeout_s=timeout)  # fmt: skip
+                                ssh_options=_ssh_option_list(ssh_options), timeout_s=_seconds(timeout, "--timeout"))  # fmt: skip
     elif target == "local":
         from .latency.measure import measure_latency
 
@@ -364,7 +438,8 @@ def latency(
     _console().print(
         f"{spec.label}: median [bold]{result.median_ms:.2f} ms[/bold], p90 {result.p90_ms:.2f} ms "
         f"(IQR {result.spread_pct:.0f}% of median), {result.runs} runs after {result.warmup} warm-up, "
-        f"{result.threads} thread(s), {result.backend} on {result.target} (measured)\n  {describe(result.machine)}"
+        f"{result.threads} thread(s), {result.backend} on {_esc(result.target)} (measured)\n"
+        f"  {_esc(describe(result.machine))}"
     )
 
 
@@ -393,7 +468,9 @@ def train(
     epochs: Annotated[float | None, typer.Option(help="Epochs over the subset.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (anneals by time).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for init, subset and order (same seed: same result).")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for init, subset and order (same seed: same result).", min=0, max=SEED_MAX)
+    ] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1)] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
     as_json: AsJson = False,
@@ -431,11 +508,11 @@ def train(
     console = _console()
     trained = ShuffleNetSpec.from_dict(result.spec).label
     if result.status != "ok":
-        console.print(f"{trained}: training {result.status} after {result.images_seen:,} images; "
+        console.print(f"{trained}: training {_esc(result.status)} after {result.images_seen:,} images; "
                       "try a lower learning rate or more warm-up")  # fmt: skip
         raise SystemExit(1)
     source = "cached result" if result.cached else f"{result.seconds:.0f} s, {result.images_seen:,} images seen"
-    console.print(f"{trained} on {dataset}: proxy top-1 [bold]{100 * result.top1:.2f}%[/bold] on the held-out "
+    console.print(f"{trained} on {_esc(dataset)}: proxy top-1 [bold]{100 * result.top1:.2f}%[/bold] on the held-out "
                   f"test split ({source}); not an ImageNet accuracy")  # fmt: skip
     rows = [{"epoch": round(p["epoch"], 2), "images seen": p["images_seen"], "train loss": round(p["train_loss"], 4),
              "top-1 (curve subset) %": round(100 * p["top1"], 2) if p.get("top1") is not None else "-"}
@@ -460,7 +537,7 @@ def score(
     image_size: ImageSize = None,
     zero_cost: Annotated[str, typer.Option(help="Comma-separated scores.")] = "synflow,grad_norm,naswot",
     batch: Annotated[int, typer.Option(help="Minibatch size.", min=2)] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for init and the minibatch.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for init and the minibatch.", min=0, max=SEED_MAX)] = 0,
     as_json: AsJson = False,
 ) -> None:
     """Training-free scores on one minibatch (a pre-filter, not an accuracy).
@@ -514,25 +591,30 @@ def lut_build(
 ) -> None:
     """Measure every distinct block of a search space once on a target and store a device profile.
 
+    Example: shufflesearch lut build --target local --out studies/local.lut.json
+
     Example: shufflesearch lut build --target ssh://pi@board --out studies/pi4.lut.json
     """
+    from .atomic import check_writable
     from .latency.lut import build_lut
     from .search.space import SearchSpace
     from .search.study_file import load_study
 
+    check_writable(_output_file(out).parent)  # a read-only or full folder fails before minutes of timing
     search_space = load_study(space).space if space else SearchSpace()
     changes = {"resolution": resolution, "num_classes": classes}
     search_space = dataclasses.replace(search_space, **{k: v for k, v in changes.items() if v is not None})
     progress = None if as_json else (lambda phase, done, total: typer.echo(f"{phase}: {done}/{total}", err=True))
     table = build_lut(search_space, target=target, threads=threads, runs=runs, rounds=rounds, clock=clock,
                       statistic=statistic, in_channels=in_channels or 3, stem=stem or "imagenet", python=python,
-                      ssh_options=ssh_options, timeout_s=timeout, progress=progress)  # fmt: skip
+                      ssh_options=_ssh_option_list(ssh_options), timeout_s=_seconds(timeout, "--timeout"),
+                      progress=progress)  # fmt: skip
     path = table.save(out)
     if as_json:
         _print_json({"path": str(path), **{k: v for k, v in table.to_dict().items() if k != "blocks"}})
     else:
         fit = table.fit
-        _console().print(f"wrote {path}: {len(table.blocks)} blocks measured on {table.target}; whole-network fit "
+        _console().print(f"wrote {_esc(path)}: {len(table.blocks)} blocks measured on {_esc(table.target)}; whole-network fit "
                          f"MAPE {fit.get('mape_pct', float('nan')):.1f}% (leave-one-out {fit.get('loo_mape_pct', float('nan')):.1f}%)")  # fmt: skip
 
 
@@ -562,7 +644,7 @@ def fidelity(
     changes = {"train_images": subset, "epochs": epochs, "resolution": resolution}
     fid = DEFAULT_FIDELITY.replace(**{k: v for k, v in changes.items() if v is not None})
     data = load_dataset(dataset, data_dir)
-    seed_list = _int_list(seeds, "--seeds")
+    seed_list = _seed_list(seeds)
     progress = None if as_json else (lambda p: typer.echo(f"  {p}", err=True))
     report = run_fidelity(data, fid, seeds=seed_list, progress=progress, cache=ResultCache(), workers=workers)
     result = report.to_dict()
@@ -607,7 +689,9 @@ def setup(
     if as_json:
         _print_json(status)
     else:
-        _console().print(f"arm64 emulation ready in {status.get('cache_dir')} ({status.get('qemu_version')})")
+        _console().print(
+            f"arm64 emulation ready in {_esc(status.get('cache_dir'))} ({_esc(status.get('qemu_version'))})"
+        )
 
 
 def _progress_table(summaries, trials: int, started: float):
@@ -638,16 +722,34 @@ def search(
 
     Example: shufflesearch search studies/frontier.toml --trials 60 --workers 2
     """
+    from . import interrupt
+
+    # Ctrl-C is noted from here on and acted on where it is safe: loading the study imports torch,
+    # and a KeyboardInterrupt inside that import can abort the process.
+    with interrupt.deferred():
+        _search(study_file, trials, workers, storage, resume, as_json)
+
+
+def _search(study_file: Path, trials: int | None, workers: int, storage: str | None, resume: bool, as_json: bool):
     import time
 
     from .search.parallel import check_resumable, run_search, storage_url_for
+    from .search.records import summarize
     from .search.storage import redact
     from .search.study_file import load_study
 
     config = load_study(study_file)
-    url = storage_url_for(config, storage)
+    url = _storage_url(storage_url_for(config, storage))
     if resume:
         check_resumable(config, url)
+    wanted = trials or config.trials
+    again = " ".join([f"shufflesearch search {study_file}", *([f"--trials {trials}"] if trials else []),
+                      *([f"--workers {workers}"] if workers > 1 else []),
+                      *([f"--storage {redact(storage)}"] if storage else [])])  # fmt: skip
+    if not as_json and _finished(summarize(url, list(config.budget_windows())), config, wanted):
+        typer.echo(f"study {config.name} is complete ({wanted} trials per budget) in {redact(url)}; "
+                   f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip
+        return
     started = time.monotonic()
     console = _console()
     try:
@@ -656,16 +758,26 @@ def search(
         else:
             from rich.live import Live
 
-            console.print(f"study {config.name} ({config.mode}) in {redact(url)}; {workers} worker(s)")
+            console.print(f"study {config.name} ({config.mode}) in {_esc(redact(url))}; {workers} worker(s)")
             with Live(console=console, refresh_per_second=1, transient=False) as live:
                 summaries = run_search(config, url, trials, workers, resume,
-                                       on_progress=lambda s: live.update(_progress_table(s, trials or config.trials, started)))  # fmt: skip
+                                       on_progress=lambda s: live.update(_progress_table(s, wanted, started)))  # fmt: skip
+            if not console.is_terminal:
+                console.line()  # a log file gets the table's last line ended
     except KeyboardInterrupt:
         typer.echo(f"interrupted: running trials are marked failed and will be retried; the study is kept in "
-                   f"{redact(url)}; continue with: shufflesearch search {study_file} --resume", err=True)  # fmt: skip
+                   f"{redact(url)}; continue with: {again} --resume", err=True)  # fmt: skip
         raise SystemExit(130) from None
     if as_json:
         _print_json({"study": config.name, "storage": redact(url), "studies": [s.to_dict() for s in summaries]})
+
+
+def _finished(summaries, config, wanted: int) -> bool:
+    """Every budget window of the study holds `wanted` finished trials and nothing queued or running."""
+    by_name = {s.name: s for s in summaries}
+    return set(by_name) >= set(config.budget_windows()) and all(
+        s.complete + s.pruned >= wanted and s.running == s.waiting == 0 for s in by_name.values()
+    )
 
 
 studies_app = typer.Typer(help="Inspect stored studies.", no_args_is_help=True)
@@ -679,12 +791,15 @@ def studies_list(
 ) -> None:
     """What is stored: progress and best result per study and budget.
 
+    Example: shufflesearch studies list
+
     Example: shufflesearch studies list --storage postgresql://user@db/nas
     """
     from .search.records import summarize
     from .search.storage import redact
 
     urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(Path("studies").glob("*.db"))]
+    urls = [_storage_url(url) for url in urls]
     rows = []
     for url in urls:
         for s in summarize(url):
@@ -724,7 +839,7 @@ def report(
     from .search.study_file import load_study
 
     config = load_study(study_file)
-    url = storage_url_for(config, storage)
+    url = _storage_url(storage_url_for(config, storage))
     windows = config.budget_windows()
     unknown = sorted(set(study or ()) - set(windows))
     if unknown:
@@ -734,6 +849,11 @@ def report(
     stored = study_attrs(url)
     loaded = load_records(url, [n for n in names if n in stored])
     records = {n: loaded.get(n, []) for n in names}  # a budget not started yet shows as an empty study
+    if not any(records.values()):
+        from .search.storage import redact
+
+        raise NothingToReport(f"study {config.name!r} has no trials yet in {redact(url)}; "
+                              f"run: shufflesearch search {study_file}")  # fmt: skip
     attrs = {n: {"mode": config.mode, "window_mflops": list(windows[n]), "dataset": config.dataset, **stored.get(n, {})}
              for n in names}  # fmt: skip
     result = build_report(records, attrs, out or Path("reports") / config.name,
@@ -758,9 +878,17 @@ def report(
     console.print(f"report: {result.out_dir / 'index.html'} ({len(result.files)} files)", markup=False)
 
 
+class NothingToReport(ValueError):
+    """`report` of a study that has not been searched yet: a usage error, not an empty report."""
+
+
 # -- entry point ----------------------------------------------------------------------
 def _is_ours(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("shufflesearch")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
 def _fail(message: str, code: int) -> None:
@@ -768,9 +896,16 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+@functools.cache
+def _click_command():
+    # Built once per process (~0.1 s): the tests call main() thousands of times in one process.
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every error ends as one line on stderr."""
-    command = typer.main.get_command(app)
+    warnings.showwarning = _one_line_warning
+    command = _click_command()
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         argv = ["--help"]
@@ -793,6 +928,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, OSError):
             _fail(f"{exc.strerror or message}: {exc.filename}" if exc.filename else message, 1)
         raise
+    if code == 130:  # typer turns a KeyboardInterrupt into a silent exit code 130
+        _fail("interrupted", 130)
     sys.exit(code or 0)
 
 
