@@ -81,7 +81,7 @@ def storm_one_study(tmp_path, storage, name, workers, rng, log, trials):
             log.append({"study": name, "signal": sig.name, "aim": aim, "phase": phase, "completed": len(completed)})
         running = [w for w in running if w.poll() is None]
     started = time.monotonic()
-    final = start_worker(path, storage, "--resume")
+    final = start_worker(path, storage, *(["--resume"] if _exists(storage, name) else []))  # all kills may predate it
     _, err = final.communicate(timeout=900)
     assert final.returncode == 0, err[-2000:]
     return _check_finished(storage, name, trials, completed, resumed_in=time.monotonic() - started)
@@ -104,6 +104,14 @@ def _wait_for_a_kill_point(rng, storage, name, victim, completed_before):
     else:
         time.sleep(rng.uniform(0.5, 20.0))
     return aim
+
+
+def _exists(storage, name):
+    try:
+        trials_of(storage, name)
+        return True
+    except KeyError:
+        return False
 
 
 def _done(storage, name, trials):

@@ -28,6 +28,7 @@ import contextlib
 import io
 import ipaddress
 import json
+import math
 import re
 import shlex
 import shutil
@@ -239,7 +240,7 @@ def _open_session(target: SshTarget, python: str, ssh_options: Sequence[str] | s
     options = _check_options(ssh_options)
     if type(seed) is not int:
         raise SshTargetError(f"seed={seed!r} must be an integer; e.g. 0")
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+    if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
         raise SshTargetError(f"timeout_s={timeout_s!r} must be a positive number of seconds; e.g. 300")
     if shutil.which("ssh") is None:
         raise SshClientMissingError(
@@ -254,7 +255,10 @@ def _runner_args(session: _Session, threads: int, runs: int, warmup: int, seed: 
 
 
 def _check_options(ssh_options: Sequence[str] | str) -> list[str]:
-    options = shlex.split(ssh_options) if isinstance(ssh_options, str) else list(ssh_options)
+    try:
+        options = shlex.split(ssh_options) if isinstance(ssh_options, str) else list(ssh_options)
+    except ValueError as exc:  # an unclosed quote
+        raise SshTargetError(f'ssh options {ssh_options!r}: {exc}; e.g. "-i ~/.ssh/key -o Port=2222"') from None
     for option in options:
         if not isinstance(option, str) or "\0" in option or "\n" in option:
             raise SshTargetError(f"ssh option {option!r} must be a string without NUL or newline; e.g. -i ~/.ssh/key")

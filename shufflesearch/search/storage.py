@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def open_storage(url: str):
         from ..atomic import check_writable
 
         check_writable(path.parent)  # read-only or full: one line naming the folder, not sqlite's traceback
-        _use_wal(path)
+        try:
+            _use_wal(path)
+        except sqlite3.Error as exc:  # a folder, or a file that is not a database
+            raise StorageError(f"{path} is not a study database ({exc}); name a new or existing .db file") from None
     for attempt in range(5):
         try:
             return RDBStorage(
@@ -128,8 +132,6 @@ def fail_dead_trials(study, storage) -> None:
 
 def _use_wal(path: Path) -> None:
     """Write-ahead logging: readers (a progress view, `studies list`) never block the writing worker."""
-    import sqlite3
-
     with contextlib.closing(sqlite3.connect(path, timeout=120)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
 
