@@ -765,6 +765,11 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
             if not console.is_terminal:
                 console.line()  # a log file gets the table's last line ended
     except KeyboardInterrupt:
+        try:
+            check_resumable(config, url)
+        except Exception:  # stopped before the study was created (or the storage is gone): start it afresh
+            typer.echo(f"interrupted before any trial was stored; start again with: {again}", err=True)
+            raise SystemExit(130) from None
         typer.echo(f"interrupted: running trials are marked failed and will be retried; the study is kept in "
                    f"{redact(url)}; continue with: {again} --resume", err=True)  # fmt: skip
         raise SystemExit(130) from None
