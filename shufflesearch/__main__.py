@@ -24,6 +24,8 @@ def main() -> None:
         if interrupt.requested():
             _interrupted()
         raise
+    finally:
+        interrupt.settle()  # torch's and others' exit callbacks run next
 
 
 def _interrupted() -> None:

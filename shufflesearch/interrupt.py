@@ -40,6 +40,16 @@ def _note_and_raise(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def settle() -> None:
+    """The run is over: from now on Ctrl-C is only noted, or it would raise inside interpreter-exit callbacks."""
+    _set_handler(_note)
+
+
+def _note(signum, frame) -> None:
+    global _requested
+    _requested = True
+
+
 @contextlib.contextmanager
 def deferred(escalate: bool = True):
     """Inside, Ctrl-C is only noted: the code calls `check()` at safe points.

@@ -155,3 +155,5 @@ def _worker_main(config_path: str, storage_url: str, trials: int, index: int, th
             traceback.print_exc()
         errors.put(" ".join(str(exc).split()) or type(exc).__name__)
         raise SystemExit(1) from None
+    finally:
+        interrupt.settle()  # exiting: a late Ctrl-C must not raise inside exit callbacks
