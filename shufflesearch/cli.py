@@ -734,7 +734,6 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
     import time
 
     from .search.parallel import check_resumable, run_search, storage_url_for
-    from .search.records import summarize
     from .search.storage import redact
     from .search.study_file import load_study
 
@@ -746,7 +745,7 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
     again = " ".join([f"shufflesearch search {study_file}", *([f"--trials {trials}"] if trials else []),
                       *([f"--workers {workers}"] if workers > 1 else []),
                       *([f"--storage {redact(storage)}"] if storage else [])])  # fmt: skip
-    if not as_json and _finished(summarize(url, list(config.budget_windows())), config, wanted):
+    if not as_json and _finished(url, config, wanted):
         typer.echo(f"study {config.name} is complete ({wanted} trials per budget) in {redact(url)}; "
                    f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip
         return
@@ -777,9 +776,15 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
         _print_json({"study": config.name, "storage": redact(url), "studies": [s.to_dict() for s in summaries]})
 
 
-def _finished(summaries, config, wanted: int) -> bool:
+def _finished(url: str, config, wanted: int) -> bool:
     """Every budget window of the study holds `wanted` finished trials and nothing queued or running."""
-    by_name = {s.name: s for s in summaries}
+    from .search.records import summarize
+    from .search.storage import NoSuchStorage
+
+    try:
+        by_name = {s.name: s for s in summarize(url, list(config.budget_windows()))}
+    except NoSuchStorage:
+        return False  # a first run: the search creates it
     return set(by_name) >= set(config.budget_windows()) and all(
         s.complete + s.pruned >= wanted and s.running == s.waiting == 0 for s in by_name.values()
     )
@@ -841,6 +846,7 @@ def report(
     from .report.build import build_report
     from .search.parallel import storage_url_for
     from .search.records import load_records, study_attrs
+    from .search.storage import NoSuchStorage, redact
     from .search.study_file import load_study
 
     config = load_study(study_file)
@@ -851,12 +857,13 @@ def report(
         raise typer.BadParameter(f"{unknown[0]!r} is not a study of {study_file}; choose from {', '.join(windows)}",
                                  param_hint="--study")  # fmt: skip
     names = [n for n in windows if not study or n in study]
-    stored = study_attrs(url)
-    loaded = load_records(url, [n for n in names if n in stored])
+    try:
+        stored = study_attrs(url)
+    except NoSuchStorage:
+        stored = {}  # nothing searched yet: said below
+    loaded = load_records(url, [n for n in names if n in stored]) if stored else {}
     records = {n: loaded.get(n, []) for n in names}  # a budget not started yet shows as an empty study
     if not any(records.values()):
-        from .search.storage import redact
-
         raise NothingToReport(f"study {config.name!r} has no trials yet in {redact(url)}; "
                               f"run: shufflesearch search {study_file}")  # fmt: skip
     attrs = {n: {"mode": config.mode, "window_mflops": list(windows[n]), "dataset": config.dataset, **stored.get(n, {})}

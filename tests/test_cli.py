@@ -136,3 +136,20 @@ def test_fuzzed_cli_input_never_tracebacks(command, pairs):
         assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
     else:
         assert out
+
+
+def test_readers_of_a_missing_database_create_nothing(tmp_path, monkeypatch):
+    """`studies list`, `report` and `search --resume` read: a mistyped path must not leave a database behind."""
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\ntrials = 2\n[budget]\nmflops = [40]\n')
+    missing = tmp_path / "new" / "s.db"
+    for args, fragment in [
+        (["studies", "list", "--storage", f"sqlite:///{missing}"], "no study database at"),
+        (["report", str(study)], "has no trials yet"),
+        (["report", str(study), "--storage", f"sqlite:///{missing}"], "has no trials yet"),
+        (["search", str(study), "--resume", "--storage", f"sqlite:///{missing}"], "nothing to resume"),
+    ]:
+        code, _, err = run(args)
+        assert code == 2 and fragment in err and err.count("\n") == 1, (args, err)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["s.toml"]

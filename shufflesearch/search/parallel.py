@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import interrupt
 from .records import StudySummary, summarize
 from .runner import NothingToResume, run_worker
-from .storage import open_storage
+from .storage import NoSuchStorage, open_storage
 from .study_file import StudyConfig, load_study
 
 
@@ -32,7 +32,13 @@ def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
 def check_resumable(config: StudyConfig, storage_url: str) -> None:
     import optuna
 
-    names = {s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url), include_best_trial=False)}
+    try:
+        storage = open_storage(storage_url, create=False)
+    except NoSuchStorage:
+        storage = None
+    names = (
+        {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)} if storage else set()
+    )
     if not set(config.budget_windows()) & names:
         raise NothingToResume(f"nothing to resume: study {config.name!r} has no trials in this storage; "
                               "run it without --resume first")  # fmt: skip

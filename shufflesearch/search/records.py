@@ -16,7 +16,7 @@ from .storage import open_storage, redact
 @functools.lru_cache(maxsize=8)
 def _reader(storage_url: str):
     # A live view polls every few seconds: open each storage (engine, schema check) once.
-    return open_storage(storage_url)
+    return open_storage(storage_url, create=False)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ class StorageError(ValueError):
     """A storage URL we cannot use; the message says which forms work."""
 
 
+class NoSuchStorage(StorageError):
+    """A reader named an SQLite file that does not exist: only a search creates one."""
+
+
 class StorageUnavailable(RuntimeError):
     """A well-formed storage we cannot open (server down, wrong password, unwritable folder)."""
 
@@ -40,8 +44,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
-def open_storage(url: str):
-    """An Optuna RDBStorage with heartbeats and retries of dead workers' trials."""
+def open_storage(url: str, create: bool = True):
+    """An Optuna RDBStorage with heartbeats and retries of dead workers' trials.
+
+    Readers (`studies list`, `report`, `--resume`) pass create=False: a mistyped path must
+    say so, not leave an empty database (and its folders) behind.
+    """
     import warnings
 
     import optuna
@@ -56,6 +64,8 @@ def open_storage(url: str):
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)
     if path is not None:
+        if not create and not path.is_file():
+            raise NoSuchStorage(f"no study database at {path}; a search creates it (shufflesearch search STUDY_FILE)")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Wait for the writer instead of failing with "database is locked" (several local workers).
         engine_kwargs = {"connect_args": {"timeout": 120}}
