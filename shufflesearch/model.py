@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import ShuffleNetSpec
+from .spec import ShuffleNetSpec, SpecError
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -39,7 +39,7 @@ class ShuffleUnit(nn.Module):
     """One ShuffleNet unit (paper Fig. 2 b/c); stride 2 concatenates, stride 1 adds."""
 
     def __init__(
-        self, c_in: int, c_out: int, mid: int, stride: int, groups: int, group_first_conv: bool, shuffle: bool
+        self, c_in: int, c_out: int, mid: int, stride: int, group_first_conv: bool, groups: int, shuffle: bool
     ) -> None:
         super().__init__()
         self.stride, self.groups, self.shuffle = stride, groups, shuffle and groups > 1
@@ -62,6 +62,16 @@ class ShuffleUnit(nn.Module):
         return torch.cat((self.branch_proj(x), F.relu(out)), 1)
 
 
+def _units(spec: ShuffleNetSpec):
+    """(c_in, c_out, mid, stride, group_first_conv) of every unit, Stage2 to Stage4."""
+    c_in = spec.stem_channels
+    for stage, (repeats, c_out, mid) in enumerate(zip(spec.repeats, spec.stage_channels, spec.bottleneck_channels)):
+        for i in range(repeats):
+            # The paper leaves Stage2's first 1x1 conv ungrouped: its input (the stem) is narrow.
+            yield c_in, c_out, mid, 2 if i == 0 else 1, not (stage == 0 and i == 0)
+            c_in = c_out
+
+
 class ShuffleNetV1(nn.Module):
     def __init__(self, spec: ShuffleNetSpec) -> None:
         super().__init__()
@@ -72,26 +82,9 @@ class ShuffleNetV1(nn.Module):
         )
         # The small-input stem (28-64 px images) keeps resolution: stride-1 conv, no max pool.
         self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else nn.Identity()
-        units: list[nn.Module] = []
-        c_in = spec.stem_channels
-        for stage, (repeats, c_out, mid) in enumerate(zip(spec.repeats, spec.stage_channels, spec.bottleneck_channels)):
-            for i in range(repeats):
-                first = i == 0
-                units.append(
-                    ShuffleUnit(
-                        c_in,
-                        c_out,
-                        mid,
-                        2 if first else 1,
-                        spec.groups,
-                        group_first_conv=not (stage == 0 and first),
-                        shuffle=spec.shuffle,
-                    )
-                )
-                c_in = c_out
-        self.features = nn.Sequential(*units)
+        self.features = nn.Sequential(*(ShuffleUnit(*unit, spec.groups, shuffle=spec.shuffle) for unit in _units(spec)))
         self.globalpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_in, spec.num_classes, bias=False)
+        self.classifier = nn.Linear(spec.stage_channels[-1], spec.num_classes, bias=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -115,6 +108,58 @@ class ShuffleNetV1(nn.Module):
         return self.classifier(x)
 
 
+class TooLargeForThisMachine(SpecError):
+    """A valid spec whose weights and activations cannot fit in this machine's memory."""
+
+
 def build_model(spec: ShuffleNetSpec) -> ShuffleNetV1:
-    """A freshly initialised network for `spec`."""
+    """A freshly initialised network for `spec`, refused up front if it cannot fit in memory.
+
+    The spec's limits are generous (widths up to 65,536): past a point the kernel would kill
+    the process or the machine would swap for hours, so refuse while an error can still be printed.
+    """
+    check_fits_in_memory(spec)
     return ShuffleNetV1(spec)
+
+
+def memory_floor_bytes(spec: ShuffleNetSpec) -> int:
+    """A lower bound on the memory of one forward pass: float32 weights of the 1x1 convolutions and
+    the classifier (nearly all of them) plus the largest activation of one image."""
+    g = spec.groups
+    weights = spec.stage_channels[-1] * spec.num_classes
+    for c_in, c_out, mid, stride, group_first in _units(spec):
+        weights += c_in * mid // (g if group_first else 1) + mid * (c_out - c_in if stride == 2 else c_out) // g
+    side = spec.resolution // (2 if spec.stem == "imagenet" else 1)
+    largest = spec.stem_channels * side * side
+    side //= 2 if spec.stem == "imagenet" else 1  # the max pool
+    for width, mid in zip(spec.stage_channels, spec.bottleneck_channels):
+        largest = max(largest, mid * side * side)  # a stage's first bottleneck runs before its stride
+        side = max(1, (side + 1) // 2)
+        largest = max(largest, width * side * side)
+    return 4 * (weights + largest)
+
+
+def check_fits_in_memory(spec: ShuffleNetSpec) -> None:
+    available = _available_bytes()
+    need = memory_floor_bytes(spec)
+    if available is not None and need > available:
+        raise TooLargeForThisMachine(
+            f"{spec.label} needs at least {need / 2**30:.1f} GiB for its weights and one image's largest "
+            f"activation; this machine has {available / 2**30:.1f} GiB available: lower the widths, scale or resolution"
+        )
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable (Linux), capped by an address-space limit; None where neither is known."""
+    import resource
+
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            limits += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    return min(limits) if limits else None

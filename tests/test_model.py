@@ -5,7 +5,7 @@ from strategies import specs
 from torch import nn
 
 from shufflesearch.complexity import count_complexity
-from shufflesearch.model import ShuffleUnit, build_model, channel_shuffle
+from shufflesearch.model import ShuffleUnit, TooLargeForThisMachine, build_model, channel_shuffle, memory_floor_bytes
 from shufflesearch.presets import get_preset
 from shufflesearch.spec import ShuffleNetSpec
 
@@ -89,3 +89,34 @@ def test_forward_at_any_resolution(resolution, stem):
 def test_parameter_count_equals_closed_form(spec):
     model = build_model(spec)
     assert sum(p.numel() for p in model.parameters()) == count_complexity(spec).params
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs(max_resolution=64))
+def test_memory_floor_never_exceeds_what_a_forward_pass_holds(spec):
+    """A floor, so refusing on it never refuses a network that would fit: below the real weights plus the
+    largest activation of one image, and not far below (the 1x1 convolutions dominate)."""
+    model = build_model(spec).eval()
+    largest = [spec.in_channels * spec.resolution**2]
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_hook(lambda m, i, out: largest.append(out.numel()))
+    with torch.no_grad():
+        model(torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution))
+    params = count_complexity(spec).params
+    floor = memory_floor_bytes(spec) / 4
+    assert 0.5 * params <= floor <= params + max(largest)
+
+
+def test_a_network_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    import shufflesearch.model as model
+
+    big = ShuffleNetSpec(groups=1, stage_channels=(16384, 32768, 65536), repeats=(16, 16, 16))
+    assert count_complexity(big).params * 4 > 160 * 2**30
+    with pytest.raises(TooLargeForThisMachine, match=r"needs at least 16\d\.\d GiB .* lower the widths"):
+        build_model(big)
+    monkeypatch.setattr(model, "_available_bytes", lambda: 2**20)  # 1 MiB: even a small net is refused
+    with pytest.raises(TooLargeForThisMachine, match=r"0\.0 GiB available"):
+        build_model(get_preset("shufflenet_v1_x0_5_g3"))
+    monkeypatch.setattr(model, "_available_bytes", lambda: None)  # unknown: no refusal on a guess
+    build_model(get_preset("shufflenet_v1_x0_5_g3"))
