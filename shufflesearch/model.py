@@ -122,9 +122,10 @@ def build_model(spec: ShuffleNetSpec) -> ShuffleNetV1:
     return ShuffleNetV1(spec)
 
 
-def memory_floor_bytes(spec: ShuffleNetSpec) -> int:
-    """A lower bound on the memory of one forward pass: float32 weights of the 1x1 convolutions and
-    the classifier (nearly all of them) plus the largest activation of one image."""
+def memory_floor_bytes(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> int:
+    """A lower bound on the memory of a forward pass of `batch` images: float32 weights of the 1x1
+    convolutions and the classifier (nearly all of them; training holds `weight_copies` of them:
+    the weights, their gradients, the optimiser's momentum) plus the largest activation."""
     g = spec.groups
     weights = spec.stage_channels[-1] * spec.num_classes
     for c_in, c_out, mid, stride, group_first in _units(spec):
@@ -136,16 +137,18 @@ def memory_floor_bytes(spec: ShuffleNetSpec) -> int:
         largest = max(largest, mid * side * side)  # a stage's first bottleneck runs before its stride
         side = max(1, (side + 1) // 2)
         largest = max(largest, width * side * side)
-    return 4 * (weights + largest)
+    return 4 * (weight_copies * weights + batch * largest)
 
 
-def check_fits_in_memory(spec: ShuffleNetSpec) -> None:
+def check_fits_in_memory(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> None:
     available = _available_bytes()
-    need = memory_floor_bytes(spec)
+    need = memory_floor_bytes(spec, batch, weight_copies)
     if available is not None and need > available:
+        what = "to run one image" if batch == weight_copies == 1 else f"to train on batches of {batch}"
         raise TooLargeForThisMachine(
-            f"{spec.label} needs at least {need / 2**30:.1f} GiB for its weights and one image's largest "
-            f"activation; this machine has {available / 2**30:.1f} GiB available: lower the widths, scale or resolution"
+            f"{spec.label} needs at least {need / 2**30:.1f} GiB {what}; this machine has "
+            f"{available / 2**30:.1f} GiB available: lower the widths, scale or resolution"
+            + ("" if batch == 1 else ", or the batch size")
         )
 
 

@@ -113,7 +113,9 @@ def test_a_network_too_large_for_memory_is_refused_before_allocating(monkeypatch
 
     big = ShuffleNetSpec(groups=1, stage_channels=(16384, 32768, 65536), repeats=(16, 16, 16))
     assert count_complexity(big).params * 4 > 160 * 2**30
-    with pytest.raises(TooLargeForThisMachine, match=r"needs at least 16\d\.\d GiB .* lower the widths"):
+    with pytest.raises(
+        TooLargeForThisMachine, match=r"needs at least 16\d\.\d GiB to run one image; .* lower the widths"
+    ):
         build_model(big)
     monkeypatch.setattr(model, "_available_bytes", lambda: 2**20)  # 1 MiB: even a small net is refused
     with pytest.raises(TooLargeForThisMachine, match=r"0\.0 GiB available"):

@@ -186,3 +186,14 @@ def test_tiny_real_run_learns_fashion_mnist(fashion):
     assert r.status == "ok"
     assert r.top1 > 0.4, r.curve
     assert r.curve[-1]["train_loss"] < r.curve[0]["train_loss"]
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_training(fashion, monkeypatch):
+    import shufflesearch.model as model
+    from shufflesearch.model import TooLargeForThisMachine, memory_floor_bytes
+
+    spec = adapt_spec(TINY_SPEC, fashion, TINY)
+    one_image = memory_floor_bytes(spec)
+    monkeypatch.setattr(model, "_available_bytes", lambda: 2 * one_image)  # enough to run it, not to train it
+    with pytest.raises(TooLargeForThisMachine, match=r"to train on batches of 64; .* or the batch size"):
+        train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model import build_model
+from ..model import build_model, check_fits_in_memory
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset, train_subset
 
@@ -255,6 +255,8 @@ class _Run:
         fid, spec = self.fid, self.spec
         start, cpu_start = time.perf_counter(), time.process_time()
         gen = torch.Generator().manual_seed(self.seed)
+        # Weights, gradients and momentum, and a batch's activations: refused before the data is resized.
+        check_fits_in_memory(spec, min(fid.batch_size, fid.train_images), weight_copies=2 + (fid.momentum > 0))
         idx = train_subset(self.dataset.train_labels, min(fid.train_images, len(self.dataset.train_labels)), self.seed)
         x_train = _resize(_as_tensor(self.dataset.train_images)[idx], spec.resolution)
         y_train = _as_tensor(self.dataset.train_labels)[idx]
