@@ -6,7 +6,7 @@ can prove the width rule in `spec` reproduces them rather than trusting it.
 
 from __future__ import annotations
 
-from .spec import ShuffleNetSpec, SpecError
+from .spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
 
 _PRESETS: dict[str, ShuffleNetSpec] = {}
 
@@ -36,6 +36,19 @@ def get_preset(name: str) -> ShuffleNetSpec:
 
 def list_presets() -> dict[str, ShuffleNetSpec]:
     return dict(_PRESETS)
+
+
+def paper_models() -> dict[str, ShuffleNetSpec]:
+    """The named presets plus the paper's Table 2 models (every group count at 0.25x, 0.5x, 1x; our width
+    rule), each spec once: a search queues them and a report compares against them by these names."""
+    models = list_presets()
+    known = set(models.values())
+    for scale in (0.25, 0.5, 1.0):
+        for g in GROUP_CHOICES:
+            spec = ShuffleNetSpec(groups=g, scale=scale)
+            if spec not in known:
+                models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
+    return models
 
 
 # (groups, scale): (stem, Stage2, Stage3, Stage4). Official code for g=3 and g=8;

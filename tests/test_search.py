@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from optuna.trial import FixedTrial
 
 from shufflesearch.complexity import count_macs
-from shufflesearch.presets import get_preset
+from shufflesearch.presets import get_preset, paper_models
 from shufflesearch.search.records import pareto_front
-from shufflesearch.search.runner import paper_models, prepare_study
+from shufflesearch.search.runner import prepare_study
 from shufflesearch.search.space import NoFeasibleWidth, SearchSpace, suggest_spec
 from shufflesearch.search.study_file import StudyFileError, load_study
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from ..complexity import count_complexity
 from ..complexity.sweep import complexity_rows
-from ..presets import list_presets
-from ..spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
+from ..presets import paper_models
+from ..spec import ShuffleNetSpec, SpecError
 
 # The paper's budget ladder (Table 2: 0.25x, 0.5x and 1x models); a Pareto study is binned by it.
 PAPER_BUDGETS_MFLOPS = (13.0, 38.0, 140.0)
@@ -230,15 +230,8 @@ def history_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
 
 def paper_models_frame() -> pd.DataFrame:
     """The named presets plus the paper's Table 2 models (groups x 0.25/0.5/1.0) with their cost."""
-    models = dict(list_presets())
-    known = set(models.values())
-    for scale in (0.25, 0.5, 1.0):
-        for g in GROUP_CHOICES:
-            spec = ShuffleNetSpec(groups=g, scale=scale)
-            if spec not in known:  # same names as the search's queued paper models
-                models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
     rows = []
-    for name, spec in models.items():
+    for name, spec in paper_models().items():
         cost = count_complexity(spec)
         err = TABLE2_ERROR_PCT.get((spec.groups, spec.scale))
         rows.append({"name": name, "label": spec.label, "groups": spec.groups, "scale": spec.scale,

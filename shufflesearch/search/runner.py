@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..complexity import count_complexity
-from ..presets import list_presets
-from ..spec import GROUP_CHOICES, ShuffleNetSpec
+from ..presets import paper_models
+from ..spec import ShuffleNetSpec
 from .space import NoFeasibleWidth, suggest_spec
 from .storage import MAX_ERRORS, ClaimLock, fail_dead_trials, open_storage
 from .study_file import StudyConfig
@@ -35,18 +35,6 @@ POLL_S = 2.0
 
 class NothingToResume(ValueError):
     """`--resume` for a study that has no trials in this storage."""
-
-
-def paper_models() -> dict[str, ShuffleNetSpec]:
-    """The named presets plus the paper's Table 2 models (groups x 0.25/0.5/1.0, our width rule)."""
-    models = dict(list_presets())
-    known = set(models.values())
-    for scale in (0.25, 0.5, 1.0):
-        for g in GROUP_CHOICES:
-            spec = ShuffleNetSpec(groups=g, scale=scale)
-            if spec not in known:
-                models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
-    return models
 
 
 def create_sampler(config: StudyConfig, worker_index: int, trials_before: int = 0):
