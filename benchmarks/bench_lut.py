@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 
@@ -25,18 +24,6 @@ from shufflesearch.latency.environment import describe
 from shufflesearch.latency.lut import LatencyTable, build_lut, validate_lut
 from shufflesearch.latency.measure import measure_latency
 from shufflesearch.search.space import SearchSpace
-from shufflesearch.spec import SpecError
-
-
-def random_specs(space: SearchSpace, n: int, seed: int) -> list:
-    rng, specs = random.Random(seed), []
-    while len(specs) < n:
-        repeats = tuple(rng.randint(lo, hi) for lo, hi in space.repeats)
-        try:
-            specs.append(space.spec(rng.choice(space.groups), repeats, rng.choice(space.scales())))
-        except SpecError:
-            continue
-    return specs
 
 
 def predictions_per_second(table: LatencyTable, specs: list, seconds: float = 1.0) -> tuple[float, float]:
@@ -75,7 +62,7 @@ def main() -> None:
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{phase} {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    specs = random_specs(space, args.specs, seed=args.seed + 1)
+    specs = space.sample(args.specs, seed=args.seed + 1)
     if args.load:
         table = LatencyTable.load(args.load)
     else:
@@ -91,7 +78,7 @@ def main() -> None:
     first, second = ([r["measured_us"] for r in v.rows] for v in (report, again))
     floor = 100 * sum(abs(b - a) / a for a, b in zip(first, second)) / len(first)
 
-    sample = random_specs(space, 2000, seed=args.seed + 2)
+    sample = space.sample(2000, seed=args.seed + 2)
     cold, warm = predictions_per_second(table, sample)
     start = time.perf_counter()
     for spec in specs[:3]:

@@ -618,6 +618,51 @@ def lut_build(
                          f"MAPE {fit.get('mape_pct', float('nan')):.1f}% (leave-one-out {fit.get('loo_mape_pct', float('nan')):.1f}%)")  # fmt: skip
 
 
+@lut_app.command("validate")
+def lut_validate(
+    table_file: Annotated[Path, typer.Argument(help="A latency table, e.g. studies/pi4.lut.json.")],
+    specs: Annotated[int, typer.Option(help="Random specs of the space, each measured whole.", min=2)] = 20,
+    space: Annotated[
+        Path | None, typer.Option(help="Draw the specs from this study file's space (default: the default space).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random specs.", min=0, max=2**32 - 1)] = 1,
+    runs: Annotated[int, typer.Option(help="Timed runs per spec and round.")] = 50,
+    rounds: Annotated[int, typer.Option(help="Timings per spec (shuffled order); the median is kept.")] = 3,
+    python: Annotated[str, typer.Option(help="Python on the SSH device.")] = "python3",
+    ssh_options: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi'.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds per ssh call.")] = 1800,
+    as_json: AsJson = False,
+) -> None:
+    """Check a table's predictions against whole networks measured on its own target, clock and statistic.
+
+    Example: shufflesearch lut validate studies/local.lut.json --specs 20
+
+    Example: shufflesearch lut validate studies/pi4.lut.json --space studies/latency-frontier.toml
+    """
+    from .latency.lut import LatencyTable, validate_lut
+    from .search.space import SearchSpace
+    from .search.study_file import load_study
+
+    search_space = load_study(space).space if space else SearchSpace()
+    table = LatencyTable.load(table_file)
+    search_space = dataclasses.replace(search_space, resolution=table.resolution, num_classes=table.num_classes)
+    chosen = [s.replace(in_channels=table.in_channels, stem=table.stem) for s in search_space.sample(specs, seed)]
+    progress = None if as_json else (lambda phase, done, total: typer.echo(f"{phase}: {done}/{total}", err=True))
+    result = validate_lut(table, chosen, runs=runs, rounds=rounds, seed=seed, python=python,
+                          ssh_options=_ssh_option_list(ssh_options), timeout_s=_seconds(timeout, "--timeout"),
+                          progress=progress)  # fmt: skip
+    if as_json:
+        _print_json({"table": str(table_file), "target": table.target, **result.to_dict()})
+        return
+    rows = [{"spec": r["label"], "predicted ms": round(r["predicted_us"] / 1e3, 3),
+             "measured ms": round(r["measured_us"] / 1e3, 3), "error %": round(r["error_pct"], 1)}
+            for r in sorted(result.rows, key=lambda r: r["measured_us"])]  # fmt: skip
+    console = _console()
+    console.print(_rich_table(rows, f"{table.name} on {table.target} ({table.clock} clock, {table.statistic})"))
+    console.print(f"{len(rows)} random specs: MAPE {result.mape_pct:.1f}%, Kendall tau {result.kendall_tau:.3f}, "
+                  f"within ±10%: {100 * result.within_10pct:.0f}% ({result.seconds:.0f} s)", markup=False)  # fmt: skip
+
+
 @app.command()
 def fidelity(
     dataset: Dataset = "fashion-mnist",

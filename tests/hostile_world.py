@@ -60,10 +60,14 @@ def _write_images(root: Path) -> None:
 
 
 def _write_lut(path: Path) -> None:
-    """A valid table covering the default 224 px input and every preset (timings made up: only parsing is tested)."""
-    from shufflesearch.latency.lut import LatencyTable, _keys
+    """A valid table covering the default 224 px input, every preset and the tiny study's space (timings made up:
+    only parsing and the checks before timing are tested)."""
+    from shufflesearch.latency.lut import LatencyTable
+    from shufflesearch.latency.lut.blocks import block_keys, width_specs
+    from shufflesearch.search.space import SearchSpace
 
-    keys = {k for spec in [*list_presets().values()] for k in _keys(spec)}
+    tiny = SearchSpace(groups=(3, 8), scale=(0.1, 0.5), repeats=((1, 2), (1, 2), (1, 2)))  # TINY_STUDY's
+    keys = {k for spec in [*list_presets().values(), *width_specs(tiny, 3, "imagenet", 0)[0]] for k in block_keys(spec)}
     table = LatencyTable(resolution=224, num_classes=1000, in_channels=3, stem="imagenet", target="local", threads=1,
                          clock="wall", statistic="median_ms", blocks={k: {"us": 10.0} for k in sorted(keys)},
                          fit={"a": 1.0, "b_us": 5.0, "points": []})  # fmt: skip
@@ -204,6 +208,14 @@ def fake_lut(space, *args, in_channels=3, stem="imagenet", **kwargs):
     return LatencyTable(resolution=space.resolution, num_classes=space.num_classes, in_channels=in_channels,
                         stem=stem, target="local", threads=1, clock="wall", statistic="median_ms",
                         blocks={"stem": {"us": 1.0}}, fit={"a": 1.0, "b_us": 0.0, "points": []})  # fmt: skip
+
+
+def fake_validation(table, specs, *args, **kwargs):
+    from shufflesearch.latency.lut import LutValidation
+
+    rows = [{"label": s.label, "spec": s.to_dict(), "predicted_us": 1.0, "measured_us": 1.0, "error_pct": 0.0}
+            for s in specs]  # fmt: skip
+    return LutValidation(0.0, 1.0, 1.0, rows, table.clock, table.statistic, 0.0)
 
 
 def fake_training(run):

@@ -45,6 +45,7 @@ from hostile_world import (
     fake_scores,
     fake_timing,
     fake_training,
+    fake_validation,
     one_process,
     raise_heavy,
     until_heavy,
@@ -126,6 +127,7 @@ VALID = {  # values each option accepts, so that half the cases get past validat
     "--space": ["studies/tiny.toml", "studies/pareto.toml"], "--storage": ["sqlite:///studies/s.db"],
     "--python": ["python3"], "--ssh-options": ["-i key"], "--profile": ["snapdragon820"], "--study": ["tiny-13M"],
     "study_file": ["studies/tiny.toml", "studies/pareto.toml", "studies/latency.toml"], "component": ["arm64"],
+    "table_file": ["luts/tiny.lut.json"], "--specs": ["2", "5"],
 }  # fmt: skip
 
 
@@ -226,8 +228,10 @@ def heavy(world, monkeypatch):
     mp.setattr(ssh, "measure_remote", until_heavy(ssh.measure_remote, fake_timing))
     mp.setattr(ssh._Session, "probe", lambda session, python: None)  # lut build: the device answers (no network)
     mp.setattr(emulated, "emulate_spec", until_heavy(emulated.emulate_spec, fake_emulation))
-    mp.setattr(lut, "_export_blocks", raise_heavy)  # lut build: exporting then timing every block
+    mp.setattr(lut.build, "export_blocks", raise_heavy)  # lut build: exporting then timing every block
     mp.setattr(lut, "build_lut", until_heavy(lut.build_lut, fake_lut))
+    mp.setattr(lut.timing.Runner, "time", raise_heavy)  # lut validate: timing whole networks (cpu clock, ssh)
+    mp.setattr(lut, "validate_lut", until_heavy(lut.validate_lut, fake_validation))
     mp.setattr(trainer._Run, "run", fake_training)  # train, fidelity: the training loop
     mp.setattr(fidelity, "run_fidelity", one_process(fidelity.run_fidelity))
     mp.setattr(zero_cost, "score_on_dataset", fake_scores)  # score, fidelity --zero-cost
@@ -342,7 +346,7 @@ def fuzz_settings(default_examples: int) -> settings:
 
 GROUPS = {  # one test per group keeps each under a minute on a slow machine
     "spec": (["analyze", "models", "table", "export"], 300),
-    "latency": (["latency", "lut build"], 300),
+    "latency": (["latency", "lut build", "lut validate"], 300),
     "accuracy": (["train", "score", "fidelity"], 200),
     "search": (["search", "studies list", "setup"], 200),
     "report": (["report"], 60),

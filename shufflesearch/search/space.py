@@ -55,6 +55,25 @@ class SearchSpace:
             resolution=self.resolution, num_classes=self.num_classes,
         )  # fmt: skip
 
+    def sample(self, n: int, seed: int = 0) -> list[ShuffleNetSpec]:
+        """`n` uniformly random specs of the space (seeded): what a latency table is checked on."""
+        import random
+
+        rng, specs = random.Random(seed), []
+        for _ in range(1000 * n):
+            if len(specs) == n:
+                break
+            repeats = tuple(rng.randint(lo, hi) for lo, hi in self.repeats)
+            g, scale = rng.choice(self.groups), rng.choice(self.scales())
+            bottleneck, shuffle = (
+                c[0] if len(c) == 1 else rng.choice(c) for c in (self.bottleneck_ratio, self.shuffle)
+            )
+            try:
+                specs.append(self.spec(g, repeats, scale, bottleneck, shuffle))
+            except SpecError:
+                continue  # as width_ladder: not every scale gives valid widths
+        return specs
+
     def width_ladder(self, groups: int, repeats: tuple[int, ...], bottleneck: float, shuffle: bool):
         """Distinct (scale, MACs) pairs for these choices, narrowest first (memoised)."""
         key = (groups, tuple(repeats), bottleneck, shuffle)
