@@ -11,6 +11,7 @@ write) and chmod 0555 (EACCES, not root). SHUFFLESEARCH_TEST_NO_MOUNT=1 forces t
 """
 
 import hashlib
+import json
 import os
 import resource
 import signal
@@ -259,6 +260,21 @@ def test_search_with_its_database_in_a_read_only_folder_fails_clearly(tiny_study
     before = snapshot(read_only.path)
     done = read_only.run("search", read_only.path / "tiny.toml", "--trials", "2", "--json", env=env)
     assert_one_line_error(done, read_only.problem, read_only.path)
+    assert snapshot(read_only.path) == before
+
+
+def test_a_study_in_a_read_only_folder_can_still_be_listed_and_reported(tiny_study, read_only, env, tmp_path):
+    """Readers change nothing: a study archived on a read-only mount is listed and reported, byte for byte intact."""
+    for name in ("tiny.toml", "tiny.db"):
+        (read_only.path / name).write_bytes((tiny_study.parent / name).read_bytes())
+    read_only.freeze()
+    before = snapshot(read_only.path)
+    listed = read_only.run("studies", "list", "--storage", f"sqlite:///{read_only.path / 'tiny.db'}", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert sum(s["complete"] for s in json.loads(listed.stdout)) >= 1
+    reported = read_only.run("report", read_only.path / "tiny.toml", "--out", tmp_path / "r", "--json", env=env)
+    assert reported.returncode == 0, reported.stderr
+    assert (tmp_path / "r" / "index.html").is_file()
     assert snapshot(read_only.path) == before
 
 

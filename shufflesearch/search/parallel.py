@@ -26,7 +26,7 @@ class SearchError(RuntimeError):
 
 
 def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
-    return override or config.storage or config.default_storage()
+    return override if override is not None else config.storage or config.default_storage()
 
 
 def check_resumable(config: StudyConfig, storage_url: str) -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 HEARTBEAT_INTERVAL_S = 5  # override: SHUFFLESEARCH_HEARTBEAT_S (a dead worker is noticed after 4 beats)
+OPTUNA_TABLES = {"studies", "trials", "version_info"}  # a study database has these (and more)
 MAX_ERRORS = 3  # a trial whose evaluation raised this often is left failed: it would raise again
 
 
@@ -28,7 +29,7 @@ class StorageError(ValueError):
 
 
 class NoSuchStorage(StorageError):
-    """A reader named an SQLite file that does not exist: only a search creates one."""
+    """A reader named an SQLite file that does not exist (or is empty): only a search creates one."""
 
 
 class StorageUnavailable(RuntimeError):
@@ -36,8 +37,13 @@ class StorageUnavailable(RuntimeError):
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe for logs and reports."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL (or a driver's message) with every password replaced, safe for logs and reports.
+
+    Covers user:pw@ (any user, even none; up to the authority's last @), ?password=pw and
+    libpq's password=pw keyword form.
+    """
+    url = re.sub(r"(://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    return re.sub(r"(?i)\b(password|passwd)(\s*=\s*)('[^']*'|[^\s&#]*)", r"\1\2***", url)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -61,22 +67,29 @@ def open_storage(url: str, create: bool = True):
 
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
         raise StorageError(f"storage {redact(url)!r}: use sqlite:///path/to/study.db or postgresql://user@host/db")
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    if sqlite_path(url) is None and authority.count("@") > 1:  # the driver would split at the first @ and echo the rest
+        raise StorageError(f"storage {redact(url)}: more than one '@' before the host; write an '@' in the "
+                           "password as %40")  # fmt: skip
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)
     if path is not None:
-        if not create and not path.is_file():
-            raise NoSuchStorage(f"no study database at {path}; a search creates it (shufflesearch search STUDY_FILE)")
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Wait for the writer instead of failing with "database is locked" (several local workers).
         engine_kwargs = {"connect_args": {"timeout": 120}}
+        if not create:
+            url = _reader_url(path)
     # Our progress view reports trial states; Optuna would log an interrupted trial with a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interval = int(os.environ.get("SHUFFLESEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
-    if path is not None:
+    if path is not None and create:
         from ..atomic import check_writable
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         check_writable(path.parent)  # read-only or full: one line naming the folder, not sqlite's traceback
         try:
+            tables = _tables(str(path)) if path.is_file() else set()
+            if tables and not tables >= OPTUNA_TABLES:  # another program's database: Optuna would add its tables
+                raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
             _use_wal(path)
         except sqlite3.Error as exc:  # a folder, or a file that is not a database
             raise StorageError(f"{path} is not a study database ({exc}); name a new or existing .db file") from None
@@ -104,6 +117,31 @@ def open_storage(url: str, create: bool = True):
             )
             raise StorageUnavailable(f"cannot open storage {redact(url)}: {redact(first)}{fix}") from None
     raise AssertionError("unreachable")
+
+
+def _reader_url(path: Path) -> str:
+    """The URL a reader opens `path` with, once it is known to hold studies.
+
+    A reader changes nothing: not another program's SQLite file (Optuna would add its
+    tables), not the journal mode. In a folder it cannot write (a read-only mount) SQLite
+    cannot make the WAL index it needs, and no writer can be at work there either, so the
+    file is opened as immutable.
+    """
+    from urllib.parse import quote
+
+    if not path.is_file():
+        raise NoSuchStorage(f"no study database at {path}; a search creates it (shufflesearch search STUDY_FILE)")
+    writable = os.access(path.parent, os.W_OK)
+    target = str(path) if writable else f"file:{quote(str(path.resolve()))}?immutable=1"
+    try:
+        tables = _tables(target)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path} is not a study database ({exc}); name the .db file a search wrote") from None
+    if not tables:
+        raise NoSuchStorage(f"{path} holds no studies yet; a search creates them (shufflesearch search STUDY_FILE)")
+    if not tables >= OPTUNA_TABLES:
+        raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
+    return f"sqlite:///{path}" if writable else f"sqlite:///{target}&uri=true"
 
 
 def fail_dead_trials(study, storage) -> None:
@@ -138,6 +176,12 @@ def fail_dead_trials(study, storage) -> None:
                 retry(study, storage.get_trial(trial_id))
         except UpdateFinishedTrialError:
             pass  # another worker got there first
+
+
+def _tables(target: str) -> set[str]:
+    """The tables of an SQLite file (a path, or a file: URI), read without writing."""
+    with contextlib.closing(sqlite3.connect(target, uri=target.startswith("file:"), timeout=120)) as connection:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _use_wal(path: Path) -> None:
