@@ -8,14 +8,16 @@ The server itself lives in tests/sshd.py (tests/test_lut.py builds a table throu
 import getpass
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from servers import free_port
+from servers import free_port, require
 from sshd import leftovers, start_sshd
 
 from shufflesearch.export import export_onnx
@@ -210,7 +212,94 @@ def test_hung_device_is_cut_off_and_cleaned_up(sshd, tmp_path):
 def test_ssh_argv_keeps_host_key_checking_and_batch_mode():
     session = ssh._Session(SshTarget("board", "pi", 2200), ["-i", "key"], timeout_s=60)
     argv = session.argv
-    assert argv[:3] == ["ssh", "-i", "key"]  # explicit options first: ssh keeps the first value
-    for option in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=10"):
-        assert option in argv
+    # ssh keeps the first value it reads: ours that must hold come first, the defaults after the user's.
+    assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    assert argv.index("-i") < argv.index("ConnectTimeout=10") < argv.index("-p")
     assert argv[-2:] == ["--", "pi@board"] and argv[argv.index("-p") + 1] == "2200"
+
+
+# Spellings ssh reads as "do not check host keys" (each is checked against `ssh -G` below).
+LAX_OPTIONS = [
+    ["-o", 'StrictHostKeyChecking="no"'],
+    ["-o", "StrictHostKeyChecking='no'"],
+    ["-oStrictHostKeyChecking=no"],
+    ["-o", "stricthostkeychecking = accept-new"],
+    ["-o", '"StrictHostKeyChecking" off'],
+    ["-o", 'Strict"HostKeyChecking" NO'],
+    ["-o", "StrictHostKeyChecking n'o'"],
+    ["-o", "  =StrictHostKeyChecking\tfalse"],
+    ["-To", "StrictHostKeyChecking no # a comment"],
+    ["-qoStrictHostKeyChecking=accept-new"],
+]
+
+
+def ssh_config(argv: list[str]) -> dict[str, str]:
+    """What ssh would use for `argv` (`ssh -G` prints it and connects to nothing)."""
+    require(bool(shutil.which("ssh")), "OpenSSH client not installed (Debian package openssh-client)")
+    done = subprocess.run([argv[0], "-G", *argv[1:]], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=30, check=False)  # fmt: skip
+    assert done.returncode == 0, (argv, done.stderr)
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+
+
+@pytest.mark.parametrize("options", LAX_OPTIONS, ids=lambda o: " ".join(o))
+def test_lax_host_key_options_are_refused_and_could_not_win_anyway(options):
+    assert ssh_config(["ssh", *options, "board"])["stricthostkeychecking"] in ("false", "accept-new")  # lax to ssh
+    with pytest.raises(SshTargetError, match=r"ssh-keyscan -p 2200 board .*~/\.ssh/known_hosts") as info:
+        ssh._check_options(options, SshTarget("board", "pi", 2200))
+    assert "\n" not in str(info.value)
+    # Unchecked on purpose: the argv alone must keep checking on, whatever the refusal misses.
+    argv = ssh._Session(SshTarget("board", "pi", 2200), options, timeout_s=60).argv
+    config = ssh_config(argv)
+    assert (config["stricthostkeychecking"], config["batchmode"], config["port"]) == ("true", "yes", "2200")
+
+
+def test_a_lax_config_file_cannot_turn_checking_off(tmp_path):
+    lax = tmp_path / "lax_config"
+    lax.write_text("StrictHostKeyChecking no\nBatchMode no\nConnectTimeout 99\n")
+    assert ssh._check_options(["-F", str(lax)], SshTarget("board"))  # allowed: command-line options beat it
+    config = ssh_config(ssh._Session(SshTarget("board"), ["-F", str(lax)], timeout_s=60).argv)
+    assert (config["stricthostkeychecking"], config["batchmode"], config["connecttimeout"]) == ("true", "yes", "10")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-o", "StrictHostKeyChecking=yes"],
+        ["-o", 'StrictHostKeyChecking "ask"'],
+        ["-o", "UserKnownHostsFile=/etc/devices/known_hosts"],
+        ["-o", "GlobalKnownHostsFile=/dev/null"],  # trusts fewer keys, not more
+        ["-F", "/dev/null", "-i", "~/.ssh/pi key", "-vp", "2222", "-o", "ConnectTimeout 30"],
+        ["-o", "ProxyCommand=ssh -W %h:%p jump"],  # the user's own command, as if typed to ssh
+    ],
+)
+def test_ordinary_options_pass_as_given(options):
+    assert ssh._check_options(options, SshTarget("board")) == options
+    assert ssh_config(ssh._Session(SshTarget("board"), options, timeout_s=60).argv)["stricthostkeychecking"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-o", "UserKnownHostsFile=/dev/null"], "trusts no host key"),
+        (["-o", "userknownhostsfile 'none'"], "trusts no host key"),
+        (["otherhost"], "not an option"),  # would become the destination, ours the remote command
+        (["-i", "key", "--"], "not an option"),
+        (["-Z"], "not an OpenSSH option"),
+        (["-i"], "needs a value"),
+        ("-o 'unclosed", "No closing quotation"),
+    ],
+)
+def test_odd_options_are_refused_with_one_line(options, message):
+    with pytest.raises(SshTargetError, match=message) as info:
+        ssh._check_options(options, SshTarget("board"))
+    assert "\n" not in str(info.value)
+
+
+def test_cli_refuses_a_quoted_lax_option_with_exit_2(tmp_path):
+    cli = str(Path(sys.executable).with_name("shufflesearch"))
+    done = subprocess.run([cli, "latency", "--target", "ssh://pi@board", "--ssh-options",
+                           """-o 'StrictHostKeyChecking="no"'"""], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "ssh-keyscan -p 22 board" in done.stderr and "known_hosts" in done.stderr

@@ -17,9 +17,13 @@ LatencyResult(median_ms=41.2, ..., target='ssh://pi@192.168.1.20:2222', backend=
 
 `python` picks the device's interpreter (e.g. "/home/pi/venv/bin/python") and
 `ssh_options` adds explicit ssh arguments, e.g. ("-i", "~/.ssh/pi_key", "-o",
-"UserKnownHostsFile=/path/known_hosts"); they come before ours, and ssh keeps the first value
-it sees for an option, so an explicit choice wins over the defaults here, except one that
-would turn host-key checking off: that is refused.
+"UserKnownHostsFile=/path/known_hosts"). ssh keeps the first value it reads for an option,
+so BatchMode=yes and StrictHostKeyChecking=yes come before them (nothing can undo those)
+and the other defaults after them (an explicit ConnectTimeout or -p wins). Options that
+would turn host-key checking off are refused with a message that says what to do instead.
+The rest are the user's own, passed as typed, like any ssh command line they run: those
+that run a local command (ProxyCommand, LocalCommand, KnownHostsCommand, `Match exec` in a
+-F file) run it on this machine with their rights, as ssh would.
 """
 
 from __future__ import annotations
@@ -237,7 +241,7 @@ def check_remote(
 def _open_session(target: SshTarget, python: str, ssh_options: Sequence[str] | str, seed: int, timeout_s: float):
     if not isinstance(python, str) or not _PYTHON.fullmatch(python):
         raise SshTargetError(f"python={python!r} must be a command name or path without spaces; e.g. /usr/bin/python3")
-    options = _check_options(ssh_options)
+    options = _check_options(ssh_options, target)
     if type(seed) is not int:
         raise SshTargetError(f"seed={seed!r} must be an integer; e.g. 0")
     if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
@@ -254,7 +258,8 @@ def _runner_args(session: _Session, threads: int, runs: int, warmup: int, seed: 
     return [str(a) for a in args]
 
 
-def _check_options(ssh_options: Sequence[str] | str) -> list[str]:
+def _check_options(ssh_options: Sequence[str] | str, target: SshTarget) -> list[str]:
+    """The options as a list, read the way ssh's getopt reads them: options only, host keys checked."""
     try:
         options = shlex.split(ssh_options) if isinstance(ssh_options, str) else list(ssh_options)
     except ValueError as exc:  # an unclosed quote
@@ -262,16 +267,55 @@ def _check_options(ssh_options: Sequence[str] | str) -> list[str]:
     for option in options:
         if not isinstance(option, str) or "\0" in option or "\n" in option:
             raise SshTargetError(f"ssh option {option!r} must be a string without NUL or newline; e.g. -i ~/.ssh/key")
-        if _LAX_HOST_KEYS.search(option):
+    words = iter(options)
+    for word in words:
+        # A bare word or "--" would end ssh's options: our own arguments would become the destination.
+        if not word.startswith("-") or word in ("-", "--"):
             raise SshTargetError(
-                f"ssh option {option!r} would accept an unknown host key: check the device's fingerprint and add "
-                "it to known_hosts instead (ssh-keyscan HOST >> ~/.ssh/known_hosts)"
+                f"ssh option {word!r} is not an option: the device comes from the target URL; e.g. -i ~/.ssh/key"
             )
+        for at, letter in enumerate(word[1:], start=2):  # getopt: "-To Key=value" is -T then -o "Key=value"
+            if letter in _SSH_FLAGS:
+                continue
+            if letter not in _SSH_VALUED:
+                raise SshTargetError(f"ssh option {word!r}: -{letter} is not an OpenSSH option; see `man ssh`")
+            value = word[at:] or next(words, None)
+            if value is None:
+                raise SshTargetError(f"ssh option -{letter} needs a value; e.g. -o ConnectTimeout=30")
+            if letter == "o":
+                _check_config_option(value, target)
+            break
     return options
 
 
-# Host-key checking stays on: an explicit option may point at another known_hosts file, never turn checks off.
-_LAX_HOST_KEYS = re.compile(r"stricthostkeychecking\s*[=\s]\s*(no|off|accept-new|false)\b", re.IGNORECASE)
+# ssh's getopt letters. -P is a flag in OpenSSH 9.2 but takes a tag in later releases: read as a flag, "-P TAG"
+# is refused (TAG is a bare word), never misread.
+_SSH_FLAGS = frozenset("1246AaCfGgKkMNnPqsTtVvXxYy")
+_SSH_VALUED = frozenset("BbcDEeFIiJLlmOopQRSWw")
+
+
+def _check_config_option(line: str, target: SshTarget) -> None:
+    """Refuse an `-o` line that would accept unknown host keys, however ssh's config parser may spell it.
+
+    ssh's readconf drops quotes (even mid-word: Strict"HostKeyChecking"), splits the keyword
+    at blanks or one "=" and ignores its case. Dropping every quote and backslash and
+    splitting at any run of blanks and "=" reads each spelling ssh accepts as the same
+    keyword and value, plus some that ssh rejects anyway: the check can be too strict,
+    never too lax. Our StrictHostKeyChecking=yes comes first and wins regardless; this
+    check turns a silently ignored choice into a message.
+    """
+    plain = re.sub(r"[\"'\\]", "", line).strip(" \t\r\n\f\v=")
+    keyword, value = [*re.split(r"[\s=]+", plain.lower(), maxsplit=1), ""][:2]
+    port = target.port or 22
+    fix = (
+        f"compare `ssh-keyscan -p {port} {target.host} | ssh-keygen -lf -` with `ssh-keygen -lf "
+        "/etc/ssh/ssh_host_ed25519_key.pub` run on the device, then append that ssh-keyscan output to ~/.ssh/known_hosts"
+    )
+    if keyword == "stricthostkeychecking" and value not in ("yes", "true", "ask"):
+        raise SshTargetError(f"ssh option {line!r} would accept an unknown host key; instead {fix}")
+    # With checking on, a known_hosts of /dev/null can only fail, on every host: say so now.
+    if keyword == "userknownhostsfile" and all(name in ("/dev/null", "none") for name in value.split()):
+        raise SshTargetError(f"ssh option {line!r} trusts no host key; name a real known_hosts file, or {fix}")
 
 
 def _model_payload(spec_or_onnx: Any, seed: int) -> tuple[bytes, list[float] | None, str, int | None]:
@@ -326,9 +370,10 @@ class _Session:
         self.target, self.timeout_s = target, timeout_s
         self.deadline = time.monotonic() + timeout_s
         connect = max(1, min(DEFAULT_CONNECT_TIMEOUT_S, int(timeout_s)))
-        self.argv = ["ssh", *options, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect}"]
-        # Explicit, so that a lax ~/.ssh/config (accept-new, no) cannot accept a key silently either.
-        self.argv += ["-o", "StrictHostKeyChecking=yes", "-T"]
+        # Before the user's options and config files: ssh keeps the first value it reads, so
+        # neither an option nor a lax ~/.ssh/config (accept-new, no) can accept a key silently.
+        self.argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-T", *options]
+        self.argv += ["-o", f"ConnectTimeout={connect}"]  # a default: an explicit ConnectTimeout comes first
         if target.port is not None:
             self.argv += ["-p", str(target.port)]
         self.argv += ["--", target.destination]
