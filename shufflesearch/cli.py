@@ -90,6 +90,8 @@ def _storage_url(url: str) -> str:
 
     sqlite3 would fail later with "unable to open database file" or "file is not a database" and no path.
     """
+    if not url.strip():
+        raise typer.BadParameter("--storage is empty; e.g. sqlite:///studies/x.db or postgresql://user@host/db")
     if not url.startswith("sqlite:///"):
         return url  # other schemes: open_storage names what it accepts
     path = Path(url.removeprefix("sqlite:///"))
@@ -135,7 +137,7 @@ def build_spec(
     shuffle: bool | None = None,
 ) -> ShuffleNetSpec:
     """The spec the shared options describe: a preset (or the default) with overrides."""
-    base = get_preset(preset) if preset else ShuffleNetSpec()
+    base = get_preset(preset) if preset is not None else ShuffleNetSpec()  # '' is an unknown preset, not none
     changes = {
         "groups": groups,
         "scale": scale,
@@ -404,7 +406,7 @@ def latency(
     if target == "arm64-emulated":
         from .latency.emulated import emulate_spec
 
-        estimate = emulate_spec(spec, profile=profile, runs=runs or 5)
+        estimate = emulate_spec(spec, profile=profile, runs=5 if runs is None else runs)
         data = {"target": target, "kind": "emulated-estimate", "spec": spec.to_dict(), **estimate.to_dict()}
         if as_json:
             _print_json(data)
@@ -422,12 +424,14 @@ def latency(
     if target.startswith("ssh://"):
         from .latency.ssh import measure_remote
 
-        result = measure_remote(spec, target, threads=threads, runs=runs or 50, warmup=warmup, python=python,
+        result = measure_remote(spec, target, threads=threads, runs=50 if runs is None else runs, warmup=warmup, python=python,
                                 ssh_options=_ssh_option_list(ssh_options), timeout_s=_seconds(timeout, "--timeout"))  # fmt: skip
     elif target == "local":
         from .latency.measure import measure_latency
 
-        result = measure_latency(spec, backend=backend, threads=threads, runs=runs or 50, warmup=warmup)
+        result = measure_latency(
+            spec, backend=backend, threads=threads, runs=50 if runs is None else runs, warmup=warmup
+        )
     else:
         raise typer.BadParameter(f"--target={target!r}: use local, ssh://user@host[:port] or arm64-emulated")
     if as_json:
@@ -552,6 +556,9 @@ def score(
                       None, shuffle)  # fmt: skip
     fidelity = DEFAULT_FIDELITY.replace(resolution=resolution) if resolution else DEFAULT_FIDELITY
     data = load_dataset(dataset, data_dir, image_size)
+    if batch > len(data.train_labels):
+        raise typer.BadParameter(f"{batch} is more than the {len(data.train_labels)} training images of {dataset}; "
+                                 f"e.g. --batch {min(64, len(data.train_labels))}", param_hint="--batch")  # fmt: skip
     trained, result = score_on_dataset(spec, data, fidelity, batch, tuple(zero_cost.split(",")), seed)
     if as_json:
         _print_json({"spec": trained.to_dict(), **result.to_dict()})
@@ -561,7 +568,9 @@ def score(
 
 
 lut_app = typer.Typer(
-    help="Latency lookup tables: per-block latencies measured once on a device.", no_args_is_help=True
+    help="Latency lookup tables: per-block latencies measured once on a device.\n\n"
+    "Example: shufflesearch lut build --target local --out studies/local.lut.json",
+    no_args_is_help=True,
 )
 app.add_typer(lut_app, name="lut")
 
@@ -621,7 +630,7 @@ def lut_build(
 @lut_app.command("validate")
 def lut_validate(
     table_file: Annotated[Path, typer.Argument(help="A latency table, e.g. studies/pi4.lut.json.")],
-    specs: Annotated[int, typer.Option(help="Random specs of the space, each measured whole.", min=2)] = 20,
+    specs: Annotated[int, typer.Option(help="Random specs of the space, each measured whole.", min=2, max=10_000)] = 20,
     space: Annotated[
         Path | None, typer.Option(help="Draw the specs from this study file's space (default: the default space).")
     ] = None,
@@ -757,7 +766,9 @@ def _progress_table(summaries, trials: int, started: float):
 @app.command()
 def search(
     study_file: Annotated[Path, typer.Argument(help="A study file (TOML), e.g. studies/frontier.toml.")],
-    trials: Annotated[int | None, typer.Option(help="Trials per budget (default: the file's).", min=1)] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Trials per budget (default: the file's).", min=1, max=100_000)
+    ] = None,
     workers: Annotated[int, typer.Option(help="Local worker processes.", min=1, max=64)] = 1,
     storage: Annotated[str | None, typer.Option(help="Storage URL, e.g. postgresql://user@db/nas.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a study that has trials (error if none).")] = False,
@@ -835,7 +846,7 @@ def _finished(url: str, config, wanted: int) -> bool:
     )
 
 
-studies_app = typer.Typer(help="Inspect stored studies.", no_args_is_help=True)
+studies_app = typer.Typer(help="Inspect stored studies.\n\nExample: shufflesearch studies list", no_args_is_help=True)
 app.add_typer(studies_app, name="studies")
 
 
@@ -853,7 +864,7 @@ def studies_list(
     from .search.records import summarize
     from .search.storage import redact
 
-    urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(Path("studies").glob("*.db"))]
+    urls = [storage] if storage is not None else [f"sqlite:///{p}" for p in sorted(Path("studies").glob("*.db"))]
     urls = [_storage_url(url) for url in urls]
     rows = []
     for url in urls:
@@ -948,7 +959,12 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
+MAX_ERROR_CHARS = 1000  # an error may quote the offending value: a 1 MB value is not a readable line
+
+
 def _fail(message: str, code: int) -> None:
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS:,} more characters)"
     typer.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -976,12 +992,19 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("SHUFFLESEARCH_DEBUG"):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `shufflesearch lut`: its help, as `shufflesearch` alone
+            typer.echo(exc.format_message())
+            sys.exit(0)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors (typer vendors click)
             _fail(" ".join(exc.format_message().split()), exc.exit_code)
         if isinstance(exc, ValueError) and _is_ours(exc):
             _fail(message, 2)
         if _is_ours(exc):
             _fail(message, 1)
+        if isinstance(exc, RecursionError):  # a stored or given value nested deeper than any parser goes
+            _fail(f"an input is nested too deeply to read ({message})", 2)
+        if isinstance(exc, MemoryError):
+            _fail("out of memory; lower the widths, resolution, batch or number of workers", 1)
         if isinstance(exc, OSError):
             _fail(f"{exc.strerror or message}: {exc.filename}" if exc.filename else message, 1)
         raise

@@ -14,15 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import check_writable, write_atomically
-from .model import build_model
+from .model import build_model, weight_count_floor
 from .spec import ShuffleNetSpec
 
 OPSET = 17
 TOLERANCE = 1e-4
 
 
+ONNX_MAX_BYTES = 2**31  # one protobuf message: weights stored inside the file cannot exceed it
+
+
 class ExportError(RuntimeError):
     """ONNX export failed or ONNX Runtime disagrees with PyTorch."""
+
+
+class TooLargeForOnnx(ValueError):
+    """A spec whose float32 weights alone exceed what one ONNX file can hold."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ def onnx_bytes(spec: ShuffleNetSpec, seed: int = 0) -> tuple[bytes, object]:
 
     import torch
 
+    weights = 4 * weight_count_floor(spec)
+    if weights >= ONNX_MAX_BYTES:  # refuse before minutes of building and tracing, not in protobuf after them
+        raise TooLargeForOnnx(f"{spec.label} has over {weights / 2**30:.1f} GiB of weights; an ONNX file holds under "
+                              "2 GiB: lower the widths or the number of classes")  # fmt: skip
     torch.manual_seed(seed)
     model = build_model(spec).eval()
     randomize_batch_norm(model)
@@ -46,9 +57,12 @@ def onnx_bytes(spec: ShuffleNetSpec, seed: int = 0) -> tuple[bytes, object]:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (x,), buffer, input_names=["image"], output_names=["logits"], opset_version=OPSET, dynamo=False
-        )
+        try:
+            torch.onnx.export(
+                model, (x,), buffer, input_names=["image"], output_names=["logits"], opset_version=OPSET, dynamo=False
+            )
+        except Exception as exc:  # e.g. protobuf's 2 GiB limit, reached by weights the floor did not count
+            raise ExportError(f"ONNX export of {spec.label} failed: {' '.join(str(exc).split())[:300]}") from None
     return buffer.getvalue(), model
 
 

@@ -41,13 +41,13 @@ def _note_and_raise(signum, frame) -> None:
 
 
 def settle() -> None:
-    """The run is over: from now on Ctrl-C is only noted, or it would raise inside interpreter-exit callbacks."""
-    _set_handler(_note)
+    """The run is over: from now on Ctrl-C is ignored.
 
-
-def _note(signum, frame) -> None:
-    global _requested
-    _requested = True
+    A handler would raise inside interpreter-exit callbacks (torch's), and Python puts the
+    default back while it finalizes, so a late Ctrl-C killed a finished run with status
+    130 and no word. Ignoring it is the one disposition Python keeps to the end.
+    """
+    _set_handler(signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -122,14 +122,20 @@ def build_model(spec: ShuffleNetSpec) -> ShuffleNetV1:
     return ShuffleNetV1(spec)
 
 
-def memory_floor_bytes(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> int:
-    """A lower bound on the memory of a forward pass of `batch` images: float32 weights of the 1x1
-    convolutions and the classifier (nearly all of them; training holds `weight_copies` of them:
-    the weights, their gradients, the optimiser's momentum) plus the largest activation."""
+def weight_count_floor(spec: ShuffleNetSpec) -> int:
+    """The weights of the 1x1 convolutions and the classifier: nearly all of a network's, never more."""
     g = spec.groups
     weights = spec.stage_channels[-1] * spec.num_classes
     for c_in, c_out, mid, stride, group_first in _units(spec):
         weights += c_in * mid // (g if group_first else 1) + mid * (c_out - c_in if stride == 2 else c_out) // g
+    return weights
+
+
+def memory_floor_bytes(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> int:
+    """A lower bound on the memory of a forward pass of `batch` images: float32 weights of the 1x1
+    convolutions and the classifier (nearly all of them; training holds `weight_copies` of them:
+    the weights, their gradients, the optimiser's momentum) plus the largest activation."""
+    weights = weight_count_floor(spec)
     side = spec.resolution // (2 if spec.stem == "imagenet" else 1)
     largest = spec.stem_channels * side * side
     side //= 2 if spec.stem == "imagenet" else 1  # the max pool

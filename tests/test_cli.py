@@ -92,6 +92,11 @@ def test_export_writes_checked_onnx(tmp_path, capsys):
         ["nosuchcommand"],
         ["table", "--scales", "a,b"],
         ["export", "--groups", "3"],
+        ["analyze", "--preset", ""],  # once read as "no preset"
+        ["latency", "--runs", "0"],  # once read as "the default 50"
+        ["studies", "list", "--storage", ""],  # once read as "every studies/*.db"
+        ["search", "studies/demo.toml", "--trials", "100001"],  # queueing that many took minutes
+        ["lut", "validate", "x.lut.json", "--specs", "100000"],
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, args):
@@ -153,3 +158,48 @@ def test_readers_of_a_missing_database_create_nothing(tmp_path, monkeypatch):
         code, _, err = run(args)
         assert code == 2 and fragment in err and err.count("\n") == 1, (args, err)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["s.toml"]
+
+
+def test_readers_leave_another_programs_sqlite_file_alone(tmp_path):
+    """Optuna would add its 14 tables (and WAL mode) to any SQLite file it opens; a reader refuses instead."""
+    import hashlib
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('precious')")
+    db.close()
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    code, _, err = run(["studies", "list", "--storage", f"sqlite:///{other}"])
+    assert code == 2 and "another program's SQLite file" in err and err.count("\n") == 1, err
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\ntrials = 1\n[budget]\nmflops = [40]\n')
+    code, _, err = run(["search", str(study), "--storage", f"sqlite:///{other}"])  # a writer refuses it too
+    assert code == 2 and "another program's SQLite file" in err and err.count("\n") == 1, err
+    study.unlink()
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_a_command_group_alone_shows_its_help(capsys):
+    code, out, err = run(["studies"])
+    assert code == 0 and out.startswith("Usage: shufflesearch studies") and "Example:" in out and not err
+
+
+def test_an_error_quoting_a_huge_value_stays_a_readable_line(tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\nmode = "' + "x" * 100_000 + '"\n[budget]\nmflops = [40]\n')
+    code, _, err = run(["report", str(study)])
+    assert code == 2 and err.count("\n") == 1 and len(err) < 1200 and "more characters)" in err, err[:300]
+
+
+def test_score_with_a_batch_larger_than_the_dataset_names_the_option(tmp_path):
+    from PIL import Image
+
+    for c, name in enumerate(["ant", "cat"]):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            Image.new("RGB", (20, 20), (40 * c + i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    code, _, err = run(["score", "--dataset", "imagefolder", "--data-dir", str(tmp_path), "--image-size", "28"])
+    assert code == 2 and "--batch" in err and "the 8 training images" in err and err.count("\n") == 1, err

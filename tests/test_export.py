@@ -38,3 +38,16 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         write_atomically(target, "new")
     assert target.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+def test_a_network_over_the_onnx_limit_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    """Protobuf caps one ONNX file at 2 GiB: this spec once traced for a minute in 11 GB, then raised."""
+    import shufflesearch.export as export
+    from shufflesearch.complexity import count_complexity
+
+    big = ShuffleNetSpec(groups=1, stage_channels=(240, 480, 9600), num_classes=65000, resolution=32)
+    assert count_complexity(big).params * 4 > 2**31
+    monkeypatch.setattr(export, "build_model", lambda spec: pytest.fail("built a network it must refuse"))
+    with pytest.raises(export.TooLargeForOnnx, match=r"over 2\.\d GiB of weights; an ONNX file holds under 2 GiB"):
+        export_onnx(big, tmp_path / "big.onnx")
+    assert not list(tmp_path.iterdir())

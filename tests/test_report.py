@@ -303,6 +303,19 @@ def test_rebuild_replaces_a_report_but_never_a_foreign_folder(tmp_path):
     assert (home / "thesis.tex").read_text() == "precious" and not (home / "index.html").exists()
 
 
+def test_a_dotted_or_symlinked_out_path_replaces_the_real_folder(tmp_path):
+    """`a/../a` once renamed `a` away and then looked for it inside itself: the report was lost."""
+    records, attrs = random_studies(seed=17, n=10)
+    out = tmp_path / "demo"
+    build_report(records, attrs, out, title="first")
+    build_report(records, attrs, tmp_path / "demo" / ".." / "demo", title="second")
+    assert "second" in (out / "index.html").read_text()
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    result = build_report(records, attrs, tmp_path / "link", title="third")
+    assert "third" in (out / "index.html").read_text() and result.out_dir == tmp_path / "link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "link"]  # nothing renamed left behind
+
+
 # -- a real study ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_report_of_a_real_tiny_study(tmp_path):

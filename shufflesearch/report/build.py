@@ -53,17 +53,20 @@ def build_report(
 ) -> ReportResult:  # fmt: skip
     """Write the report for these studies to `out_dir` (replaced only if it is empty or an earlier report)."""
     out_dir = Path(out_dir)
-    _check_replaceable(out_dir)
+    # The swap renames through the parent: `a/../a` would rename `a` away and then look for it inside
+    # itself, and a symlinked folder would leave its renamed link behind. Work on the real folder.
+    target = out_dir.resolve()
+    _check_replaceable(target, out_dir)
     frames = build_frames(records_by_study, study_attrs)
     summary = summary_lines(frames)
     title = title or "ShuffleNet search report: " + (", ".join(records_by_study) or "no studies")
     with naming(out_dir):  # a full disk or a read-only folder: the error names the report, not a temporary name
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         try:
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is meant to be read (and served)
             files = _write_report(tmp, frames, summary, title)
-            _swap_in(tmp, out_dir)
+            _swap_in(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -71,12 +74,13 @@ def build_report(
     return ReportResult(out_dir, files, summary, list(frames.notes), tables)
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    if not out_dir.exists():
+def _check_replaceable(target: Path, out_dir: Path) -> None:
+    """`target` (the resolved `out_dir`) is new, empty or an earlier report; errors name `out_dir` as given."""
+    if not target.exists():
         return
-    if not out_dir.is_dir():
+    if not target.is_dir():
         raise ReportError(f"--out {out_dir}: is a file, not a folder; choose a folder name such as reports/demo")
-    if (out_dir / MARKER).exists() or not any(out_dir.iterdir()):
+    if (target / MARKER).exists() or not any(target.iterdir()):
         return
     raise ReportError(f"--out {out_dir}: the folder holds files that are not a shufflesearch report and would be "
                       "replaced; choose an empty or new folder such as reports/demo")  # fmt: skip
