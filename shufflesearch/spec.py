@@ -223,6 +223,8 @@ class ShuffleNetSpec:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"spec is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except RecursionError:  # the decoder recurses per nested array or object: [[[[...
+            raise SpecError("spec is not valid JSON: arrays or objects nested too deeply") from None
         return cls.from_dict(data)
 
 

@@ -23,7 +23,9 @@ import io
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections import Counter
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -35,6 +37,7 @@ from hostile_world import (
     CANARY,
     FAKE_ONNX,
     NASTY,
+    PARETO_STUDY,
     TINY_STUDY,
     FakeFigure,
     FvcoreCheck,
@@ -66,14 +69,16 @@ HOSTILE = [
     "é", "😀", "\u202e", "\udcff", "\n", "a\nb", "[/]", "[bold]x", "<script>alert(1)</script>", "'", '"', "\\",
     "../../../etc/passwd", "~", "%s%n", "{0}", "--json", "--help",
 ]  # fmt: skip
+# Text a file or a database can hold but an argv cannot: NUL and other control characters (no lone surrogate).
+IN_FILES = [*(t for t in HOSTILE if "\udcff" not in t), "\x00", "a\x00b", "sqlite:///\x00x", "\x1b[2J", "\x7f"]
 # Paths, relative to the copy of the world each case runs in. No absolute output path: "/dev/null" as --out
 # was replaced by a regular file (as root); the regressions below show that on a FIFO of the case's own.
 PATHS = [
     "data/fmnist", "data/cifar", "data/images", "data/idx-damaged", "data/cifar-evil", "data/images-broken",
     "studies/tiny.toml", "studies/pareto.toml", "studies/latency.toml", "studies/bad.toml", "studies/binary.toml",
     "luts/tiny.lut.json", "luts/damaged.lut.json", "keep.txt", "keep.csv", "devnull", "existing_dir", "missing/x",
-    "out/m.onnx", "out/t.csv", "out/t.md", "out/lut.json", "reports/r", ".", "..", "/", "/dev/null", "x" * 300,
-    "a/" * 600, "[/].md", "<b>.csv", f"$(touch {CANARY}).md",
+    "out/m.onnx", "out/t.csv", "out/t.md", "out/lut.json", "reports/r", ".", "..", "/", "/dev/null", "/dev/zero",
+    "x" * 300, "a/" * 600, "[/].md", "<b>.csv", f"$(touch {CANARY}).md",
 ]  # fmt: skip
 OUTPUT_OPTIONS = {"--out"}  # paths a command writes: absolute system paths are left out of these
 SSH_TARGETS = [
@@ -276,6 +281,36 @@ def _snapshot(root: Path) -> dict[str, bytes | str]:
 
 
 STORAGE_FILES = (".db", ".db-wal", ".db-shm", ".lock")  # open_storage creates SQLite files: not outputs
+CASE_SECONDS = 60  # a case takes milliseconds; one still running after this is hanging (a FIFO, a lock)
+
+
+class _Hang(BaseException):
+    """Raised by the alarm; not an Exception, so the CLI's own error handling cannot turn it into a result."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """SIGALRM ends the block after `seconds`. pytest-timeout's alarm shares the timer: it is put back after."""
+
+    def expire(signum, frame):
+        raise _Hang
+
+    handler = signal.signal(signal.SIGALRM, expire)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001))
+
+
+def _reads_only(argv: list[str], code: int) -> bool:
+    """Commands that only read the storage: listing, reporting, and a refused --resume."""
+    return argv[:2] == ["studies", "list"] or argv[:1] == ["report"] or (argv[:1] == ["search"] and
+                                                                         "--resume" in argv and code != 0)  # fmt: skip
 
 
 def check_case(world: Path, argv: list[str], name: str, prepare=None) -> tuple[int, str, str]:
@@ -290,7 +325,11 @@ def check_case(world: Path, argv: list[str], name: str, prepare=None) -> tuple[i
     before = _snapshot(case / "w")
     try:
         with contextlib.chdir(case / "w"):
-            code, out, err = run(argv)
+            try:
+                with _time_limit(CASE_SECONDS):
+                    code, out, err = run(argv)
+            except _Hang:
+                raise AssertionError(f"{argv}: no result after {CASE_SECONDS} s (a hang)") from None
         assert "Traceback" not in out + err, (argv, err)
         assert code in (0, 1, 2), (argv, code, err)
         if code:
@@ -301,8 +340,10 @@ def check_case(world: Path, argv: list[str], name: str, prepare=None) -> tuple[i
         after = _snapshot(case / "w")
         leftovers = [p for p in after if ".tmp" in p or ".old-" in p or ".partial-" in p]
         assert not leftovers, (argv, leftovers)
+        changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
+        if _reads_only(argv, code):  # a reader leaves every database as it was, and creates none
+            assert not {p for p in changed if p.endswith(".db")}, (argv, code, err, changed)
         if code:  # a failed command changes nothing but storage files
-            changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
             assert all(p.endswith(STORAGE_FILES) for p in changed), (argv, err, changed)
         else:
             _check_outputs_complete(case / "w", argv)
@@ -378,7 +419,21 @@ test_fuzzed_report_commands_end_in_a_result_or_one_line = _fuzz_group("report")
 
 
 # -- 2. hostile study files, stored records (spec JSON) and dataset files, through the CLI ----------
+class _Raw(str):
+    """TOML text written into a study file as it is: nesting too deep to build as Python values first."""
+
+
+def _nested(depth: int, opening: str, closed: bool) -> _Raw:
+    closing = "]" if opening == "[" else " }"
+    return _Raw(opening * depth + ("1" + closing * depth if closed else ""))
+
+
+DEEP_TOML = st.builds(_nested, st.sampled_from([30, 400, 100_000]), st.sampled_from(["[", "{ a = "]), st.booleans())
+
+
 def _toml(value) -> str:
+    if isinstance(value, _Raw):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and not np.isfinite(value):
@@ -396,13 +451,13 @@ def _study_values() -> dict[str, st.SearchStrategy]:
     from shufflesearch.accuracy.trainer import DEFAULT_FIDELITY
     from shufflesearch.search import study_file
 
-    scalars = st.one_of(INTS, FLOATS, st.booleans(), st.sampled_from(HOSTILE).filter(lambda t: "\udcff" not in t))
+    scalars = st.one_of(INTS, FLOATS, st.booleans(), st.sampled_from(IN_FILES))
     generic = st.one_of(scalars, st.lists(scalars, max_size=3), st.lists(st.lists(INTS, max_size=3), max_size=4))
     fidelity = st.dictionaries(st.sampled_from([*DEFAULT_FIDELITY.to_dict(), "bogus"]), scalars, max_size=3)
     domain = {
         "study.mode": study_file.MODES, "study.sampler": study_file.SAMPLERS, "study.pruner": study_file.PRUNERS,
         "study.storage": DOMAIN["--storage"], "objective.second": study_file.SECOND_OBJECTIVES,
-        "objective.lut": ["luts/tiny.lut.json", "luts/damaged.lut.json", "keep.txt", "missing.json"],
+        "objective.lut": ["luts/tiny.lut.json", "luts/damaged.lut.json", "keep.txt", "missing.json", "/dev/zero"],
         "accuracy.dataset": DOMAIN["--dataset"], "accuracy.data_dir": [p for p in PATHS if p.startswith("data/")],
         "study.name": ["tiny", "a" * 64, "a" * 65, "-x", "x.y", NASTY], "budget.mflops": [[13], [13, 40], [1e9]],
     }  # fmt: skip
@@ -417,13 +472,17 @@ STUDY_VALUES = _study_values()
 
 @st.composite
 def study_texts(draw) -> str:
-    """The tiny valid study with some keys (from the real schema, so new keys are fuzzed too) set to drawn values."""
+    """The tiny valid study with some keys (from the real schema, so new keys are fuzzed too) set to drawn values,
+    now and then one nested deeply."""
     import tomllib
 
     data = tomllib.loads(TINY_STUDY)
     for key in draw(st.lists(st.sampled_from(sorted(STUDY_VALUES)), max_size=4, unique=True)):
         section, name = key.split(".")
         data.setdefault(section, {})[name] = draw(STUDY_VALUES[key])
+    if draw(st.integers(0, 5)) == 0:  # tomllib recurses per level of nesting
+        section, name = draw(st.sampled_from(sorted(STUDY_VALUES))).split(".")
+        data.setdefault(section, {})[name] = draw(DEEP_TOML)
     return "\n".join(f"[{s}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items()) for s, keys in data.items())
 
 
@@ -436,7 +495,7 @@ def test_fuzzed_study_files_end_in_a_result_or_one_line(heavy, text, argv):
 
 
 JSON = st.recursive(
-    st.one_of(st.none(), st.booleans(), INTS, FLOATS, st.sampled_from(HOSTILE).filter(lambda t: "\udcff" not in t)),
+    st.one_of(st.none(), st.booleans(), INTS, FLOATS, st.sampled_from(IN_FILES)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=8,
 )
@@ -448,7 +507,7 @@ SPEC_JSON = st.one_of(
     st.builds(lambda spec: spec.to_dict(), st.sampled_from(list(list_presets().values()))),
 )  # fmt: skip
 NUMBER = st.one_of(st.none(), INTS, FLOATS)
-TEXT = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(HOSTILE).filter(lambda t: "\udcff" not in t))
+TEXT = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(IN_FILES))
 NUMERIC_ATTRS = ["mflops", "params", "top1", "latency_ms", "train_seconds"]
 TEXT_ATTRS = ["label", "preset", "status", "worker", "latency_kind", "dataset"]
 
@@ -569,13 +628,45 @@ REGRESSIONS = {  # name -> (argv, exit code, a fragment of the one line)
     "output is a pipe": (["table", "--out", "pipe.csv"], 2, "not a regular file"),
     "export to a pipe": (["export", "--out", "pipe.csv"], 2, "not a regular file"),
     "lut to a pipe": (["lut", "build", "--out", "pipe.csv"], 2, "not a regular file"),
+    # Inputs: a FIFO without a writer blocked the read forever; /dev/zero was read until memory ran out.
+    "study file is a pipe": (["report", "pipe.toml"], 2, "study file pipe.toml is a FIFO"),
+    "study file is /dev/zero": (["report", "/dev/zero"], 2, "study file /dev/zero is a character device"),
+    "space is /dev/zero": (["lut", "build", "--space", "/dev/zero", "--out", "t.json"], 2, "character device"),
+    "lut is a pipe": (["latency", "--lut", "pipe.lut.json"], 2, "latency table pipe.lut.json is a FIFO"),
+    "lut is /dev/zero": (["latency", "--lut", "/dev/zero"], 2, "latency table /dev/zero is a character device"),
+    "validated lut is a pipe": (["lut", "validate", "pipe.lut.json"], 2, "latency table pipe.lut.json is a FIFO"),
+    "validated lut is /dev/zero": (["lut", "validate", "/dev/zero"], 2, "/dev/zero is a character device"),
+    "study's lut is a pipe": (["search", "studies/lut-pipe.toml"], 2, "latency table pipe.lut.json is a FIFO"),
+    "study's lut is /dev/zero": (["search", "studies/lut-zero.toml"], 2, "/dev/zero is a character device"),
+    # Nesting deeper than the parsers' recursion limit: RecursionError tracebacks.
+    "deeply nested study file": (["report", "deep.toml"], 2, "nested too deeply"),
+    "deeply nested lut": (["latency", "--lut", "deep.lut.json"], 2, "nested too deeply"),
+    "deeply nested validated lut": (["lut", "validate", "deep.lut.json"], 2, "nested too deeply"),
+    "study's lut deeply nested": (["search", "studies/lut-deep.toml"], 2, "nested too deeply"),
+    # NUL in a path: "embedded null byte" tracebacks from open() and SQLite.
+    "NUL in a study's lut": (["search", "studies/lut-nul.toml"], 2, ":9: objective.lut: "),
+    "NUL in a study's storage": (["search", "studies/storage-nul.toml"], 2, ":4: study.storage: "),
 }  # fmt: skip
+
+
+def _special_files(root: Path) -> None:
+    """FIFOs (with no writer), deeply nested files, and studies whose table is one of them or holds a NUL."""
+    for name in ("pipe.csv", "pipe.toml", "pipe.lut.json"):
+        os.mkfifo(root / name)
+    (root / "deep.toml").write_text("a = " + "[" * 100_000)
+    (root / "deep.lut.json").write_text("[" * 200_000)
+    tables = {"pipe": "pipe.lut.json", "zero": "/dev/zero", "deep": "deep.lut.json", "nul": "a\\u0000b"}
+    for name, table in tables.items():
+        text = PARETO_STUDY.format(second="latency").replace("luts/tiny.lut.json", table)
+        (root / "studies" / f"lut-{name}.toml").write_text(text)
+    storage = TINY_STUDY.replace('name = "tiny"\n', 'name = "tiny"\nstorage = "sqlite:///\\u0000x"\n')
+    (root / "studies" / "storage-nul.toml").write_text(storage)
 
 
 @pytest.mark.parametrize("name", REGRESSIONS)
 def test_found_by_fuzzing(heavy, name):
     argv, expected, fragment = REGRESSIONS[name]
-    code, out, err = check_case(heavy, argv, "regressions", prepare=lambda root: os.mkfifo(root / "pipe.csv"))
+    code, out, err = check_case(heavy, argv, "regressions", prepare=_special_files)
     assert code == expected and fragment in (out if code == 0 else err), (out, err)
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from sshd import leftovers, start_sshd
 
 from shufflesearch.latency import device_runner
 from shufflesearch.latency.lut import LatencyTable, LutError, build_lut, fit_sum, validate_lut
+from shufflesearch.latency.lut import table as table_file
 from shufflesearch.latency.ssh import SshTargetError, time_models_remote
 from shufflesearch.search.space import SearchSpace
 from shufflesearch.spec import ShuffleNetSpec
@@ -186,6 +188,25 @@ def test_corrupt_file_is_one_line(tmp_path, content):
     path.write_bytes(content.encode("latin-1"))
     one_line_lut_error(lambda: LatencyTable.load(path), str(path), "shufflesearch lut build")
     one_line_lut_error(lambda: LatencyTable.load(tmp_path / "none.json"), "does not exist")
+
+
+@pytest.mark.parametrize("content", ["[" * 200_000, '{"format": ' * 200_000])
+def test_deeply_nested_file_is_one_line(tmp_path, content):
+    path = tmp_path / "x.lut.json"
+    path.write_text(content)
+    one_line_lut_error(lambda: LatencyTable.load(path), str(path), "nested too deeply", "shufflesearch lut build")
+
+
+def test_pipe_device_folder_or_huge_file_is_refused_unread(tmp_path):
+    """A FIFO would block the read forever and /dev/zero fill memory; a table is a regular file of bounded size."""
+    os.mkfifo(tmp_path / "pipe.json")
+    one_line_lut_error(lambda: LatencyTable.load(tmp_path / "pipe.json"), "pipe.json is a FIFO")
+    one_line_lut_error(lambda: LatencyTable.load("/dev/zero"), "/dev/zero is a character device")
+    one_line_lut_error(lambda: LatencyTable.load(tmp_path), "is a folder")
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(table_file.MAX_BYTES + 1)  # sparse: no disk space used
+    one_line_lut_error(lambda: LatencyTable.load(huge), "huge.json is larger than 16 MB")
 
 
 def test_cached_predictions_equal_fresh_ones(table):

@@ -112,6 +112,12 @@ def test_unknown_keys_and_bad_json_are_spec_errors():
         ShuffleNetSpec.from_json("[1, 2]")
 
 
+@pytest.mark.parametrize("text", ["[" * 200_000, '{"groups": ' * 200_000, "[" * 200_000 + "]" * 200_000])
+def test_deeply_nested_json_is_a_spec_error(text):
+    with pytest.raises(SpecError, match="nested too deeply"):
+        ShuffleNetSpec.from_json(text)
+
+
 def test_replace_rederives_widths_unless_given():
     spec = ShuffleNetSpec(groups=3, scale=1.0)
     assert spec.replace(groups=8).stage_channels == (384, 768, 1536)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..input_file import InputFileError, read_input_file
 from ..spec import BOTTLENECK_CHOICES, GROUP_CHOICES, REPEATS_RANGE, RESOLUTION_RANGE, SCALE_RANGE
 from .space import SearchSpace
 
@@ -22,6 +23,7 @@ SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 SECOND_OBJECTIVES = ("mflops", "latency")
 SEED_MAX = 2**31 - 1  # Optuna's samplers take seeds below 2**32; each local worker adds 1000 to the study's
+MAX_BYTES = 2**20  # the shipped studies are under 1 kB; the cap only stops a device or a runaway file
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -74,15 +76,19 @@ def load_study(path: str | Path) -> StudyConfig:
     """Parse and validate a study file; StudyFileError says where and why it is wrong."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_input_file(path, MAX_BYTES, "study file").decode("utf-8")  # TOML is UTF-8
     except FileNotFoundError:
         raise StudyFileError(f"{path}: no such study file (see studies/ for examples)") from None
+    except InputFileError as exc:
+        raise StudyFileError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyFileError(f"{path}: cannot read the study file: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyFileError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or table: a = [[[[...
+        raise StudyFileError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     return _Validator(path, text, data).config()
 
 
@@ -103,10 +109,12 @@ class _Validator:
                 current = header.group(1)
                 if key is None and current == section:
                     return number
-            elif (key and current == section and re.match(rf"^{re.escape(key)}\s*=", stripped)) or (
+            elif (key and current == section and re.match(rf"^{re.escape(key)}\s*[=.]", stripped)) or (
                 key and current == "" and re.match(rf"^{re.escape(section)}\.{re.escape(key)}\s*=", stripped)
             ):
                 return number
+        if "." in section:  # a key of a nested table written inline or dotted: the line of the table itself
+            return self._line(*section.rsplit(".", 1))
         return 1
 
     def get(self, section: str, key: str, kind: type | tuple, default: Any = None) -> Any:
@@ -117,6 +125,14 @@ class _Validator:
             self.fail(section, key, f"expected {_kind_name(kind)}, got {value!r}")
         if not isinstance(value, kind):
             self.fail(section, key, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def path_text(self, section: str, key: str) -> str | None:
+        """A path or URL: a NUL would fail later inside open() or SQLite, with no line to point at."""
+        value = self.get(section, key, str, None)
+        bad = next((c for c in value or "" if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            self.fail(section, key, f"{value!r} holds the control character {bad!r}; a path or URL cannot")
         return value
 
     def choice(self, section: str, key: str, choices: tuple, default: str) -> str:
@@ -178,15 +194,15 @@ class _Validator:
             budget_range = (float(window[0]), float(window[1]))
             self._check_window("range", budget_range, space, lo, hi)
         second = self.choice("objective", "second", SECOND_OBJECTIVES, "mflops")
-        lut = self.get("objective", "lut", str, None)
+        lut = self.path_text("objective", "lut")
         if second == "latency" and not lut:
             self.fail("objective", "second", "a latency objective needs lut = 'path/to/device.lut.json'")
         fidelity = self.get("accuracy", "fidelity", dict, {})
         self._check_fidelity(fidelity)
-        data_dir = self.get("accuracy", "data_dir", str, None)
+        data_dir = self.path_text("accuracy", "data_dir")
         return StudyConfig(
             name=name, path=self.path, mode=mode, trials=trials, seed=seed,
-            sampler=sampler, pruner=pruner, storage=self.get("study", "storage", str, None),
+            sampler=sampler, pruner=pruner, storage=self.path_text("study", "storage"),
             enqueue_presets=self.get("study", "enqueue_presets", bool, True), budgets=tuple(map(float, budgets)),
             min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
             lut=Path(lut) if lut else None, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
@@ -199,7 +215,10 @@ class _Validator:
         try:
             Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
         except (ValueError, TypeError) as exc:
-            self.fail("accuracy", "fidelity", " ".join(str(exc).split()))
+            message = " ".join(str(exc).split())
+            # Fidelity's messages start with the key at fault: point at that key's line, not the table's
+            named = [k for k in overrides if message.startswith((f"{k}=", f"unknown fidelity key {k!r}"))]
+            self.fail("accuracy.fidelity", named[0] if named else None, message)
 
     def _check_window(self, key: str, window: tuple[float, float], space: SearchSpace, lo: float, hi: float) -> None:
         if window[1] < lo:

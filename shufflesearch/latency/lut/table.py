@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ...atomic import write_atomically
+from ...input_file import InputFileError, read_input_file
 from ...spec import ShuffleNetSpec
 from .blocks import LutError, block_plan, width_specs
 
 FORMAT, FORMAT_VERSION, FAMILY = "shufflesearch-latency-lut", 1, "shufflenet_v1"
 STATISTICS = ("median_ms", "min_ms")
+# A table of the default space's ~1,300 blocks is ~250 kB; 64 times that bounds what json.loads may build.
+MAX_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -133,9 +136,13 @@ class LatencyTable:
         """Read a table written by `save`; anything else raises LutError naming the file and the fix."""
         fix = f"build one: shufflesearch lut build --target local --out {path}"
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(read_input_file(path, MAX_BYTES, "latency table").decode("utf-8"))
         except FileNotFoundError:
             raise LutError(f"latency table {path} does not exist; {fix}") from None
+        except InputFileError as exc:
+            raise LutError(str(exc)) from None  # a device or a pipe: building a table there would not help
+        except RecursionError:  # the JSON decoder recurses per nested array or object
+            raise LutError(f"{path} is not a readable latency table (nested too deeply); {fix}") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise LutError(f"{path} is not a readable latency table ({' '.join(str(exc).split())}); {fix}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
