@@ -1,3 +1,4 @@
+import os
 import textwrap
 from pathlib import Path
 
@@ -83,8 +84,18 @@ def write(tmp_path, text: str, name: str = "s.toml"):
         ("[study]\nname = '../etc'\n", ":2: study.name:"),
         (
             "[budget]\nmflops = [40]\n[accuracy.fidelity]\nepochz = 3\n",
-            "accuracy.fidelity: unknown fidelity key 'epochz'",
+            ":4: accuracy.fidelity.epochz: unknown fidelity key 'epochz'",
         ),
+        ("[budget]\nmflops = [40]\n[accuracy.fidelity]\nlr = 0.1\n\nepochs = 0\n", ":6: accuracy.fidelity.epochs:"),
+        (
+            "[budget]\nmflops = [40]\n[accuracy]\ndataset = 'cifar10'\nfidelity = { lr = -1 }\n",
+            ":5: accuracy.fidelity.lr:",
+        ),
+        ('[budget]\nmflops = [40]\n[objective]\nlut = "a\\u0000b"\n', ":4: objective.lut: 'a\\x00b' holds the control"),
+        ('[budget]\nmflops = [40]\n[study]\nstorage = "sqlite:///\\u0000x"\n', ":4: study.storage: "),
+        ('[budget]\nmflops = [40]\n[accuracy]\ndata_dir = "data\\nx"\n', ":4: accuracy.data_dir: "),
+        ("a = " + "[" * 100_000, "nested too deeply"),
+        ("[space]\ngroups = " + "{ a = " * 100_000, "nested too deeply"),
         ("[budget]\nmflops = [40]\n[space]\nrepeats = [[2, 6], [4, 10]]\n", ":4: space.repeats:"),
         ("[study\n", "not valid TOML"),
         (
@@ -97,6 +108,18 @@ def test_invalid_study_files_name_the_line_and_key(tmp_path, text, fragment):
     with pytest.raises(StudyFileError) as info:
         load_study(write(tmp_path, text))
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pipe_device_folder_or_huge_study_file_is_refused_unread(tmp_path):
+    """A FIFO would block the read forever and /dev/zero fill memory: a study file is a regular file of <= 1 MB."""
+    os.mkfifo(tmp_path / "pipe.toml")
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * (2**20 + 1))
+    cases = {tmp_path / "pipe.toml": "is a FIFO", "/dev/zero": "is a character device", tmp_path: "is a folder",
+             huge: "is larger than 1 MB"}  # fmt: skip
+    for path, fragment in cases.items():
+        with pytest.raises(StudyFileError, match=fragment):
+            load_study(path)
 
 
 def test_shipped_studies_are_valid():
@@ -120,17 +143,22 @@ def test_any_text_is_a_study_or_a_one_line_error(tmp_path_factory, text):
         assert "\n" not in str(exc)
 
 
-def test_queue_holds_exactly_n_tickets_presets_first(tmp_path):
+def test_tickets_are_queued_one_ahead_up_to_exactly_n_presets_first(tmp_path):
     config = load_study(write(tmp_path, "[study]\nname = 'q'\ntrials = 5\n[budget]\nmflops = [40]\n"))
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'q.db'}")
     ((name, window),) = config.budget_windows().items()
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    assert prepare_study(config, study, window, 5)["queued"] == 5
-    assert prepare_study(config, study, window, 5)["queued"] == 0  # idempotent: a second worker adds nothing
-    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    presets = [t.user_attrs.get("preset") for t in waiting if t.user_attrs.get("preset")]
-    assert "shufflenet_v1_x0_5_g3" in presets  # 37.6 MFLOPs fits the 20-40 window
-    assert len(waiting) == 5
+    claimed = []
+    for _ in range(7):  # two more claims than tickets: the last two find nothing to take
+        assert prepare_study(config, study, window, 5)["queued"] <= 1
+        assert prepare_study(config, study, window, 5)["queued"] == 0  # idempotent: a second worker adds nothing
+        waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+        assert len(waiting) <= 1
+        if waiting:  # a worker claims it (Optuna pops the oldest queued trial)
+            study.optimize(lambda trial: 0.5, n_trials=1)
+            claimed.append(study.trials[-1].user_attrs.get("preset"))
+    assert len(study.trials) == len(claimed) == 5
+    assert claimed[0] in {"shufflenet_v1_x0_5_g3", "paper_x0_5_g1", "paper_x0_5_g2", "paper_x0_5_g4"}  # fit 20-40
 
 
 def test_pareto_front_keeps_only_undominated():

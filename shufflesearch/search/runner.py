@@ -1,9 +1,10 @@
 """Run a study: queue exactly N trials ("tickets"), let any number of workers take them.
 
-Exactly-N: `prepare_study` tops the queue up to N waiting trials (the paper's presets
-that fit the budget first). A worker takes the claim lock, checks that a queued trial is
-left, and calls `study.optimize(n_trials=1)`; Optuna pops the queued trial and the
-objective releases the lock as its first act. So workers on any number of machines never
+Exactly-N: under the claim lock, `prepare_study` queues the next trial ("ticket") while
+fewer than N exist (the paper's presets that fit the budget first), one ahead: queueing
+all N up front took minutes for a large N and wrote thousands of rows Ctrl-C could not
+stop. The worker then calls `study.optimize(n_trials=1)`; Optuna pops the queued trial and
+the objective releases the lock as its first act. So workers on any number of machines never
 run more than N trials between them, and never the same one twice.
 
 Faults: a trial interrupted by Ctrl-C is marked FAIL by Optuna; one whose worker was
@@ -31,6 +32,7 @@ from .study_file import StudyConfig
 # An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned.
 Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
 POLL_S = 2.0
+QUEUE_AHEAD = 1  # tickets waiting at once: each worker queues the one it is about to claim
 
 
 class NothingToResume(ValueError):
@@ -85,7 +87,7 @@ def load_or_create(config: StudyConfig, storage, name: str, window, worker_index
 
 
 def prepare_study(config: StudyConfig, study, window, trials: int) -> dict:
-    """Requeue interrupted trials and top the queue up to `trials`; call under the claim lock."""
+    """Requeue interrupted trials and queue the next ticket while fewer than `trials` exist; call under the claim lock."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
@@ -99,7 +101,8 @@ def prepare_study(config: StudyConfig, study, window, trials: int) -> dict:
             requeued += 1
     all_trials = study.get_trials(deepcopy=False)
     live = [t for t in all_trials if t.state != TrialState.FAIL or (t.number not in retried)]
-    missing = trials - len(live)
+    waiting = sum(t.state == TrialState.WAITING for t in all_trials)
+    missing = min(trials - len(live), QUEUE_AHEAD - waiting)
     tried_presets = {t.user_attrs.get("preset") for t in all_trials}
     queued = 0
     if config.enqueue_presets:
