@@ -862,14 +862,22 @@ def studies_list(
     Example: shufflesearch studies list --storage postgresql://user@db/nas
     """
     from .search.records import summarize
-    from .search.storage import redact
+    from .search.storage import NoSuchStorage, StorageError, redact
 
     urls = [storage] if storage is not None else [f"sqlite:///{p}" for p in sorted(Path("studies").glob("*.db"))]
     urls = [_storage_url(url) for url in urls]
     rows = []
     for url in urls:
-        for s in summarize(url):
-            rows.append({"storage": redact(url), **s.to_dict()})
+        try:
+            summaries = summarize(url)
+        except StorageError as exc:
+            if storage is not None:
+                raise
+            # Of every studies/*.db, one being created right now or another program's: the others still count.
+            if not isinstance(exc, NoSuchStorage):
+                typer.echo(f"warning: skipped {' '.join(str(exc).split())}", err=True)
+            continue
+        rows += [{"storage": redact(url), **s.to_dict()} for s in summaries]
     if as_json:
         _print_json(rows)
         return

@@ -203,3 +203,17 @@ def test_score_with_a_batch_larger_than_the_dataset_names_the_option(tmp_path):
             Image.new("RGB", (20, 20), (40 * c + i, 0, 0)).save(tmp_path / name / f"{i}.png")
     code, _, err = run(["score", "--dataset", "imagefolder", "--data-dir", str(tmp_path), "--image-size", "28"])
     assert code == 2 and "--batch" in err and "the 8 training images" in err and err.count("\n") == 1, err
+
+
+def test_studies_list_of_every_study_skips_a_database_being_created(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    sqlite3.connect(tmp_path / "studies" / "starting.db").close()  # a first search between WAL and schema
+    with sqlite3.connect(tmp_path / "studies" / "other.db") as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    db.close()
+    code, out, err = run(["studies", "list"])
+    assert code == 0 and "no studies stored yet" in out, (out, err)
+    assert err.count("\n") == 1 and err.startswith("warning: skipped") and "other.db" in err

@@ -113,8 +113,11 @@ def test_a_network_too_large_for_memory_is_refused_before_allocating(monkeypatch
 
     big = ShuffleNetSpec(groups=1, stage_channels=(16384, 32768, 65536), repeats=(16, 16, 16))
     assert count_complexity(big).params * 4 > 160 * 2**30
+    assert model._available_bytes() is None or model._available_bytes() > 2**20  # read from /proc/meminfo here
+    monkeypatch.setattr(model, "_available_bytes", lambda: 64 * 2**30)  # the same answer on a 1 TB machine
     with pytest.raises(
-        TooLargeForThisMachine, match=r"needs at least 16\d\.\d GiB to run one image; .* lower the widths"
+        TooLargeForThisMachine,
+        match=r"needs at least 16\d\.\d GiB to run one image; this machine has 64\.0 GiB available: lower",
     ):
         build_model(big)
     monkeypatch.setattr(model, "_available_bytes", lambda: 2**20)  # 1 MiB: even a small net is refused

@@ -278,6 +278,25 @@ def test_a_study_in_a_read_only_folder_can_still_be_listed_and_reported(tiny_stu
     assert snapshot(read_only.path) == before
 
 
+def test_a_read_only_study_with_a_pending_wal_is_read_whole(tiny_study, read_only, env):
+    """A writer killed mid-study leaves committed trials in the -wal file; reading as immutable would miss them."""
+    for name in ("tiny.toml", "tiny.db"):
+        (read_only.path / name).write_bytes((tiny_study.parent / name).read_bytes())
+    db = read_only.path / "tiny.db"
+    change = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=WAL'); "
+              "c.execute('PRAGMA wal_autocheckpoint=0'); c.execute(\"UPDATE trials SET state = 'FAIL'\"); "
+              "c.commit(); os._exit(0)")  # fmt: skip
+    subprocess.run([sys.executable, "-c", change, str(db)], check=True)  # exits without a checkpoint
+    assert (read_only.path / "tiny.db-wal").stat().st_size > 0
+    read_only.freeze()
+    before = snapshot(read_only.path)
+    listed = read_only.run("studies", "list", "--storage", f"sqlite:///{db}", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    studies = json.loads(listed.stdout)
+    assert sum(s["failed"] for s in studies) >= 1 and sum(s["complete"] for s in studies) == 0  # the -wal was read
+    assert snapshot(read_only.path) == before
+
+
 # -- the proxy-result cache --------------------------------------------------------------
 TRAIN = ("train", "--groups", "3", "--scale", "0.25", "--subset", "64", "--epochs", "1", "--resolution", "32",
          "--json")  # fmt: skip

@@ -303,7 +303,7 @@ def test_rebuild_replaces_a_report_but_never_a_foreign_folder(tmp_path):
     assert (home / "thesis.tex").read_text() == "precious" and not (home / "index.html").exists()
 
 
-def test_a_dotted_or_symlinked_out_path_replaces_the_real_folder(tmp_path):
+def test_a_dotted_or_symlinked_out_path_replaces_the_real_folder(tmp_path, monkeypatch):
     """`a/../a` once renamed `a` away and then looked for it inside itself: the report was lost."""
     records, attrs = random_studies(seed=17, n=10)
     out = tmp_path / "demo"
@@ -314,6 +314,13 @@ def test_a_dotted_or_symlinked_out_path_replaces_the_real_folder(tmp_path):
     result = build_report(records, attrs, tmp_path / "link", title="third")
     assert "third" in (out / "index.html").read_text() and result.out_dir == tmp_path / "link"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "link"]  # nothing renamed left behind
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for here in (".", "..", str(empty)):
+        with pytest.raises(ReportError, match="is the current folder or holds it"):
+            build_report(records, attrs, here)
+    assert empty.is_dir() and not list(empty.iterdir())
 
 
 # -- a real study ---------------------------------------------------------------------------

@@ -114,6 +114,22 @@ def test_sigkilled_worker_leaves_no_corruption_and_its_trial_is_retried(tmp_path
     assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == killed.params
 
 
+def test_readers_of_an_empty_postgresql_database_create_no_tables(postgres_url):
+    import psycopg
+
+    server, empty = postgres_url.rsplit("/", 1)[0], "empty_for_readers"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {empty}")
+        db.execute(f"CREATE DATABASE {empty}")
+    done = subprocess.run([sys.executable, "-m", "shufflesearch", "studies", "list", "--storage", f"{server}/{empty}"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "no studies in" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    with psycopg.connect(f"{server}/{empty}") as db:
+        assert db.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone() == (0,)
+
+
 def test_ctrl_c_then_resume_on_the_embedded_storage(tmp_path):
     require(FASHION_MNIST_DIR.exists(), "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
     path = study_file(tmp_path, "resumed", trials=4, images=1024)

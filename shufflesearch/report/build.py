@@ -76,6 +76,9 @@ def build_report(
 
 def _check_replaceable(target: Path, out_dir: Path) -> None:
     """`target` (the resolved `out_dir`) is new, empty or an earlier report; errors name `out_dir` as given."""
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:  # the swap would rename the user's working folder away
+        raise ReportError(f"--out {out_dir}: is the current folder or holds it; choose a folder such as reports/demo")
     if not target.exists():
         return
     if not target.is_dir():

@@ -39,11 +39,31 @@ class StorageUnavailable(RuntimeError):
 def redact(url: str) -> str:
     """The URL (or a driver's message) with every password replaced, safe for logs and reports.
 
-    Covers user:pw@ (any user, even none; up to the authority's last @), ?password=pw and
-    libpq's password=pw keyword form.
+    Covers user:pw@ (any user, even none), ?password=pw and libpq's password=pw form. A
+    password may hold '/', '?' or '#' unencoded (SQLAlchemy reads it up to an '@'), so
+    everything up to the token's last '@' goes: too much hidden beats one character shown.
     """
-    url = re.sub(r"(://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    url = re.sub(r"(://[^:/@\s]*):\S*@", r"\1:***@", url)
     return re.sub(r"(?i)\b(password|passwd)(\s*=\s*)('[^']*'|[^\s&#]*)", r"\1\2***", url)
+
+
+def _causes(exc: BaseException) -> str:
+    """The messages of `exc` and what it wraps: Optuna rewords the driver's error on a failed commit."""
+    texts = []
+    while exc is not None and len(texts) < 10:
+        texts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(texts)
+
+
+def _host(url: str) -> str | None:
+    """The host as SQLAlchemy (and so the driver) reads it."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).host
+    except Exception:  # malformed: the connection attempt reports it
+        return None
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -67,17 +87,19 @@ def open_storage(url: str, create: bool = True):
 
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
         raise StorageError(f"storage {redact(url)!r}: use sqlite:///path/to/study.db or postgresql://user@host/db")
-    authority = url.split("://", 1)[1].split("/", 1)[0]
-    if sqlite_path(url) is None and authority.count("@") > 1:  # the driver would split at the first @ and echo the rest
+    if sqlite_path(url) is None and "@" in (_host(url) or ""):  # a raw '@' in the password: the driver echoes the rest
         raise StorageError(f"storage {redact(url)}: more than one '@' before the host; write an '@' in the "
                            "password as %40")  # fmt: skip
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)
+    if path is not None and set("%?#") & set(str(path)):  # URL syntax: SQLAlchemy and SQLite would open another file
+        raise StorageError(f"SQLite path {path} holds '%', '?' or '#', which a database URL misreads; "
+                           "rename that file or folder")  # fmt: skip
     if path is not None:
         # Wait for the writer instead of failing with "database is locked" (several local workers).
         engine_kwargs = {"connect_args": {"timeout": 120}}
         if not create:
-            url = _reader_url(path)
+            engine_kwargs = _reader_engine_kwargs(path)
     # Our progress view reports trial states; Optuna would log an interrupted trial with a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interval = int(os.environ.get("SHUFFLESEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
@@ -101,8 +123,12 @@ def open_storage(url: str, create: bool = True):
                 heartbeat_interval=interval,
                 grace_period=4 * interval,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
+                skip_table_creation=not create,  # a reader of an empty PostgreSQL database must not create tables
             )
         except Exception as exc:  # SQLAlchemy wraps driver errors; the first line says what failed
+            if not create and re.search(r"UndefinedTable|does not exist|no such table", _causes(exc)):
+                raise NoSuchStorage(f"no studies in {redact(url)} yet; a search creates them "
+                                    "(shufflesearch search STUDY_FILE --storage URL)") from None  # fmt: skip
             # Workers starting together on a fresh database race to create the schema: the loser retries.
             if attempt < 4 and re.search(
                 r"already exists|duplicate key|UniqueViolation|UNIQUE constraint failed", str(exc)
@@ -119,29 +145,48 @@ def open_storage(url: str, create: bool = True):
     raise AssertionError("unreachable")
 
 
-def _reader_url(path: Path) -> str:
-    """The URL a reader opens `path` with, once it is known to hold studies.
+def _reader_engine_kwargs(path: Path) -> dict:
+    """How a reader connects to `path`, once it is known to hold studies.
 
     A reader changes nothing: not another program's SQLite file (Optuna would add its
-    tables), not the journal mode. In a folder it cannot write (a read-only mount) SQLite
-    cannot make the WAL index it needs, and no writer can be at work there either, so the
-    file is opened as immutable.
+    tables), not the journal mode. A folder this user cannot write needs a read-only
+    connection, see `_read_only_uri`.
     """
-    from urllib.parse import quote
-
     if not path.is_file():
         raise NoSuchStorage(f"no study database at {path}; a search creates it (shufflesearch search STUDY_FILE)")
-    writable = os.access(path.parent, os.W_OK)
-    target = str(path) if writable else f"file:{quote(str(path.resolve()))}?immutable=1"
+    uri = _read_only_uri(path)
     try:
-        tables = _tables(target)
+        tables = _tables(uri or str(path))
     except sqlite3.Error as exc:
+        if uri and isinstance(exc, sqlite3.OperationalError):
+            raise StorageError(f"cannot read {path}: SQLite must write its -shm file beside it and this folder is not "
+                               "writable; copy the .db (and its -wal file) elsewhere, or ask for write access") from None  # fmt: skip
         raise StorageError(f"{path} is not a study database ({exc}); name the .db file a search wrote") from None
     if not tables:
         raise NoSuchStorage(f"{path} holds no studies yet; a search creates them (shufflesearch search STUDY_FILE)")
     if not tables >= OPTUNA_TABLES:
         raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
-    return f"sqlite:///{path}" if writable else f"sqlite:///{target}&uri=true"
+    if uri is None:
+        return {"connect_args": {"timeout": 120}}
+    # SQLAlchemy would percent-decode a URI inside its own URL: hand it the connection instead.
+    return {"creator": lambda: sqlite3.connect(uri, uri=True, timeout=120, check_same_thread=False)}
+
+
+def _read_only_uri(path: Path) -> str | None:
+    """A read-only SQLite URI for `path`, or None where the folder is writable (a plain connection).
+
+    A WAL database needs its -shm index: `mode=ro` uses an existing one (another user's live
+    search included). On a read-only filesystem with no pending -wal nothing can change, and
+    `immutable=1` reads without any index; with a pending -wal, immutable would miss
+    committed trials, so it is mode=ro there too.
+    """
+    from urllib.parse import quote
+
+    if os.access(path.parent, os.W_OK):
+        return None
+    wal = path.with_name(path.name + "-wal")
+    frozen = os.statvfs(path.parent).f_flag & os.ST_RDONLY and not (wal.exists() and wal.stat().st_size)
+    return f"file:{quote(str(path.resolve()))}?{'immutable=1' if frozen else 'mode=ro'}"
 
 
 def fail_dead_trials(study, storage) -> None:
