@@ -128,6 +128,9 @@ def test_readers_of_an_empty_postgresql_database_create_no_tables(postgres_url):
         assert db.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchone() == (0,)
+    done = subprocess.run([sys.executable, "-m", "shufflesearch", "studies", "list", "--storage", f"{server}/no_such_db"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "no_such_db" in done.stderr and "does not exist" in done.stderr, done.stderr
 
 
 def test_ctrl_c_then_resume_on_the_embedded_storage(tmp_path):

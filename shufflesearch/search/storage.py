@@ -126,7 +126,8 @@ def open_storage(url: str, create: bool = True):
                 skip_table_creation=not create,  # a reader of an empty PostgreSQL database must not create tables
             )
         except Exception as exc:  # SQLAlchemy wraps driver errors; the first line says what failed
-            if not create and re.search(r"UndefinedTable|does not exist|no such table", _causes(exc)):
+            # A missing table, not a missing database (a mistyped name must say so): no studies yet.
+            if not create and re.search(r"UndefinedTable|relation \S+ does not exist|no such table", _causes(exc)):
                 raise NoSuchStorage(f"no studies in {redact(url)} yet; a search creates them "
                                     "(shufflesearch search STUDY_FILE --storage URL)") from None  # fmt: skip
             # Workers starting together on a fresh database race to create the schema: the loser retries.
@@ -135,7 +136,10 @@ def open_storage(url: str, create: bool = True):
             ):
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            root = exc  # the driver's own words: Optuna and SQLAlchemy wrap them in generic ones
+            for _ in range(20):  # bounded: a chain could loop
+                root = root.__cause__ or root.__context__ or root
+            first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
             fix = (
                 ""
                 if path is not None
