@@ -10,6 +10,7 @@ newcomer can run here.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -75,7 +76,8 @@ def group_paths() -> list[tuple[str, ...]]:
     return sorted({path[:-1] for path in command_paths() if len(path) > 1})
 
 
-def files_written_by_examples() -> set[str]:
+@functools.cache  # read once: every example's every input asks
+def files_written_by_examples() -> frozenset[str]:
     """What the help examples write (a latency table from `lut build`): another example may read it."""
     root = typer.main.get_command(cli.app)
     ctx = root.context_class(root)
@@ -86,7 +88,7 @@ def files_written_by_examples() -> set[str]:
             command = command.get_command(ctx, name)
         for example in examples_in(command.help or ""):
             written.update(named_files(shlex.split(example)[1:])[1])
-    return written
+    return frozenset(written)
 
 
 def run_cli(argv: list[str]) -> int:

@@ -47,13 +47,12 @@ def redact(url: str) -> str:
     return re.sub(r"(?i)\b(password|passwd)(\s*=\s*)('[^']*'|[^\s&#]*)", r"\1\2***", url)
 
 
-def _causes(exc: BaseException) -> str:
-    """The messages of `exc` and what it wraps: Optuna rewords the driver's error on a failed commit."""
-    texts = []
-    while exc is not None and len(texts) < 10:
-        texts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(texts)
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps, outermost first: Optuna and SQLAlchemy reword the driver's error."""
+    chain = [exc]
+    while len(chain) < 20 and (chain[-1].__cause__ or chain[-1].__context__) is not None:  # bounded: it could loop
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    return chain
 
 
 def _host(url: str) -> str | None:
@@ -109,9 +108,8 @@ def open_storage(url: str, create: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
         check_writable(path.parent)  # read-only or full: one line naming the folder, not sqlite's traceback
         try:
-            tables = _tables(str(path)) if path.is_file() else set()
-            if tables and not tables >= OPTUNA_TABLES:  # another program's database: Optuna would add its tables
-                raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
+            if path.is_file():
+                _refuse_foreign(path, _tables(str(path)))
             _use_wal(path)
         except sqlite3.Error as exc:  # a folder, or a file that is not a database
             raise StorageError(f"{path} is not a study database ({exc}); name a new or existing .db file") from None
@@ -127,7 +125,10 @@ def open_storage(url: str, create: bool = True):
             )
         except Exception as exc:  # SQLAlchemy wraps driver errors; the first line says what failed
             # A missing table, not a missing database (a mistyped name must say so): no studies yet.
-            if not create and re.search(r"UndefinedTable|relation \S+ does not exist|no such table", _causes(exc)):
+            if not create and re.search(
+                r"UndefinedTable|relation \S+ does not exist|no such table",
+                "\n".join(f"{type(e).__name__}: {e}" for e in _chain(exc)),
+            ):
                 raise NoSuchStorage(f"no studies in {redact(url)} yet; a search creates them "
                                     "(shufflesearch search STUDY_FILE --storage URL)") from None  # fmt: skip
             # Workers starting together on a fresh database race to create the schema: the loser retries.
@@ -136,9 +137,7 @@ def open_storage(url: str, create: bool = True):
             ):
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            root = exc  # the driver's own words: Optuna and SQLAlchemy wrap them in generic ones
-            for _ in range(20):  # bounded: a chain could loop
-                root = root.__cause__ or root.__context__ or root
+            root = _chain(exc)[-1]  # the driver's own words
             first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
             fix = (
                 ""
@@ -168,8 +167,7 @@ def _reader_engine_kwargs(path: Path) -> dict:
         raise StorageError(f"{path} is not a study database ({exc}); name the .db file a search wrote") from None
     if not tables:
         raise NoSuchStorage(f"{path} holds no studies yet; a search creates them (shufflesearch search STUDY_FILE)")
-    if not tables >= OPTUNA_TABLES:
-        raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
+    _refuse_foreign(path, tables)
     if uri is None:
         return {"connect_args": {"timeout": 120}}
     # SQLAlchemy would percent-decode a URI inside its own URL: hand it the connection instead.
@@ -225,6 +223,12 @@ def fail_dead_trials(study, storage) -> None:
                 retry(study, storage.get_trial(trial_id))
         except UpdateFinishedTrialError:
             pass  # another worker got there first
+
+
+def _refuse_foreign(path: Path, tables: set[str]) -> None:
+    """Another program's database (tables, none of them a study's): Optuna would add its own to it."""
+    if tables and not tables >= OPTUNA_TABLES:
+        raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
 
 
 def _tables(target: str) -> set[str]:
