@@ -2,8 +2,8 @@
 
 Heavy imports (torch, onnx, optuna, matplotlib) stay inside the commands that need them,
 so `shufflesearch analyze` answers without loading torch. Errors become one line on
-stderr in one place (`main`): our ValueErrors are usage errors (exit 2), our other
-errors and OS errors exit 1. SHUFFLESEARCH_DEBUG=1 shows the traceback instead.
+stderr in one place (`main`): each of our errors carries its exit code (`errors`: 2 for
+usage, 1 for the machine or a device), OS errors exit 1. SHUFFLESEARCH_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from .complexity import count_complexity
+from .errors import ShufflesearchError, UsageError
 from .presets import get_preset, list_presets
 from .spec import ShuffleNetSpec
 
@@ -954,15 +955,11 @@ def report(
     console.print(f"report: {result.out_dir / 'index.html'} ({len(result.files)} files)", markup=False)
 
 
-class NothingToReport(ValueError):
+class NothingToReport(UsageError):
     """`report` of a study that has not been searched yet: a usage error, not an empty report."""
 
 
 # -- entry point ----------------------------------------------------------------------
-def _is_ours(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("shufflesearch")
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
@@ -1005,10 +1002,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors (typer vendors click)
             _fail(" ".join(exc.format_message().split()), exc.exit_code)
-        if isinstance(exc, ValueError) and _is_ours(exc):
-            _fail(message, 2)
-        if _is_ours(exc):
-            _fail(message, 1)
+        if isinstance(exc, ShufflesearchError):  # ours: the error knows whose fault it is
+            _fail(message, exc.exit_code)
         if isinstance(exc, RecursionError):  # a stored or given value nested deeper than any parser goes
             _fail(f"an input is nested too deeply to read ({message})", 2)
         if isinstance(exc, MemoryError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import check_writable, write_atomically
+from .errors import MachineError, UsageError
 from .model import build_model, weight_count_floor
 from .spec import ShuffleNetSpec
 
@@ -24,11 +25,11 @@ TOLERANCE = 1e-4
 ONNX_MAX_BYTES = 2**31  # one protobuf message: weights stored inside the file cannot exceed it
 
 
-class ExportError(RuntimeError):
+class ExportError(MachineError):
     """ONNX export failed or ONNX Runtime disagrees with PyTorch."""
 
 
-class TooLargeForOnnx(ValueError):
+class TooLargeForOnnx(UsageError):
     """A spec whose float32 weights alone exceed what one ONNX file can hold."""
 
 

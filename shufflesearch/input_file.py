@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import stat
 
+from .errors import UsageError
 
-class InputFileError(ValueError):
+
+class InputFileError(UsageError):
     """A named input that is not a regular file, or is larger than any real file of its kind."""
 
 

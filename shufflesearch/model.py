@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import ShuffleNetSpec, SpecError
+from .errors import MachineError
+from .spec import ShuffleNetSpec
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -108,7 +109,7 @@ class ShuffleNetV1(nn.Module):
         return self.classifier(x)
 
 
-class TooLargeForThisMachine(SpecError):
+class TooLargeForThisMachine(MachineError):
     """A valid spec whose weights and activations cannot fit in this machine's memory."""
 
 

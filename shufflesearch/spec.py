@@ -26,6 +26,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .errors import UsageError
+
 GROUP_CHOICES = (1, 2, 3, 4, 8)
 # Stage2 output width at 1x for each group count (paper Table 1); Stage3/4 double it.
 STAGE2_WIDTH_1X = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
@@ -40,7 +42,7 @@ StemKind = Literal["imagenet", "small"]
 STEM_KINDS = ("imagenet", "small")
 
 
-class SpecError(ValueError):
+class SpecError(UsageError):
     """An invalid spec: the message names the value, the rule and the nearest valid choice."""
 
 

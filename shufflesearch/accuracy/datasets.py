@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..spec import RESOLUTION_RANGE
 
 __all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset", "train_subset"]
@@ -53,7 +54,7 @@ _CIFAR_FIX = "re-extract cifar-10-python.tar.gz"
 _LAYOUT = "ROOT/<class>/<images> (20% held out per class) or ROOT/train/<class>/ + ROOT/test/<class>/ (or val/)"
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """A dataset that is missing, malformed or unsafe: the message names the file, the rule and the fix."""
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from ..model import build_model, check_fits_in_memory
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset, train_subset
@@ -48,7 +49,7 @@ _FLOAT_FIELDS = ("epochs", "lr", "lr_width_exponent", "warmup_fraction", "label_
                  "time_budget_s")  # fmt: skip
 
 
-class FidelityError(ValueError):
+class FidelityError(UsageError):
     """An invalid fidelity: the message names the field, the rule and a valid value."""
 
 

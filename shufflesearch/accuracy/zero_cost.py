@@ -48,6 +48,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..complexity import count_complexity
+from ..errors import UsageError
 from ..model import build_model
 from ..spec import ShuffleNetSpec
 
@@ -57,7 +58,7 @@ _RELU_FUNCS = frozenset({F.relu, torch.relu, torch.relu_, torch.Tensor.relu, tor
 _WEIGHTED_LAYERS = (nn.Conv2d, nn.Linear)  # the layers both papers sum over
 
 
-class ZeroCostError(ValueError):
+class ZeroCostError(UsageError):
     """Bad input to a zero-cost score: unknown name, wrong tensor shape or labels."""
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import naming
+from ..errors import MachineError
 
 SETUP_COMMAND = "shufflesearch setup arm64"
 # Debian packages the host needs: the dynamic qemu-aarch64 (qemu-user-static has no plugin support),
@@ -55,7 +56,7 @@ GUEST_ADDRESS_SPACE = "0x400000000"  # 16 GiB reserved (not committed) for the g
 Progress = Callable[[str], None]
 
 
-class EmulationError(RuntimeError):
+class EmulationError(MachineError):
     """QEMU, the sysroot or the plugin is missing or broken; the message ends with the fix command."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_atomically
+from ..errors import UsageError
 
 # Candidate models, each fitted with non-negative coefficients minimising relative error; the profile keeps
 # the one with the lowest leave-one-out error. "mix" regresses on SIMD data-processing, SIMD load/store
@@ -43,7 +44,7 @@ PAPER_TABLE8 = (
 )
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError):
     """Unknown or malformed device profile."""
 
 

@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UsageError
 from ..spec import ShuffleNetSpec
 from . import calibration
 from .arm64_sysroot import (
@@ -61,7 +62,7 @@ MODEL_REJECTED = 3  # guest exit status, as in guest_counter.py
 BASIS = "estimated from guest instruction count under QEMU, calibrated on paper Table 8 (Snapdragon 820)"
 
 
-class EmulationInputError(ValueError):
+class EmulationInputError(UsageError):
     """A bad argument: runs, input shape, a missing model file, or a model ONNX Runtime rejects."""
 
 

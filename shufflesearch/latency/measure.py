@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import MachineError, UsageError
 from ..spec import ShuffleNetSpec
 from .device_runner import RunnerError, sample_indices, seeded_input, summarize, time_onnx
 from .environment import machine_info
@@ -31,11 +32,11 @@ MIN_RUNS = 3
 MAX_THREADS = 1024
 
 
-class LatencySettingError(ValueError):
+class LatencySettingError(UsageError):
     """A bad measurement setting (backend, threads, runs, warm-up, model path)."""
 
 
-class OutputMismatchError(RuntimeError):
+class OutputMismatchError(MachineError):
     """ONNX Runtime and PyTorch compute different outputs: the timing would be of another network."""
 
 

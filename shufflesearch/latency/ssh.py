@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import MachineError, UsageError
 from ..spec import ShuffleNetSpec
 from .measure import LatencyResult, check_outputs, check_settings, result_from_timing, torch_output_sample
 
@@ -72,11 +73,11 @@ shift
 """
 
 
-class SshTargetError(ValueError):
+class SshTargetError(UsageError):
     """A bad target URL, remote python path or ssh option: rejected before any process runs."""
 
 
-class SshError(RuntimeError):
+class SshError(MachineError):
     """Measuring over SSH failed; subclasses say why."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import naming, write_atomically
+from ..errors import UsageError
 from . import plots
 from .frames import PAPER, SEARCHED, ReportFrames, build_frames, public
 from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
@@ -30,7 +31,7 @@ MARKER = ".shufflesearch-report"  # a folder holding this file may be replaced b
 COLLAPSE_ROWS = 40  # longer tables are folded in the page (they are complete in CSV/Markdown)
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """An output folder we must not replace."""
 
 

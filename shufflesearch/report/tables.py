@@ -6,6 +6,8 @@ import csv
 import io
 from pathlib import Path
 
+from ..errors import UsageError
+
 TABLE_FORMATS = {".csv": "csv", ".md": "markdown"}
 
 
@@ -42,7 +44,7 @@ def render_table(rows: list[dict], path: str | Path) -> str:
     return to_csv(rows) if TABLE_FORMATS[suffix] == "csv" else to_markdown(rows)
 
 
-class TableFormatError(ValueError):
+class TableFormatError(UsageError):
     """An output path whose extension names no table format we write."""
 
 

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import interrupt
+from ..errors import MachineError
 from .records import StudySummary, summarize
 from .runner import NothingToResume, run_worker
 from .storage import NoSuchStorage, open_storage
 from .study_file import StudyConfig, load_study
 
 
-class SearchError(RuntimeError):
+class SearchError(MachineError):
     """A worker failed; the message is the worker's one-line error."""
 
 

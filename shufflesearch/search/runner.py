@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..complexity import count_complexity
+from ..errors import UsageError
 from ..presets import paper_models
 from ..spec import ShuffleNetSpec
 from .space import NoFeasibleWidth, suggest_spec
@@ -35,7 +36,7 @@ POLL_S = 2.0
 QUEUE_AHEAD = 1  # tickets waiting at once: each worker queues the one it is about to claim
 
 
-class NothingToResume(ValueError):
+class NothingToResume(UsageError):
     """`--resume` for a study that has no trials in this storage."""
 
 

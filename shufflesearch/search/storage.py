@@ -19,12 +19,14 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ..errors import MachineError, UsageError
+
 HEARTBEAT_INTERVAL_S = 5  # override: SHUFFLESEARCH_HEARTBEAT_S (a dead worker is noticed after 4 beats)
 OPTUNA_TABLES = {"studies", "trials", "version_info"}  # a study database has these (and more)
 MAX_ERRORS = 3  # a trial whose evaluation raised this often is left failed: it would raise again
 
 
-class StorageError(ValueError):
+class StorageError(UsageError):
     """A storage URL we cannot use; the message says which forms work."""
 
 
@@ -32,7 +34,7 @@ class NoSuchStorage(StorageError):
     """A reader named an SQLite file that does not exist (or is empty): only a search creates one."""
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(MachineError):
     """A well-formed storage we cannot open (server down, wrong password, unwritable folder)."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..input_file import InputFileError, read_input_file
 from ..spec import BOTTLENECK_CHOICES, GROUP_CHOICES, REPEATS_RANGE, RESOLUTION_RANGE, SCALE_RANGE
 from .space import SearchSpace
@@ -27,7 +28,7 @@ MAX_BYTES = 2**20  # the shipped studies are under 1 kB; the cap only stops a de
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class StudyFileError(ValueError):
+class StudyFileError(UsageError):
     """An invalid study file; the message starts with `path:line: key:`."""
 
 

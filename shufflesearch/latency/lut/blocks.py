@@ -7,10 +7,11 @@ import math
 import random
 from typing import Any
 
+from ...errors import UsageError
 from ...spec import ShuffleNetSpec, SpecError
 
 
-class LutError(ValueError):
+class LutError(UsageError):
     """A table that cannot answer: unreadable, another family, or built for another input or space."""
 
 
