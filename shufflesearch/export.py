@@ -12,10 +12,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .atomic import check_writable, write_atomically
 from .errors import MachineError, UsageError
-from .model import build_model, weight_count_floor
+from .memory import weight_count_floor
+from .model import build_model
 from .spec import ShuffleNetSpec
 
 OPSET = 17
@@ -41,30 +43,58 @@ class ExportResult:
     opset: int
 
 
-def onnx_bytes(spec: ShuffleNetSpec, seed: int = 0) -> tuple[bytes, object]:
-    """Serialized ONNX model for a seeded, eval-mode network, and that network."""
-    import io
+def onnx_bytes(
+    spec: ShuffleNetSpec, seed: int = 0, input_hw: tuple[int, int] | None = None, randomize_bn: bool = True
+) -> tuple[bytes, Any]:
+    """Serialized ONNX model of `spec`'s seeded, eval-mode network, and that network.
 
+    `input_hw` is the traced input's (height, width), the spec's resolution by default: the
+    network is fully convolutional up to an adaptive pool, so any size runs. `randomize_bn`
+    gives batch norm realistic statistics (see `randomize_batch_norm`); off, it keeps fresh init.
+
+    >>> data, model = onnx_bytes(ShuffleNetSpec(groups=3, scale=0.5), input_hw=(480, 640))  # doctest: +SKIP
+    """
     import torch
 
     weights = 4 * weight_count_floor(spec)
     if weights >= ONNX_MAX_BYTES:  # refuse before minutes of building and tracing, not in protobuf after them
         raise TooLargeForOnnx(f"{spec.label} has over {weights / 2**30:.1f} GiB of weights; an ONNX file holds under "
                               "2 GiB: lower the widths or the number of classes")  # fmt: skip
+    height, width = input_hw or (spec.resolution, spec.resolution)
     torch.manual_seed(seed)
     model = build_model(spec).eval()
-    randomize_batch_norm(model)
-    x = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
+    if randomize_bn:
+        randomize_batch_norm(model)
+    return _export(model, (1, spec.in_channels, height, width), "image", "logits", spec.label), model
+
+
+def module_onnx_bytes(
+    module: Any, input_shape: tuple[int, ...], input_name: str = "image", output_name: str = "logits"
+) -> bytes:
+    """Serialized ONNX model of any eval-mode `module`, traced on zeros of `input_shape`.
+
+    >>> import torch
+    >>> len(module_onnx_bytes(torch.nn.ReLU(), (1, 1, 2, 2), "x", "y")) > 0  # doctest: +SKIP
+    True
+    """
+    return _export(module, input_shape, input_name, output_name, type(module).__name__)
+
+
+def _export(module: Any, input_shape: tuple[int, ...], input_name: str, output_name: str, what: str) -> bytes:
+    """The one call to torch's exporter: opset, names and the error every export raises."""
+    import io
+
+    import torch
+
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(
-                model, (x,), buffer, input_names=["image"], output_names=["logits"], opset_version=OPSET, dynamo=False
-            )
+            torch.onnx.export(module, (torch.zeros(input_shape),), buffer, input_names=[input_name],
+                              output_names=[output_name], opset_version=OPSET, dynamo=False)  # fmt: skip
         except Exception as exc:  # e.g. protobuf's 2 GiB limit, reached by weights the floor did not count
-            raise ExportError(f"ONNX export of {spec.label} failed: {' '.join(str(exc).split())[:300]}") from None
-    return buffer.getvalue(), model
+            raise ExportError(f"ONNX export of {what} failed: {' '.join(str(exc).split())[:300]}") from None
+    return buffer.getvalue()
 
 
 def randomize_batch_norm(model) -> None:

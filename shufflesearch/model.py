@@ -16,8 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MachineError
+from .arch import plan
+from .memory import check_fits_in_memory
 from .spec import ShuffleNetSpec
+
+__all__ = ["ShuffleNetV1", "ShuffleUnit", "build_model", "channel_shuffle"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -63,29 +66,22 @@ class ShuffleUnit(nn.Module):
         return torch.cat((self.branch_proj(x), F.relu(out)), 1)
 
 
-def _units(spec: ShuffleNetSpec):
-    """(c_in, c_out, mid, stride, group_first_conv) of every unit, Stage2 to Stage4."""
-    c_in = spec.stem_channels
-    for stage, (repeats, c_out, mid) in enumerate(zip(spec.repeats, spec.stage_channels, spec.bottleneck_channels)):
-        for i in range(repeats):
-            # The paper leaves Stage2's first 1x1 conv ungrouped: its input (the stem) is narrow.
-            yield c_in, c_out, mid, 2 if i == 0 else 1, not (stage == 0 and i == 0)
-            c_in = c_out
-
-
 class ShuffleNetV1(nn.Module):
     def __init__(self, spec: ShuffleNetSpec) -> None:
         super().__init__()
         self.spec = spec
-        stem_stride = 2 if spec.stem == "imagenet" else 1
+        p = plan(spec)
+        stem, head = p.stem, p.head
         self.first_conv = nn.Sequential(
-            *_conv_bn(spec.in_channels, spec.stem_channels, 3, stem_stride, 1), nn.ReLU(inplace=True)
+            *_conv_bn(stem.in_channels, stem.out_channels, 3, stem.stride, 1), nn.ReLU(inplace=True)
         )
         # The small-input stem (28-64 px images) keeps resolution: stride-1 conv, no max pool.
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else nn.Identity()
-        self.features = nn.Sequential(*(ShuffleUnit(*unit, spec.groups, shuffle=spec.shuffle) for unit in _units(spec)))
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem.pool else nn.Identity()
+        self.features = nn.Sequential(
+            *(ShuffleUnit(u.c_in, u.c_out, u.mid, u.stride, u.group_first, u.groups, u.shuffle) for u in p.units())
+        )
         self.globalpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(spec.stage_channels[-1], spec.num_classes, bias=False)
+        self.classifier = nn.Linear(head.in_channels, head.num_classes, bias=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -109,10 +105,6 @@ class ShuffleNetV1(nn.Module):
         return self.classifier(x)
 
 
-class TooLargeForThisMachine(MachineError):
-    """A valid spec whose weights and activations cannot fit in this machine's memory."""
-
-
 def build_model(spec: ShuffleNetSpec) -> ShuffleNetV1:
     """A freshly initialised network for `spec`, refused up front if it cannot fit in memory.
 
@@ -121,55 +113,3 @@ def build_model(spec: ShuffleNetSpec) -> ShuffleNetV1:
     """
     check_fits_in_memory(spec)
     return ShuffleNetV1(spec)
-
-
-def weight_count_floor(spec: ShuffleNetSpec) -> int:
-    """The weights of the 1x1 convolutions and the classifier: nearly all of a network's, never more."""
-    g = spec.groups
-    weights = spec.stage_channels[-1] * spec.num_classes
-    for c_in, c_out, mid, stride, group_first in _units(spec):
-        weights += c_in * mid // (g if group_first else 1) + mid * (c_out - c_in if stride == 2 else c_out) // g
-    return weights
-
-
-def memory_floor_bytes(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> int:
-    """A lower bound on the memory of a forward pass of `batch` images: float32 weights of the 1x1
-    convolutions and the classifier (nearly all of them; training holds `weight_copies` of them:
-    the weights, their gradients, the optimiser's momentum) plus the largest activation."""
-    weights = weight_count_floor(spec)
-    side = spec.resolution // (2 if spec.stem == "imagenet" else 1)
-    largest = spec.stem_channels * side * side
-    side //= 2 if spec.stem == "imagenet" else 1  # the max pool
-    for width, mid in zip(spec.stage_channels, spec.bottleneck_channels):
-        largest = max(largest, mid * side * side)  # a stage's first bottleneck runs before its stride
-        side = max(1, (side + 1) // 2)
-        largest = max(largest, width * side * side)
-    return 4 * (weight_copies * weights + batch * largest)
-
-
-def check_fits_in_memory(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> None:
-    available = _available_bytes()
-    need = memory_floor_bytes(spec, batch, weight_copies)
-    if available is not None and need > available:
-        what = "to run one image" if batch == weight_copies == 1 else f"to train on batches of {batch}"
-        raise TooLargeForThisMachine(
-            f"{spec.label} needs at least {need / 2**30:.1f} GiB {what}; this machine has "
-            f"{available / 2**30:.1f} GiB available: lower the widths, scale or resolution"
-            + ("" if batch == 1 else ", or the batch size")
-        )
-
-
-def _available_bytes() -> int | None:
-    """MemAvailable (Linux), capped by an address-space limit; None where neither is known."""
-    import resource
-
-    limits = []
-    try:
-        with open("/proc/meminfo") as f:
-            limits += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
-    except (OSError, ValueError, IndexError):
-        pass
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        limits.append(soft)
-    return min(limits) if limits else None

@@ -1,12 +1,16 @@
 """Named ShuffleNet v1 variants: the official layouts and the paper's Table 1 models.
 
-Each preset pins its widths explicitly (from the official code and the paper), so a test
-can prove the width rule in `spec` reproduces them rather than trusting it.
+Each preset pins its widths explicitly (`paper.OFFICIAL_LAYOUTS`: the official code and the
+paper), so a test can prove the width rule in `spec` reproduces them rather than trusting it.
 """
 
 from __future__ import annotations
 
-from .spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
+from .errors import UsageError
+from .paper import OFFICIAL_LAYOUTS, TABLE2_TOP1_ERROR_PCT
+from .spec import ShuffleNetSpec, SpecError
+
+__all__ = ["get_preset", "list_presets", "paper_models", "preset_name", "register"]
 
 _PRESETS: dict[str, ShuffleNetSpec] = {}
 
@@ -14,7 +18,7 @@ _PRESETS: dict[str, ShuffleNetSpec] = {}
 def register(name: str, spec: ShuffleNetSpec) -> None:
     """Add a preset; a duplicate name is an error, not a silent overwrite."""
     if name in _PRESETS:
-        raise ValueError(f"preset {name!r} is already registered")
+        raise UsageError(f"preset {name!r} is already registered")
     _PRESETS[name] = spec
 
 
@@ -43,30 +47,14 @@ def paper_models() -> dict[str, ShuffleNetSpec]:
     rule), each spec once: a search queues them and a report compares against them by these names."""
     models = list_presets()
     known = set(models.values())
-    for scale in (0.25, 0.5, 1.0):
-        for g in GROUP_CHOICES:
-            spec = ShuffleNetSpec(groups=g, scale=scale)
-            if spec not in known:
-                models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
+    for g, scale in sorted(TABLE2_TOP1_ERROR_PCT, key=lambda gs: (gs[1], gs[0])):  # 0.25x first, then by groups
+        spec = ShuffleNetSpec(groups=g, scale=scale)
+        if spec not in known:
+            models[f"paper_x{scale:g}_g{g}".replace(".", "_")] = spec
     return models
 
 
-# (groups, scale): (stem, Stage2, Stage3, Stage4). Official code for g=3 and g=8;
-# paper Table 1 for the 1x models of g=1, 2, 4.
-_LAYOUTS = {
-    (3, 0.5): (12, 120, 240, 480),
-    (3, 1.0): (24, 240, 480, 960),
-    (3, 1.5): (24, 360, 720, 1440),
-    (3, 2.0): (48, 480, 960, 1920),
-    (8, 0.5): (16, 192, 384, 768),
-    (8, 1.0): (24, 384, 768, 1536),
-    (8, 1.5): (24, 576, 1152, 2304),
-    (8, 2.0): (48, 768, 1536, 3072),
-    (1, 1.0): (24, 144, 288, 576),
-    (2, 1.0): (24, 200, 400, 800),
-    (4, 1.0): (24, 272, 544, 1088),
-}
-for (_g, _s), (_stem, *_stages) in sorted(_LAYOUTS.items()):
+for (_g, _s), (_stem, *_stages) in sorted(OFFICIAL_LAYOUTS.items()):
     register(
         preset_name(_g, _s),
         ShuffleNetSpec(groups=_g, scale=_s, stem_channels=_stem, stage_channels=tuple(_stages)),

@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import UsageError
+from .paper import TABLE1_STAGE2_WIDTH, TABLE1_STEM_WIDTH
 
-GROUP_CHOICES = (1, 2, 3, 4, 8)
-# Stage2 output width at 1x for each group count (paper Table 1); Stage3/4 double it.
-STAGE2_WIDTH_1X = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
-STEM_WIDTH_1X = 24
+GROUP_CHOICES = tuple(sorted(TABLE1_STAGE2_WIDTH))  # the group counts the paper defines: 1, 2, 3, 4, 8
 SCALE_RANGE = (0.1, 4.0)
 REPEATS_RANGE = (1, 16)
 RESOLUTION_RANGE = (28, 2048)
@@ -52,14 +50,14 @@ def _round_to_multiple(value: float, multiple: int) -> int:
 
 def derive_stage_channels(groups: int, scale: float) -> tuple[int, int, int]:
     """Stage2/3/4 widths for `groups` at `scale` by the module's width rule."""
-    base = STAGE2_WIDTH_1X[groups]
+    base = TABLE1_STAGE2_WIDTH[groups]  # Stage2 at 1x; Stage3 and Stage4 double it
     return tuple(_round_to_multiple(base * k * scale, 4 * groups) for k in (1, 2, 4))  # type: ignore[return-value]
 
 
 def derive_stem_channels(groups: int, scale: float) -> int:
     """Stem width for `groups` at `scale` by the module's width rule."""
     s = scale if scale <= 1 else math.floor(scale)
-    return _round_to_multiple(STEM_WIDTH_1X * s, groups)
+    return _round_to_multiple(TABLE1_STEM_WIDTH * s, groups)
 
 
 def _nearest(value: float, choices: tuple) -> Any:
@@ -184,7 +182,8 @@ class ShuffleNetSpec:
     # -- derived ----------------------------------------------------------------------
     @property
     def bottleneck_channels(self) -> tuple[int, int, int]:
-        return tuple(int(c * self.bottleneck_ratio) for c in self.stage_channels)  # type: ignore[return-value]
+        (a, b, c), ratio = self.stage_channels, self.bottleneck_ratio  # unrolled: the counters read it per spec
+        return int(a * ratio), int(b * ratio), int(c * ratio)
 
     @property
     def label(self) -> str:

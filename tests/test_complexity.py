@@ -4,11 +4,9 @@ from strategies import specs
 
 from shufflesearch.complexity import count_complexity, count_macs
 from shufflesearch.complexity.fvcore_check import fvcore_count
+from shufflesearch.paper import TABLE1_COMPLEXITY_MFLOPS as TABLE1  # MFLOPs = multiply-adds, 1x models, 224 px
 from shufflesearch.presets import list_presets
 from shufflesearch.spec import ShuffleNetSpec
-
-# Paper Table 1: complexity (MFLOPs = multiply-adds) of the 1x models at 224 px.
-TABLE1 = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}
 
 
 @pytest.mark.parametrize("groups", sorted(TABLE1))
@@ -68,3 +66,14 @@ def test_batch_norm_and_pooling_are_reported_beside_the_budget():
     assert cost.other_ops["batch_norm"] == sum(la.out_channels * la.out_size**2 for la in cost.layers[:-1])
     assert cost.other_ops["add"] > 0 and cost.other_ops["pooling"] > 0
     assert cost.macs == sum(la.macs for la in cost.layers)
+
+
+def test_fvcore_handles_and_closed_form_other_ops_come_from_the_policy_table():
+    from shufflesearch.complexity import MACS, OTHER_OPS, POLICY
+    from shufflesearch.complexity.fvcore_check import _handles, _zero
+
+    handles = _handles()
+    assert handles.keys() == POLICY.keys()
+    assert {op for op, h in handles.items() if h is not _zero} == {op for op, r in POLICY.items() if r.into == MACS}
+    assert OTHER_OPS == ("batch_norm", "relu", "pooling", "add")  # the keys `complexity` and JSON show
+    assert tuple(count_complexity(ShuffleNetSpec(groups=3, scale=0.5)).other_ops) == OTHER_OPS

@@ -51,3 +51,16 @@ def test_a_network_over_the_onnx_limit_is_refused_before_it_is_built(tmp_path, m
     with pytest.raises(export.TooLargeForOnnx, match=r"over 2\.\d GiB of weights; an ONNX file holds under 2 GiB"):
         export_onnx(big, tmp_path / "big.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_onnx_bytes_traces_any_input_size_and_any_module():
+    from shufflesearch.export import module_onnx_bytes, onnx_bytes
+
+    spec = ShuffleNetSpec(groups=3, scale=0.25, resolution=32, repeats=(1, 1, 1))
+    data, _ = onnx_bytes(spec, input_hw=(48, 80), randomize_bn=False)
+    dims = [d.dim_value for d in onnx.load_model_from_string(data).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 48, 80]
+    import torch
+
+    graph = onnx.load_model_from_string(module_onnx_bytes(torch.nn.ReLU(), (1, 2, 3, 3), "x", "y")).graph
+    assert [graph.input[0].name, graph.output[0].name] == ["x", "y"]

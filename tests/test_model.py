@@ -5,7 +5,9 @@ from strategies import specs
 from torch import nn
 
 from shufflesearch.complexity import count_complexity
-from shufflesearch.model import ShuffleUnit, TooLargeForThisMachine, build_model, channel_shuffle, memory_floor_bytes
+from shufflesearch.errors import MachineError
+from shufflesearch.memory import TooLargeForThisMachine, memory_floor_bytes
+from shufflesearch.model import ShuffleUnit, build_model, channel_shuffle
 from shufflesearch.presets import get_preset
 from shufflesearch.spec import ShuffleNetSpec
 
@@ -109,19 +111,42 @@ def test_memory_floor_never_exceeds_what_a_forward_pass_holds(spec):
 
 
 def test_a_network_too_large_for_memory_is_refused_before_allocating(monkeypatch):
-    import shufflesearch.model as model
+    import shufflesearch.memory as memory
 
     big = ShuffleNetSpec(groups=1, stage_channels=(16384, 32768, 65536), repeats=(16, 16, 16))
     assert count_complexity(big).params * 4 > 160 * 2**30
-    assert model._available_bytes() is None or model._available_bytes() > 2**20  # read from /proc/meminfo here
-    monkeypatch.setattr(model, "_available_bytes", lambda: 64 * 2**30)  # the same answer on a 1 TB machine
+    assert memory._available_bytes() is None or memory._available_bytes() > 2**20  # read from /proc/meminfo here
+    monkeypatch.setattr(memory, "_available_bytes", lambda: 64 * 2**30)  # the same answer on a 1 TB machine
     with pytest.raises(
         TooLargeForThisMachine,
         match=r"needs at least 16\d\.\d GiB to run one image; this machine has 64\.0 GiB available: lower",
     ):
         build_model(big)
-    monkeypatch.setattr(model, "_available_bytes", lambda: 2**20)  # 1 MiB: even a small net is refused
-    with pytest.raises(TooLargeForThisMachine, match=r"0\.0 GiB available"):
+    monkeypatch.setattr(memory, "_available_bytes", lambda: 2**20)  # 1 MiB: even a small net is refused
+    with pytest.raises(TooLargeForThisMachine, match=r"0\.0 GiB available") as refused:
         build_model(get_preset("shufflenet_v1_x0_5_g3"))
-    monkeypatch.setattr(model, "_available_bytes", lambda: None)  # unknown: no refusal on a guess
+    # A valid spec this machine cannot hold is the machine's limit, not a typo: exit 1, not 2.
+    assert isinstance(refused.value, MachineError) and refused.value.exit_code == 1
+    monkeypatch.setattr(memory, "_available_bytes", lambda: None)  # unknown: no refusal on a guess
     build_model(get_preset("shufflenet_v1_x0_5_g3"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(specs(max_resolution=64))
+def test_the_model_builds_exactly_the_units_of_the_plan(spec):
+    from shufflesearch.arch import plan
+
+    units, model = list(plan(spec).units()), build_model(spec).eval()
+    assert len(units) == len(model.features) == sum(spec.repeats)
+    for u, module in zip(units, model.features):
+        first, depthwise, last = module.branch_main_1[0], module.branch_main_1[3], module.branch_main_2[0]
+        assert (first.in_channels, first.out_channels, first.groups) == (u.c_in, u.mid, u.first_groups)
+        assert (depthwise.stride[0], last.out_channels, last.groups) == (u.stride, u.branch_out, u.groups)
+        assert module.shuffle == u.shuffle
+    with torch.no_grad():
+        x = model.maxpool(model.first_conv(torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)))
+        assert x.shape[-1] == plan(spec).stem.out_size
+        for u, module in zip(units, model.features):
+            assert x.shape[-1] == u.in_size
+            x = module(x)
+            assert tuple(x.shape[1:]) == (u.c_out, u.out_size, u.out_size)

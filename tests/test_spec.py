@@ -6,23 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import specs
 
+from shufflesearch.paper import OFFICIAL_LAYOUTS
 from shufflesearch.presets import get_preset, list_presets, preset_name, register
 from shufflesearch.spec import GROUP_CHOICES, ShuffleNetSpec, SpecError, derive_stage_channels, derive_stem_channels
 
-# The official code's layouts (megvii ShuffleNetV1) and the paper's Table 1 1x widths.
-OFFICIAL = {
-    (3, 0.5): (12, (120, 240, 480)),
-    (3, 1.0): (24, (240, 480, 960)),
-    (3, 1.5): (24, (360, 720, 1440)),
-    (3, 2.0): (48, (480, 960, 1920)),
-    (8, 0.5): (16, (192, 384, 768)),
-    (8, 1.0): (24, (384, 768, 1536)),
-    (8, 1.5): (24, (576, 1152, 2304)),
-    (8, 2.0): (48, (768, 1536, 3072)),
-    (1, 1.0): (24, (144, 288, 576)),
-    (2, 1.0): (24, (200, 400, 800)),
-    (4, 1.0): (24, (272, 544, 1088)),
-}
+# The official code's layouts (megvii ShuffleNetV1) and the paper's Table 1 1x widths: (stem, stages).
+OFFICIAL = {gs: (stem, tuple(stages)) for gs, (stem, *stages) in OFFICIAL_LAYOUTS.items()}
 
 
 @pytest.mark.parametrize(("groups", "scale"), sorted(OFFICIAL))

@@ -1,9 +1,8 @@
 """Closed-form cost of a ShuffleNet v1 spec: no torch, no tracing.
 
-The budget number is the paper's convention: multiply-adds (MACs) of convolutions and
-the classifier, batch 1. Batch norm, ReLU, pooling and residual adds are counted beside
-it (`other_ops`), never in it. Layer names equal the PyTorch module names of
-`shufflesearch.model`, so every layer can be checked against a tracer.
+What counts into the budget (`macs`, multiply-adds as in the paper) and what is reported
+beside it (`other_ops`) is the table in `policy`, one line per op. Layer names equal the
+PyTorch module names of `shufflesearch.model`, so every layer can be checked against a tracer.
 
 >>> from shufflesearch.spec import ShuffleNetSpec
 >>> c = count_complexity(ShuffleNetSpec(groups=3, scale=1.0))
@@ -17,7 +16,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..arch import plan
 from ..spec import ShuffleNetSpec
+from .policy import OTHER_OPS
 
 BYTES_PER_VALUE = 4  # fp32
 
@@ -49,7 +50,7 @@ class Complexity:
     macs: int
     params: int
     stages: tuple[StageCost, ...]
-    other_ops: dict[str, int] = field(default_factory=dict)  # not in `macs`
+    other_ops: dict[str, int] = field(default_factory=dict)  # `policy.OTHER_OPS` -> count, not in `macs`
     activation_values: int = 0  # values written by all convs, pools and the FC at batch 1
     peak_activation_bytes: int = 0  # largest live set (shortcut + conv in + conv out), fp32
     model_bytes: int = 0  # fp32 parameters + batch-norm running statistics
@@ -96,34 +97,22 @@ def _module_order(layer: LayerCost) -> tuple:
     return (rank, int(parts[1]) if rank == 1 else 0, layer.name)
 
 
-def _down(size: int) -> int:
-    """Output size of a 3x3, stride-2, padding-1 conv or pool."""
-    return (size - 1) // 2 + 1
-
-
 def count_macs(spec: ShuffleNetSpec) -> int:
     """The budget metric alone, for hot loops (a search sampling thousands of specs).
 
     Same policy as `count_complexity`, summed per stage: one stride-2 unit plus
     (repeats - 1) identical stride-1 units. Tests hold the two equal.
     """
-    size = spec.resolution
-    c_in = spec.stem_channels
-    g = spec.groups
-    if spec.stem == "imagenet":
-        size = _down(size)
-        macs = spec.in_channels * c_in * 9 * size * size
-        size = _down(size)
-    else:
-        macs = spec.in_channels * c_in * 9 * size * size
-    for s, (repeats, c_out, mid) in enumerate(zip(spec.repeats, spec.stage_channels, spec.bottleneck_channels)):
-        first_groups = 1 if s == 0 else g
-        out = _down(size)
-        macs += c_in * mid // first_groups * size * size + mid * 9 * out * out + mid * (c_out - c_in) // g * out * out
-        unit = (2 * c_out * mid // g + mid * 9) * out * out
-        macs += (repeats - 1) * unit
-        size, c_in = out, c_out
-    return macs + c_in * spec.num_classes
+    stem, stages, head = plan(spec)
+    macs = stem.in_channels * stem.out_channels * 9 * stem.conv_size**2
+    for _, first, repeat, repeats, _ in stages:
+        macs += _unit_macs(*first) + (repeats - 1) * _unit_macs(*repeat)
+    return macs + head.in_channels * head.num_classes
+
+
+def _unit_macs(c_in, c_out, mid, stride, group_first, first_groups, groups, branch_out, shuffle, in_size, out_size):
+    """One `arch.Unit`: 1x1 (grouped) in at the input size; 3x3 depthwise and 1x1 grouped out at the output size."""
+    return c_in * mid // first_groups * in_size * in_size + (mid * 9 + mid * branch_out // groups) * out_size * out_size
 
 
 def count_complexity(spec: ShuffleNetSpec) -> Complexity:
@@ -132,12 +121,11 @@ def count_complexity(spec: ShuffleNetSpec) -> Complexity:
     Each distinct layer is costed once; identical stride-1 units of a stage count as copies.
     """
     templates: list[tuple[LayerCost, int]] = []
-    other = {"batch_norm": 0, "relu": 0, "pooling": 0, "add": 0}
+    other = dict.fromkeys(OTHER_OPS, 0)  # keys from the policy table
     tally = {"bn_channels": 0, "peak": 0, "written": 0}
     stage_totals: dict[str, list[int]] = {}
 
-    def conv(name, stage, c_in, c_out, k, stride, groups, size, live, copies=1):
-        out = _down(size) if stride == 2 else size
+    def conv(name, stage, c_in, c_out, k, groups, size, out, live, copies=1):
         weights = c_out * (c_in // groups) * k * k
         op = "conv1x1" if k == 1 else ("dwconv3x3" if groups == c_in == c_out else "conv3x3")
         layer = LayerCost(name, stage, op, groups, c_in, c_out, out, weights * out * out, weights + 2 * c_out)
@@ -150,45 +138,38 @@ def count_complexity(spec: ShuffleNetSpec) -> Complexity:
         tally["written"] += copies * written
         tally["bn_channels"] += copies * c_out
         tally["peak"] = max(tally["peak"], live + c_in * size * size + written)
-        return out
 
-    size, stem = spec.resolution, spec.stem_channels
-    size = conv("first_conv.0", "stem", spec.in_channels, stem, 3, 2 if spec.stem == "imagenet" else 1, 1, size, 0)
-    other["relu"] += stem * size * size
-    shapes = {}  # stage -> (channels, size) of its output
-    if spec.stem == "imagenet":
-        size = _down(size)
-        other["pooling"] += 9 * stem * size * size
-        tally["written"] += stem * size * size
-    shapes["stem"] = (stem, size)
-    c_in, unit, g = stem, 0, spec.groups
-    for s, (repeats, c_out, mid) in enumerate(zip(spec.repeats, spec.stage_channels, spec.bottleneck_channels)):
-        stage = f"stage{s + 2}"
+    stem, stages, head = plan(spec)
+    conv("first_conv.0", "stem", stem.in_channels, stem.out_channels, 3, 1, stem.in_size, stem.conv_size, 0)
+    other["relu"] += stem.out_channels * stem.conv_size**2
+    if stem.pool:
+        other["pooling"] += 9 * stem.out_channels * stem.out_size**2
+        tally["written"] += stem.out_channels * stem.out_size**2
+    shapes = {"stem": (stem.out_channels, stem.out_size)}  # stage -> (channels, size) of its output
+    for stage in stages:
         # The stride-2 unit (copies=1), then one stride-1 unit standing for all repeats - 1 of them.
-        for stride, copies in ((2, 1), (1, repeats - 1)):
+        for u, copies, index in ((stage.first, 1, stage.index), (stage.repeat, stage.repeats - 1, stage.index + 1)):
             if copies == 0:
                 continue
-            branch = c_out - c_in if stride == 2 else c_out
-            pre = f"features.{unit}."
-            live = c_in * size * size  # the shortcut stays alive while the branch runs
-            first_groups = 1 if (s == 0 and stride == 2) else g
-            conv(pre + "branch_main_1.0", stage, c_in, mid, 1, 1, first_groups, size, live, copies)
-            out = conv(pre + "branch_main_1.3", stage, mid, mid, 3, stride, mid, size, live, copies)
-            conv(pre + "branch_main_2.0", stage, mid, branch, 1, 1, g, out, live, copies)
-            other["relu"] += copies * (mid * size * size + branch * out * out)
-            if stride == 2:
-                other["pooling"] += 9 * c_in * out * out
-                tally["written"] += c_in * out * out
+            pre, size, out, mid = f"features.{index}.", u.in_size, u.out_size, u.mid
+            live = u.c_in * size * size  # the shortcut stays alive while the branch runs
+            conv(pre + "branch_main_1.0", stage.name, u.c_in, mid, 1, u.first_groups, size, size, live, copies)
+            conv(pre + "branch_main_1.3", stage.name, mid, mid, 3, mid, size, out, live, copies)
+            conv(pre + "branch_main_2.0", stage.name, mid, u.branch_out, 1, u.groups, out, out, live, copies)
+            other["relu"] += copies * (mid * size * size + u.branch_out * out * out)
+            if u.stride == 2:
+                other["pooling"] += 9 * u.c_in * out * out
+                tally["written"] += u.c_in * out * out
             else:
-                other["add"] += copies * c_out * out * out
-            size, c_in, unit = out, c_out, unit + copies
-        shapes[stage] = (c_out, size)
+                other["add"] += copies * u.c_out * out * out
+        shapes[stage.name] = (stage.first.c_out, stage.first.out_size)
+    c_in, size = head.in_channels, head.in_size
     other["pooling"] += c_in * size * size  # global average pool
-    fc_weights = c_in * spec.num_classes
-    templates.append((LayerCost("classifier", "head", "fc", 1, c_in, spec.num_classes, 1, fc_weights, fc_weights), 1))
+    fc_weights = c_in * head.num_classes
+    templates.append((LayerCost("classifier", "head", "fc", 1, c_in, head.num_classes, 1, fc_weights, fc_weights), 1))
     stage_totals["head"] = [fc_weights, fc_weights]
-    shapes["head"] = (spec.num_classes, 1)
-    tally["written"] += c_in + spec.num_classes  # pooled features, logits
+    shapes["head"] = (head.num_classes, 1)
+    tally["written"] += c_in + head.num_classes  # pooled features, logits
 
     stages = tuple(StageCost(name, macs, params, *shapes[name]) for name, (macs, params) in stage_totals.items())
     params = sum(st.params for st in stages)

@@ -1,7 +1,7 @@
 """Cross-check the closed-form counter with fvcore's tracer, under the same policy.
 
-fvcore's default table also counts batch norm and adaptive pooling; ours is explicit and
-counts only convolutions and the classifier (multiply-adds, 1 per MAC), like the paper.
+fvcore's default table also counts batch norm and adaptive pooling; ours is built from
+`policy.POLICY`, so only the budget's ops (convolutions and the classifier) count.
 A handle returning 0 is the only way to drop an op: fvcore 0.1.5 still counts batch
 norm when its handle is set to None.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..model import build_model
 from ..spec import ShuffleNetSpec
+from .policy import MACS, POLICY
 
 
 def _zero(inputs, outputs) -> int:
@@ -21,21 +22,10 @@ def _zero(inputs, outputs) -> int:
 
 
 def _handles() -> dict:
-    from fvcore.nn.jit_handles import conv_flop_jit, linear_flop_jit, matmul_flop_jit
+    """One fvcore handle per op of `POLICY`: fvcore's own for the budget's ops, zero for the rest."""
+    from fvcore.nn import jit_handles
 
-    return {
-        "aten::_convolution": conv_flop_jit,  # Cout*H*W*Cin/g*k*k: in the budget
-        "aten::linear": linear_flop_jit,  # classifier, no bias: in the budget
-        "aten::matmul": matmul_flop_jit,  # classifier if traced as matmul: in the budget
-        "aten::batch_norm": _zero,  # reported beside the budget, as in the paper
-        "aten::relu": _zero,
-        "aten::relu_": _zero,
-        "aten::max_pool2d": _zero,
-        "aten::avg_pool2d": _zero,
-        "aten::adaptive_avg_pool2d": _zero,
-        "aten::add": _zero,  # residual add
-        "aten::add_": _zero,
-    }
+    return {op: getattr(jit_handles, r.fvcore_handle) if r.into == MACS else _zero for op, r in POLICY.items()}
 
 
 @dataclass(frozen=True)

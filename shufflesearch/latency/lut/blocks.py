@@ -7,6 +7,7 @@ import math
 import random
 from typing import Any
 
+from ...arch import Head, Stem, Unit, plan
 from ...errors import UsageError
 from ...spec import ShuffleNetSpec, SpecError
 
@@ -17,21 +18,20 @@ class LutError(UsageError):
 
 def block_plan(spec: ShuffleNetSpec) -> tuple[tuple[str, str], list[tuple[str, str]]]:
     """((stem key, head key), [(stride-2 unit key, stride-1 unit key) per stage]); keys name the input size."""
-    r, g = spec.resolution, spec.groups
-    h = r if spec.stem == "small" else halve(halve(r))
-    stem = f"stem:{spec.in_channels}>{spec.stem_channels}:{spec.stem}@{r}"
-    shuffle = int(spec.shuffle and g > 1)
-    stages, c_in = [], spec.stem_channels
-    for i, (c, mid) in enumerate(zip(spec.stage_channels, spec.bottleneck_channels)):
-        first = f"unit:{c_in}>{c}:m{mid}:s2:g{g}:gf{int(i > 0)}:sh{shuffle}@{h}"
-        h = halve(h)
-        stages.append((first, f"unit:{c}>{c}:m{mid}:s1:g{g}:gf1:sh{shuffle}@{h}"))
-        c_in = c
-    return (stem, f"head:{c_in}>{spec.num_classes}@{h}"), stages
+    stem, stages, head = plan(spec)
+    return (_stem_key(stem, spec.stem), _head_key(head)), [(_unit_key(s.first), _unit_key(s.repeat)) for s in stages]
 
 
-def halve(h: int) -> int:
-    return (h - 1) // 2 + 1  # 3x3, stride 2, padding 1 (convs and pools alike)
+def _stem_key(stem: Stem, kind: str) -> str:
+    return f"stem:{stem.in_channels}>{stem.out_channels}:{kind}@{stem.in_size}"
+
+
+def _unit_key(u: Unit) -> str:
+    return f"unit:{u.c_in}>{u.c_out}:m{u.mid}:s{u.stride}:g{u.groups}:gf{int(u.group_first)}:sh{int(u.shuffle)}@{u.in_size}"
+
+
+def _head_key(head: Head) -> str:
+    return f"head:{head.in_channels}>{head.num_classes}@{head.in_size}"
 
 
 def block_modules(spec: ShuffleNetSpec, seed: int) -> dict[str, tuple[Any, tuple[int, ...]]]:
@@ -42,37 +42,32 @@ def block_modules(spec: ShuffleNetSpec, seed: int) -> dict[str, tuple[Any, tuple
     from ...export import randomize_batch_norm
     from ...model import build_model
 
+    two = spec.replace(repeats=(2, 2, 2))  # the same blocks, each stage's stride-1 unit once
     torch.manual_seed(seed)
-    model = build_model(spec.replace(repeats=(2, 2, 2))).eval()
+    model = build_model(two).eval()
     randomize_batch_norm(model)
-    (stem, head), stages = block_plan(spec)
-    r = spec.resolution
-    h = r if spec.stem == "small" else halve(halve(r))
-    out = {stem: (nn.Sequential(model.first_conv, model.maxpool), (1, spec.in_channels, r, r))}
-    index, c_in = 0, spec.stem_channels
-    for (first, repeat), c in zip(stages, spec.stage_channels):
-        out[first] = (model.features[index], (1, c_in, h, h))
-        h = halve(h)
-        out[repeat] = (model.features[index + 1], (1, c, h, h))
-        index, c_in = index + 2, c
-    out[head] = (nn.Sequential(model.globalpool, nn.Flatten(1), model.classifier), (1, c_in, h, h))
+    stem, stages, head = plan(two)
+    out = {
+        _stem_key(stem, spec.stem): (
+            nn.Sequential(model.first_conv, model.maxpool),
+            (1, stem.in_channels, stem.in_size, stem.in_size),
+        )
+    }
+    for stage in stages:
+        for u, index in ((stage.first, stage.index), (stage.repeat, stage.index + 1)):
+            out[_unit_key(u)] = (model.features[index], (1, u.c_in, u.in_size, u.in_size))
+    out[_head_key(head)] = (
+        nn.Sequential(model.globalpool, nn.Flatten(1), model.classifier),
+        (1, head.in_channels, head.in_size, head.in_size),
+    )
     return out
 
 
 def export_block(module: Any, input_shape: tuple[int, ...]) -> bytes:
-    import io
-    import warnings
+    """A block's ONNX bytes; the runner feeds every block as "x" and reads "y"."""
+    from ...export import module_onnx_bytes
 
-    import torch
-
-    from ...export import OPSET
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(input_shape),), buffer, input_names=["x"], output_names=["y"],
-                          opset_version=OPSET, dynamo=False)  # fmt: skip
-    return buffer.getvalue()
+    return module_onnx_bytes(module, input_shape, input_name="x", output_name="y")
 
 
 def strip_weights(model_bytes: bytes, weights_file: str) -> tuple[bytes, list[list[float]]]:
