@@ -15,7 +15,7 @@ import json
 import math
 
 from shufflesearch.complexity import count_macs
-from shufflesearch.latency.environment import describe, machine_info
+from shufflesearch.environment import describe, machine_info
 from shufflesearch.latency.measure import measure_latency
 from shufflesearch.presets import list_presets
 

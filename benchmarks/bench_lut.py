@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from shufflesearch.latency.environment import describe
+from shufflesearch.environment import describe
 from shufflesearch.latency.lut import LatencyTable, build_lut, validate_lut
 from shufflesearch.latency.measure import measure_latency
 from shufflesearch.search.space import SearchSpace

@@ -14,17 +14,18 @@ import onnxruntime as ort
 import pytest
 
 from shufflesearch.export import onnx_bytes
-from shufflesearch.latency import calibration
-from shufflesearch.latency.arm64_sysroot import SETUP_COMMAND, guest_command, guest_env, plugin_path, qemu_binary
 from shufflesearch.latency.emulated import (
     EmulationError,
     InstructionCount,
     count_instructions,
+    device_profiles,
     ensure_sysroot,
     estimate_ms,
     parse_counts,
     sysroot_status,
 )
+from shufflesearch.latency.emulated.guest import SETUP_COMMAND, guest_command, guest_env, plugin_path, qemu_binary
+from shufflesearch.paper import TABLE8_LATENCY_MS
 from shufflesearch.spec import ShuffleNetSpec
 
 IN_CI = os.environ.get("CI") == "true"
@@ -93,32 +94,32 @@ def test_plugin_output_parsing_rejects_unbalanced_markers():
 
 def test_fit_recovers_a_known_linear_law_and_picks_it():
     xs = [10e6, 20e6, 40e6, 80e6, 160e6]
-    fit, candidates = calibration.fit_points(xs, [2e-6 * x + 3 for x in xs])
+    fit, candidates = device_profiles.fit_points(xs, [2e-6 * x + 3 for x in xs])
     assert fit.kind == "linear" and fit.loo_error_pct < 1e-6
     assert fit.coefficients == pytest.approx((2e-6, 3))
-    assert set(candidates) == set(calibration.FIT_KINDS) - {"mix"}  # no mix given: not a candidate
+    assert set(candidates) == set(device_profiles.FIT_KINDS) - {"mix"}  # no mix given: not a candidate
     assert min(candidates["loglog"]) > 0
 
 
 def test_stored_profile_matches_the_paper_and_its_fit_reproduces():
-    data = calibration.read_profile("snapdragon820")
+    data = device_profiles.read_profile("snapdragon820")
     points = data["points"]
-    assert [(p["model"], *p["input_hw"], p["published_ms"]) for p in points] == list(calibration.PAPER_TABLE8)
+    assert [(p["model"], *p["input_hw"], p["published_ms"]) for p in points] == list(TABLE8_LATENCY_MS)
     for point in points:  # a mix adds up to its total
         assert sum(point["mix"].values()) == point["instructions"]
-    refit, candidates = calibration.fit_points(
+    refit, candidates = device_profiles.fit_points(
         [p["instructions"] for p in points], [p["published_ms"] for p in points], [p["mix"] for p in points]
     )
-    stored = calibration.load_profile("snapdragon820")
+    stored = device_profiles.load_profile("snapdragon820")
     assert refit.kind == stored.kind
     assert refit.coefficients == pytest.approx(stored.coefficients, rel=1e-6)
     assert refit.loo_error_pct == pytest.approx(stored.loo_error_pct, abs=0.01)
     assert refit.loo_error_pct == min(sum(v) / len(v) for v in candidates.values())
-    assert data["regenerate"] == calibration.REGENERATE_COMMAND
+    assert data["regenerate"] == device_profiles.REGENERATE_COMMAND
 
 
 def _stored_count(index: int) -> InstructionCount:
-    point = calibration.read_profile("snapdragon820")["points"][index]
+    point = device_profiles.read_profile("snapdragon820")["points"][index]
     shape = (1, 3, *point["input_hw"])
     return InstructionCount(point["instructions"], [point["instructions"]], point["mix"], "neoverse-n1", "0x414fd0c1", "", "", shape, 0.0)  # fmt: skip
 

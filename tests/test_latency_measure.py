@@ -4,6 +4,7 @@ import ast
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 
@@ -12,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shufflesearch import environment
+from shufflesearch.environment import describe, machine_info
 from shufflesearch.export import export_onnx
 from shufflesearch.latency import device_runner
-from shufflesearch.latency.device_runner import seeded_input, summarize
-from shufflesearch.latency.environment import describe, machine_info
+from shufflesearch.latency.device_runner import latency_stats, seeded_input
 from shufflesearch.latency.measure import (
     LatencyResult,
     LatencySettingError,
@@ -89,10 +91,10 @@ ARM_BIG_LITTLE = "".join(
 
 def test_arm_cpuinfo_is_named_by_core_type():
     # A Cortex-A55/A76 big.LITTLE SoC: ARM kernels give MIDR fields, not a model name.
-    assert device_runner._cpu_model(ARM_BIG_LITTLE) == "Cortex-A55 x6, Cortex-A76 x2"
-    assert device_runner._kernel_flags(ARM_BIG_LITTLE) == ["asimd", "asimddp", "asimdhp"]
+    assert environment._cpu_model(ARM_BIG_LITTLE) == "Cortex-A55 x6, Cortex-A76 x2"
+    assert environment._kernel_flags(ARM_BIG_LITTLE) == ["asimd", "asimddp", "asimdhp"]
     unknown = ARM_BIG_LITTLE.replace("0x41", "0x99") + "Hardware\t: Vendor SoC\n"
-    assert device_runner._cpu_model(unknown).startswith("Vendor SoC (implementer 0x99 part 0xd05 x6")
+    assert environment._cpu_model(unknown).startswith("Vendor SoC (implementer 0x99 part 0xd05 x6")
 
 
 def test_torch_threads_are_recorded_and_restored():
@@ -149,8 +151,8 @@ def test_measure_onnx_file(tiny_onnx):
 
 
 @given(st.lists(st.floats(0.01, 1e4, allow_nan=False), min_size=1, max_size=200))
-def test_summarize_matches_numpy(times):
-    stats = summarize(times)
+def test_latency_stats_match_numpy(times):
+    stats = latency_stats(times)
     for key, q in (("median_ms", 50), ("p90_ms", 90)):
         assert stats[key] == pytest.approx(np.percentile(times, q), rel=1e-9, abs=1e-9)
     assert stats["min_ms"] == min(times) and stats["max_ms"] == max(times)
@@ -176,8 +178,22 @@ def test_runner_script_prints_one_json_line(tiny_onnx):
     assert len(lines) == 1
     payload = json.loads(lines[0])
     assert payload["ok"] and len(payload["times_ms"]) == 4 and payload["input_shape"] == [1, 3, 32, 32]
-    assert payload["median_ms"] == summarize(payload["times_ms"])["median_ms"]
+    assert payload["median_ms"] == latency_stats(payload["times_ms"])["median_ms"]
     assert payload["machine"]["arch"] == platform.machine() and len(payload["output_sample"]) == TINY.num_classes
+
+
+def test_runner_runs_alone_with_the_files_shipped_to_a_device(tiny_onnx, tmp_path):
+    # What a device gets over ssh: the runner and environment.py side by side, no shufflesearch installed.
+    from shufflesearch.latency.ssh.session import RUNNER_FILES
+
+    for name, path in RUNNER_FILES.items():
+        shutil.copy(path, tmp_path / name)
+    command = [sys.executable, "-I", str(tmp_path / "device_runner.py"), str(tiny_onnx), "--runs", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    payload = json.loads(done.stdout.splitlines()[-1])
+    assert payload["ok"], payload
+    local = machine_info()
+    assert set(payload["machine"]) == set(local) and payload["machine"]["arch"] == local["arch"]
 
 
 def test_runner_without_onnxruntime_says_how_to_fix(tiny_onnx):
@@ -189,8 +205,9 @@ def test_runner_without_onnxruntime_says_how_to_fix(tiny_onnx):
     assert "pip install onnxruntime" in payload["message"]
 
 
-def test_runner_is_python38_and_stdlib_only():
-    with open(RUNNER, encoding="utf-8") as f:
+@pytest.mark.parametrize("path", [RUNNER, environment.__file__])  # environment.py is shipped beside the runner
+def test_runner_is_python38_and_stdlib_only(path):
+    with open(path, encoding="utf-8") as f:
         source = f.read()
     tree = ast.parse(source, feature_version=(3, 8))  # a SyntaxError here breaks old devices
     imported = set()

@@ -32,6 +32,8 @@ from shufflesearch.latency.ssh import (
     SshTimeoutError,
     measure_remote,
 )
+from shufflesearch.latency.ssh.options import check_ssh_options
+from shufflesearch.latency.ssh.session import SshSession
 from shufflesearch.spec import ShuffleNetSpec
 
 TINY = ShuffleNetSpec(groups=2, scale=0.25, repeats=(1, 1, 1), resolution=32)
@@ -210,7 +212,7 @@ def test_hung_device_is_cut_off_and_cleaned_up(sshd, tmp_path):
 
 
 def test_ssh_argv_keeps_host_key_checking_and_batch_mode():
-    session = ssh._Session(SshTarget("board", "pi", 2200), ["-i", "key"], timeout_s=60)
+    session = SshSession(SshTarget("board", "pi", 2200), ["-i", "key"], timeout_s=60)
     argv = session.argv
     # ssh keeps the first value it reads: ours that must hold come first, the defaults after the user's.
     assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
@@ -246,10 +248,10 @@ def ssh_config(argv: list[str]) -> dict[str, str]:
 def test_lax_host_key_options_are_refused_and_could_not_win_anyway(options):
     assert ssh_config(["ssh", *options, "board"])["stricthostkeychecking"] in ("false", "accept-new")  # lax to ssh
     with pytest.raises(SshTargetError, match=r"ssh-keyscan -p 2200 board .*~/\.ssh/known_hosts") as info:
-        ssh._check_options(options, SshTarget("board", "pi", 2200))
+        check_ssh_options(options, SshTarget("board", "pi", 2200))
     assert "\n" not in str(info.value)
     # Unchecked on purpose: the argv alone must keep checking on, whatever the refusal misses.
-    argv = ssh._Session(SshTarget("board", "pi", 2200), options, timeout_s=60).argv
+    argv = SshSession(SshTarget("board", "pi", 2200), options, timeout_s=60).argv
     config = ssh_config(argv)
     assert (config["stricthostkeychecking"], config["batchmode"], config["port"]) == ("true", "yes", "2200")
 
@@ -257,8 +259,8 @@ def test_lax_host_key_options_are_refused_and_could_not_win_anyway(options):
 def test_a_lax_config_file_cannot_turn_checking_off(tmp_path):
     lax = tmp_path / "lax_config"
     lax.write_text("StrictHostKeyChecking no\nBatchMode no\nConnectTimeout 99\n")
-    assert ssh._check_options(["-F", str(lax)], SshTarget("board"))  # allowed: command-line options beat it
-    config = ssh_config(ssh._Session(SshTarget("board"), ["-F", str(lax)], timeout_s=60).argv)
+    assert check_ssh_options(["-F", str(lax)], SshTarget("board"))  # allowed: command-line options beat it
+    config = ssh_config(SshSession(SshTarget("board"), ["-F", str(lax)], timeout_s=60).argv)
     assert (config["stricthostkeychecking"], config["batchmode"], config["connecttimeout"]) == ("true", "yes", "10")
 
 
@@ -274,8 +276,8 @@ def test_a_lax_config_file_cannot_turn_checking_off(tmp_path):
     ],
 )
 def test_ordinary_options_pass_as_given(options):
-    assert ssh._check_options(options, SshTarget("board")) == options
-    assert ssh_config(ssh._Session(SshTarget("board"), options, timeout_s=60).argv)["stricthostkeychecking"] == "true"
+    assert check_ssh_options(options, SshTarget("board")) == options
+    assert ssh_config(SshSession(SshTarget("board"), options, timeout_s=60).argv)["stricthostkeychecking"] == "true"
 
 
 @pytest.mark.parametrize(
@@ -292,7 +294,7 @@ def test_ordinary_options_pass_as_given(options):
 )
 def test_odd_options_are_refused_with_one_line(options, message):
     with pytest.raises(SshTargetError, match=message) as info:
-        ssh._check_options(options, SshTarget("board"))
+        check_ssh_options(options, SshTarget("board"))
     assert "\n" not in str(info.value)
 
 

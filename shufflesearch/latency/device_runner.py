@@ -2,9 +2,10 @@
 """Time one ONNX model with ONNX Runtime and print one JSON line: the script shipped to a device.
 
 It runs on the device itself, so it needs only Python >= 3.8, numpy and onnxruntime
-(`python3 -m pip install onnxruntime` brings both) and imports nothing from shufflesearch.
-shufflesearch copies it over SSH and times local ONNX models with the same code, so a
-latency means the same thing everywhere. By hand:
+(`python3 -m pip install onnxruntime` brings both) and, of shufflesearch, only
+`environment.py` (the machine description), which travels beside it. shufflesearch copies
+both over SSH and times local ONNX models with the same code, so a latency means the same
+thing everywhere. By hand (environment.py beside the runner):
 
     $ python3 device_runner.py model.onnx --threads 1 --runs 50 --warmup 10
     {"ok":true,"median_ms":4.71,"p90_ms":4.93,...,"times_ms":[...],"machine":{"arch":"aarch64",...}}
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -37,27 +37,6 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 EXIT_FAILED = 3
 OUTPUT_SAMPLE_SIZE = 1024  # output values sent back for the host's equality check
 _MASK64 = (1 << 64) - 1
-
-# CPU features that decide which ONNX Runtime kernels run; stored with every measurement.
-_KERNEL_FLAGS = {
-    "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
-    "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2",
-}  # fmt: skip
-# MIDR "CPU part" numbers (implementer 0x41 = Arm, 0x51 = Qualcomm) as /proc/cpuinfo prints them.
-_ARM_PARTS = {
-    "0x41": {
-        "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-        "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-        "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
-        "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2",
-        "0xd49": "Neoverse-N2", "0xd4b": "Cortex-A78C", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
-        "0xd4f": "Neoverse-V2", "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4",
-    },
-    "0x51": {
-        "0x800": "Kryo 2xx Gold", "0x801": "Kryo 2xx Silver", "0x802": "Kryo 3xx Gold",
-        "0x803": "Kryo 3xx Silver", "0x804": "Kryo 4xx Gold", "0x805": "Kryo 4xx Silver",
-    },
-}  # fmt: skip
 
 
 class RunnerError(Exception):
@@ -71,76 +50,27 @@ class RunnerError(Exception):
 # -- machine description ---------------------------------------------------------------
 
 
-def describe_machine() -> dict:
-    """CPU, OS and runtime versions of the machine this runs on (stdlib only, never raises)."""
-    cpuinfo = _read("/proc/cpuinfo")
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "arch": platform.machine(),
-        "cpu_model": _cpu_model(cpuinfo) or platform.processor() or "unknown",
-        "cpu_cores": os.cpu_count(),
-        "cpu_affinity": len(affinity) if affinity is not None else None,
-        "cpu_flags": _kernel_flags(cpuinfo),
-        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,  # busy = noisy
-        "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip() or None,
-        "board": _read("/sys/firmware/devicetree/base/model").strip("\x00\n ") or None,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {name: v for name, v in ((n, _version(n)) for n in ("onnxruntime", "numpy", "torch")) if v},
-    }
+def machine_info() -> dict:
+    """shufflesearch.environment.machine_info: the package's, or the copy shipped beside this script."""
+    if __package__:
+        from .. import environment
+    else:
+        environment = _load_beside("environment.py")
+    return environment.machine_info()
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+def _load_beside(name: str):
+    # On a device the host ships environment.py beside this file; in a source tree it is one folder up.
+    import importlib.util
 
-
-def _cpuinfo_values(cpuinfo: str, key: str) -> list:
-    values = []
-    for line in cpuinfo.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name.strip() == key:
-            values.append(value.strip())
-    return values
-
-
-def _cpu_model(cpuinfo: str) -> str:
-    # x86 (and some ARM kernels) name the CPU; ARM kernels usually give only MIDR fields.
-    names = _cpuinfo_values(cpuinfo, "model name")
-    parts = list(zip(_cpuinfo_values(cpuinfo, "CPU implementer"), _cpuinfo_values(cpuinfo, "CPU part")))
-    if parts:
-        counts: dict = {}
-        for implementer, part in parts:
-            name = _ARM_PARTS.get(implementer.lower(), {}).get(part.lower())
-            label = name or f"implementer {implementer} part {part}"
-            counts[label] = counts.get(label, 0) + 1
-        cores = ", ".join(f"{label} x{n}" for label, n in sorted(counts.items()))
-        hardware = _cpuinfo_values(cpuinfo, "Hardware")
-        return f"{hardware[0]} ({cores})" if hardware else cores
-    return names[0] if names else ""
-
-
-def _kernel_flags(cpuinfo: str) -> list:
-    for key in ("flags", "Features"):
-        found = _cpuinfo_values(cpuinfo, key)
-        if found:
-            return sorted(_KERNEL_FLAGS.intersection(found[0].split()))
-    return []
-
-
-def _version(module: str) -> str:
-    loaded = sys.modules.get(module)
-    if loaded is not None and getattr(loaded, "__version__", None):
-        return str(loaded.__version__)
-    try:
-        from importlib import metadata
-
-        return metadata.version(module)
-    except Exception:  # not installed, or no metadata: the key is simply left out
-        return ""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, name), os.path.join(os.path.dirname(here), name)):
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location(name[: -len(".py")], path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise RunnerError("missing-file", f"{name} must be shipped beside {os.path.basename(__file__)}")
 
 
 # -- statistics --------------------------------------------------------------------------
@@ -154,7 +84,7 @@ def percentile(sorted_values: list, q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def summarize(times_ms: list) -> dict:
+def latency_stats(times_ms: list) -> dict:
     """Median, p90, min, max, mean, IQR and spread (IQR as % of the median) of timed runs."""
     if not times_ms:
         raise ValueError("no timed runs to summarize")
@@ -399,9 +329,9 @@ def _measure(args: argparse.Namespace) -> dict:
         timing = time_onnx(
             args.model, args.threads, args.runs, args.warmup, args.seed, args.shape, args.max_seconds, args.clock
         )
-        payload.update(summarize(timing["times_ms"]))
+        payload.update(latency_stats(timing["times_ms"]))
         payload.update(timing)
-    payload["machine"] = describe_machine()
+    payload["machine"] = machine_info()
     return payload
 
 

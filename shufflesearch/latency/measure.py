@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..environment import machine_info
 from ..errors import MachineError, UsageError
 from ..spec import ShuffleNetSpec
-from .device_runner import RunnerError, sample_indices, seeded_input, summarize, time_onnx
-from .environment import machine_info
+from .device_runner import RunnerError, latency_stats, sample_indices, seeded_input, time_onnx
 
 BACKENDS = ("onnxruntime", "torch")
 TOLERANCE = 1e-4  # max abs diff per unit of the largest |logit| (and at least absolute 1e-4)
@@ -151,8 +151,8 @@ def measure_onnx_file(
 
 
 def result_from_timing(times_ms: Sequence[float], **fields: Any) -> LatencyResult:
-    """A LatencyResult from raw run times (ms) and the descriptive fields; stats from `summarize`."""
-    stats = summarize(list(times_ms))
+    """A LatencyResult from raw run times (ms) and the descriptive fields; stats from `latency_stats`."""
+    stats = latency_stats(list(times_ms))
     keep = ("median_ms", "p90_ms", "min_ms", "iqr_ms", "spread_pct")
     return LatencyResult(**{k: stats[k] for k in keep}, times_ms=tuple(times_ms), **fields)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from ...complexity import count_macs
 from ...spec import ShuffleNetSpec
-from ..device_runner import summarize
+from ..device_runner import latency_stats
 from .blocks import block_keys, block_modules, export_block, overhead_model, strip_weights, width_specs
 from .table import STATISTICS, LatencyTable, LutError
-from .timing import Progress, make_runner, robust_us
+from .timing import PhaseProgress, make_runner, robust_us
 from .validate import compare
 
 
@@ -33,7 +33,7 @@ def build_lut(
     ssh_options: Sequence[str] | str = (),
     timeout_s: float = 1800.0,
     holdout: Iterable[ShuffleNetSpec] = (),
-    progress: Progress | None = None,
+    progress: PhaseProgress | None = None,
 ) -> LatencyTable:
     """Time every distinct block of `space` on `target` once, and fit the sum to `fit_points` whole networks.
 
@@ -78,7 +78,7 @@ def build_lut(
     blocks = {}
     for key in sorted(k for k in models if k not in networks):
         median_us, us = robust_us(timings[key], "median_ms"), robust_us(timings[key], statistic)
-        per_round = [summarize(t)[statistic] * 1e3 for t in timings[key]]
+        per_round = [latency_stats(t)[statistic] * 1e3 for t in timings[key]]
         blocks[key] = {"us": max(0.0, us - overhead_us), "median_us": median_us,
                        "min_us": min(min(t) for t in timings[key]) * 1e3,
                        "spread_pct": 100 * (max(per_round) - min(per_round)) / us if us > 0 else 0.0}  # fmt: skip
@@ -100,7 +100,7 @@ def build_lut(
     return table
 
 
-def export_blocks(widths: list[ShuffleNetSpec], seed: int, progress: Progress | None) -> dict[str, tuple]:
+def export_blocks(widths: list[ShuffleNetSpec], seed: int, progress: PhaseProgress | None) -> dict[str, tuple]:
     models: dict[str, tuple[bytes, list]] = {}
     for i, spec in enumerate(widths):
         needed = [k for k in block_keys(spec) if k not in models]

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..device_runner import summarize, time_manifest
-from ..environment import machine_info
+from ...environment import machine_info
+from ..device_runner import latency_stats, time_manifest
 from .table import LutError
 
 CHUNK_MODELS = 150  # models per runner call: progress and per-call timeouts, without many ssh round trips
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
+PhaseProgress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Runner:
     timeout_s: float = 1800.0
     machine: dict[str, Any] = field(default_factory=dict)
 
-    def time(self, models: list[tuple], phase: str, progress: Progress | None, every_chunk: Sequence[tuple] = ()):
+    def time(self, models: list[tuple], phase: str, progress: PhaseProgress | None, every_chunk: Sequence[tuple] = ()):
         """models: (name, weightless ONNX bytes, fill recipe) -> {name: [run times (ms) of each timing]}.
 
         Every model is timed once per round, each round in its own shuffled order, so a burst of
@@ -91,5 +91,5 @@ def make_runner(target: Any, threads: int, runs: int, warmup: int, clock: str, r
 
 def robust_us(timings: list[list[float]], statistic: str) -> float:
     """Median over timings of each timing's statistic, in us."""
-    values = sorted(summarize(times)[statistic] * 1e3 for times in timings)
+    values = sorted(latency_stats(times)[statistic] * 1e3 for times in timings)
     return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2

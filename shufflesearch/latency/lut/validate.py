@@ -12,7 +12,7 @@ from typing import Any
 from ...spec import ShuffleNetSpec
 from .blocks import strip_weights
 from .table import LatencyTable, LutError
-from .timing import Progress, make_runner, robust_us
+from .timing import PhaseProgress, make_runner, robust_us
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def validate_lut(
     python: str = "python3",
     ssh_options: Sequence[str] | str = (),
     timeout_s: float = 1800.0,
-    progress: Progress | None = None,
+    progress: PhaseProgress | None = None,
 ) -> LutValidation:
     """Measure each spec end to end at the table's threads, clock and statistic; compare with its prediction.
 

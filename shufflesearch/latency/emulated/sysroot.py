@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.metadata
-import importlib.resources
 import json
 import os
 import re
@@ -32,32 +30,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic import naming
-from ..errors import MachineError
-
-SETUP_COMMAND = "shufflesearch setup arm64"
-# Debian packages the host needs: the dynamic qemu-aarch64 (qemu-user-static has no plugin support),
-# a C compiler and glib headers for the plugin, and dpkg/apt which every Debian host has.
-HOST_PACKAGES: tuple[str, ...] = ("qemu-user", "gcc", "libc6-dev", "libglib2.0-dev", "pkg-config")
-HOST_INSTALL_COMMAND = "sudo apt-get install -y " + " ".join(HOST_PACKAGES)
+from ...atomic import naming
+from .guest import (
+    CPU_FEATURES,
+    CPU_MIDR,
+    CPU_MODEL,
+    GUEST_PYTHON,
+    HOST_INSTALL_COMMAND,
+    SETUP_COMMAND,
+    EmulationError,
+    guest_command,
+    guest_env,
+    plugin_path,
+    qemu_binary,
+    run_step,
+)
 
 # Bump when the layout or contents change: older caches are then rebuilt, never half-trusted.
 SYSROOT_FORMAT = 1
-GUEST_PYTHON = "3.11"
 GUEST_DEBS = ("python3.11", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
 GUEST_WHEELS = ("onnxruntime", "numpy")
-# The emulated CPU and the cpuinfo the guest reads must agree: ONNX Runtime picks kernels from both.
-# Neoverse-N1: QEMU's model has MIDR 0x414fd0c1 (implementer 0x41, variant 4, part 0xd0c, revision 1).
-CPU_MODEL = "neoverse-n1"
-CPU_MIDR = 0x414FD0C1
-CPU_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs"
-PLUGIN_SOURCE = "insn_count.c"
-GUEST_ADDRESS_SPACE = "0x400000000"  # 16 GiB reserved (not committed) for the guest: enough for 2x at 720x1280
-Progress = Callable[[str], None]
-
-
-class EmulationError(MachineError):
-    """QEMU, the sysroot or the plugin is missing or broken; the message ends with the fix command."""
+LineProgress = Callable[[str], None]  # one line of text per step
 
 
 def default_cache_dir() -> Path:
@@ -73,17 +66,6 @@ def read_manifest(cache_dir: str | os.PathLike | None = None) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if manifest.get("format") == SYSROOT_FORMAT else None
-
-
-def qemu_binary() -> tuple[str, str]:
-    """Path and version line of the dynamic qemu-aarch64, or EmulationError naming the fix."""
-    path = shutil.which("qemu-aarch64")
-    if path is None:
-        raise EmulationError(
-            f"qemu-aarch64 (dynamic, with plugin support) is not installed; run: {HOST_INSTALL_COMMAND}"
-        )
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    return path, out.splitlines()[0].strip() if out else "unknown"
 
 
 def sysroot_status(cache_dir: str | os.PathLike | None = None) -> dict:
@@ -116,7 +98,7 @@ def sysroot_status(cache_dir: str | os.PathLike | None = None) -> dict:
 
 
 def ensure_sysroot(
-    cache_dir: str | os.PathLike | None = None, progress: Progress | None = None, force: bool = False
+    cache_dir: str | os.PathLike | None = None, progress: LineProgress | None = None, force: bool = False
 ) -> Path:
     """Set up the cache at `cache_dir` (default ~/.cache/shufflesearch/arm64) unless already valid.
 
@@ -140,17 +122,8 @@ def ensure_sysroot(
     return root
 
 
-def plugin_path(root: Path) -> Path:
-    """The plugin built from the shipped source; rebuilt (in under a second) when the source changed."""
-    source = importlib.resources.files(__package__).joinpath(PLUGIN_SOURCE).read_bytes()
-    target = root / "plugin" / f"insn_count-{hashlib.sha256(source).hexdigest()[:12]}.so"
-    if not target.exists():
-        _build_plugin(source, root / "include", target)
-    return target
-
-
 # -- set-up steps ------------------------------------------------------------------------------
-def _build(root: Path, say: Progress) -> None:
+def _build(root: Path, say: LineProgress) -> None:
     started = time.monotonic()
     qemu_path, qemu_version = qemu_binary()
     for tool in ("gcc", "pkg-config", "apt-get", "dpkg"):
@@ -163,12 +136,12 @@ def _build(root: Path, say: Progress) -> None:
         sysroot.mkdir(parents=True)
         apt = _private_apt(scratch)
         say("arm64 set-up: reading the host's Debian mirrors (private apt state)")
-        _run([*apt, "update"], "apt-get update for arm64")
+        run_step([*apt, "update"], "apt-get update for arm64")
         say("arm64 set-up: downloading Python 3.11 and its arm64 closure")
-        _run([*apt, "install", "--download-only", "--no-install-recommends", *GUEST_DEBS], "arm64 .deb download")
+        run_step([*apt, "install", "--download-only", "--no-install-recommends", *GUEST_DEBS], "arm64 .deb download")
         debs = sorted((scratch / "cache" / "archives").glob("*.deb"))
         for deb in debs:
-            _run(["dpkg", "-x", str(deb), str(sysroot)], f"unpacking {deb.name}")
+            run_step(["dpkg", "-x", str(deb), str(sysroot)], f"unpacking {deb.name}")
         say("arm64 set-up: downloading aarch64 wheels (onnxruntime, numpy)")
         wheels = _install_wheels(sysroot / "opt" / "site")
         _precompile(sysroot)
@@ -302,10 +275,10 @@ def _install_wheels(site: Path) -> dict[str, str]:
     base += ["--target", str(site), "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64"]
     base += ["--only-binary=:all:", "--python-version", GUEST_PYTHON, "--implementation", "cp"]
     try:
-        _run(base + pinned, "pip download of aarch64 wheels (host versions)")
+        run_step(base + pinned, "pip download of aarch64 wheels (host versions)")
     except EmulationError:
         shutil.rmtree(site, ignore_errors=True)
-        _run(base + list(GUEST_WHEELS), "pip download of aarch64 wheels")
+        run_step(base + list(GUEST_WHEELS), "pip download of aarch64 wheels")
     versions = {}
     for dist in importlib.metadata.distributions(path=[str(site)]):
         versions[dist.metadata["Name"].lower()] = dist.version
@@ -370,73 +343,13 @@ def _fetch_plugin_header(apt: list[str], src: Path, include: Path) -> None:
     raise EmulationError(f"qemu-plugin.h not found in Debian's qemu source package; run: {SETUP_COMMAND}")
 
 
-def _build_plugin(source: bytes, include: Path, target: Path) -> None:
-    if not (include / "qemu-plugin.h").exists():
-        raise EmulationError(f"qemu-plugin.h is missing from {include.parent}; run: {SETUP_COMMAND}")
-    if shutil.which("gcc") is None or shutil.which("pkg-config") is None:
-        raise EmulationError(f"gcc and pkg-config are needed to build the QEMU plugin; run: {HOST_INSTALL_COMMAND}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        (Path(tmp) / PLUGIN_SOURCE).write_bytes(source)
-        glib = subprocess.run(["pkg-config", "--cflags", "--libs", "glib-2.0"], capture_output=True, text=True)
-        if glib.returncode != 0:
-            raise EmulationError(f"glib-2.0 development files not found; run: {HOST_INSTALL_COMMAND}")
-        out = Path(tmp) / target.name
-        cmd = ["gcc", "-O2", "-Wall", "-fPIC", "-shared", f"-I{include}", str(Path(tmp) / PLUGIN_SOURCE), "-o", str(out)]  # fmt: skip
-        _run(cmd + glib.stdout.split(), "building the QEMU plugin")
-        os.replace(out, target)
-
-
 def _smoke_test(qemu: str, sysroot: Path, plugin: Path, scratch: Path) -> None:
     counts = scratch / "smoke-counts.txt"
     code = "import os, onnxruntime\nfor c in (1, 2):\n    try: os.lseek(-1, 0x5348554600000000 + c, 0)\n    except OSError: pass\n"
     cmd = [*guest_command(qemu, sysroot, plugin, counts), "-c", code]
-    _run(cmd, "the emulated guest importing onnxruntime", env=guest_env(), timeout=300)
+    run_step(cmd, "the emulated guest importing onnxruntime", env=guest_env(), timeout=300)
     if "\nrun " not in counts.read_text():
         raise EmulationError(f"the QEMU plugin saw no markers in the smoke test; run: {SETUP_COMMAND}")
-
-
-def guest_command(qemu: str, sysroot: Path, plugin: Path, counts: Path) -> list[str]:
-    """argv running the guest's Python under QEMU with the counting plugin writing to `counts`."""
-    if "," in str(counts):
-        raise EmulationError(f"plugin output path {counts} has a comma (QEMU's option separator); set TMPDIR elsewhere")
-    return [
-        qemu,
-        "-L", str(sysroot),
-        "-cpu", CPU_MODEL,
-        # A fixed seed (AT_RANDOM, getrandom) and a reserved guest address space (guest mmap then no longer
-        # follows host ASLR or QEMU's own allocations): counts repeat between processes within ~0.01%.
-        "-seed", "0",
-        "-R", GUEST_ADDRESS_SPACE,
-        "-plugin", f"{plugin},out={counts}",
-        "-d", "plugin",
-        str(sysroot / "usr" / "bin" / f"python{GUEST_PYTHON}"),
-        "-S",  # no site: the host's x86 dist-packages must never be imported
-        "-B",
-    ]  # fmt: skip
-
-
-def guest_env() -> dict[str, str]:
-    """The guest's whole environment: fixed, so that instruction counts repeat."""
-    return {
-        "PYTHONHOME": "/usr",
-        "PYTHONPATH": "/opt/site",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "LC_ALL": "C",
-        "OMP_NUM_THREADS": "1",
-        "PATH": "/usr/bin:/bin",
-    }
-
-
-def _run(cmd: list[str], what: str, env: dict | None = None, timeout: float = 900) -> None:
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EmulationError(f"{what} failed ({exc}); run: {SETUP_COMMAND}") from exc
-    if result.returncode != 0:
-        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
-        raise EmulationError(f"{what} failed (exit {result.returncode}: {detail[0][:300]}); run: {SETUP_COMMAND}")
 
 
 @contextlib.contextmanager

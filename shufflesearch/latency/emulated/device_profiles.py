@@ -4,7 +4,7 @@ A profile (profiles/<name>.json) holds the published points, the guest instructi
 for exactly those networks and input sizes (deterministic, so stored), and the fit chosen by
 leave-one-out error among the models of FIT_KINDS. Regenerate with:
 
-    python -m shufflesearch.latency.calibration      # about 8 min of emulation on 2 cores
+    python -m shufflesearch.latency.emulated.calibrate      # about 8 min of emulation on 2 cores
 
 >>> fit = load_profile("snapdragon820")
 >>> fit.kind in FIT_KINDS and fit.loo_error_pct > 0
@@ -17,31 +17,20 @@ import importlib.resources
 import json
 import math
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import write_atomically
-from ..errors import UsageError
+from ...atomic import write_atomically
+from ...errors import UsageError
+from ...paper import TABLE8_DEVICE
 
 # Candidate models, each fitted with non-negative coefficients minimising relative error; the profile keeps
 # the one with the lowest leave-one-out error. "mix" regresses on SIMD data-processing, SIMD load/store
 # and other instructions separately (SIMD loads/stores stand in for the memory traffic a count ignores).
 FIT_KINDS = ("proportional", "linear", "loglog", "mix")
-REGENERATE_COMMAND = "python -m shufflesearch.latency.calibration"
-# Paper Table 8: Qualcomm Snapdragon 820, single thread, batch 1, ms. (preset, height, width, ms)
-PAPER_TABLE8 = (
-    ("shufflenet_v1_x0_5_g3", 224, 224, 15.2),
-    ("shufflenet_v1_x0_5_g3", 480, 640, 87.4),
-    ("shufflenet_v1_x0_5_g3", 720, 1280, 260.1),
-    ("shufflenet_v1_x1_0_g3", 224, 224, 37.8),
-    ("shufflenet_v1_x1_0_g3", 480, 640, 222.2),
-    ("shufflenet_v1_x1_0_g3", 720, 1280, 684.5),
-    ("shufflenet_v1_x2_0_g3", 224, 224, 108.8),
-    ("shufflenet_v1_x2_0_g3", 480, 640, 617.0),
-    ("shufflenet_v1_x2_0_g3", 720, 1280, 1857.6),
-)
+REGENERATE_COMMAND = "python -m shufflesearch.latency.emulated.calibrate"
+BASIS = "estimated from guest instruction count under QEMU, calibrated on paper Table 8 (Snapdragon 820)"
 
 
 class ProfileError(UsageError):
@@ -165,61 +154,10 @@ def _fit(kind: str, rows: Sequence[Sequence[float]], ms: Sequence[float]) -> tup
     return tuple(float(c) for c in coefficients / scale)
 
 
-def export_at(preset: str, height: int, width: int) -> bytes:
-    """ONNX bytes of a preset at a (possibly non-square) input; the net is fully conv + adaptive pool."""
-    import io
-    import warnings
-
-    import torch
-
-    from ..export import OPSET
-    from ..model import build_model
-    from ..presets import get_preset
-
-    torch.manual_seed(0)
-    model = build_model(get_preset(preset)).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        x = torch.zeros(1, 3, height, width)
-        torch.onnx.export(model, (x,), buffer, input_names=["image"], output_names=["logits"], opset_version=OPSET, dynamo=False)  # fmt: skip
-    return buffer.getvalue()
-
-
-def calibrate(
-    name: str = "snapdragon820",
-    path: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> CalibrationFit:
-    """Count instructions for every PAPER_TABLE8 point under QEMU, fit, and write the profile atomically."""
-    from .emulated import count_instructions
-
-    say = progress or (lambda message: None)
-    points, env = [], {}
-    for preset, height, width, ms in PAPER_TABLE8:
-        started = time.monotonic()
-        # Counts repeat within ~0.03% between runs (tests check 0.5%), so big inputs need only one.
-        small = height * width <= 224 * 224
-        data = export_at(preset, height, width)
-        count = count_instructions(
-            data, (1, 3, height, width), runs=3 if small else 1, warmup=2 if small else 1, cache_dir=cache_dir
-        )
-        points.append({
-            "model": preset, "input_hw": [height, width], "published_ms": ms, "instructions": count.instructions,
-            "spread": round(count.spread, 6), "runs": len(count.per_run), "mix": count.mix,
-        })  # fmt: skip
-        env = {"cpu": count.cpu, "midr": count.midr, "ort_version": count.ort_version, "qemu_version": count.qemu_version}  # fmt: skip
-        say(f"{preset} {height}x{width}: {count.instructions / 1e6:.1f} M instructions ({time.monotonic() - started:.0f} s)")  # fmt: skip
-    return write_profile(name, points, env, path)
-
-
 def write_profile(
     name: str, points: list[dict], measured_with: dict, path: str | os.PathLike | None = None
 ) -> CalibrationFit:
     """Fit `points` (published_ms, instructions, mix each) and write the profile JSON atomically."""
-    from .emulated import BASIS
-
     fit, candidates = fit_points(
         [p["instructions"] for p in points], [p["published_ms"] for p in points], [p["mix"] for p in points]
     )
@@ -232,7 +170,7 @@ def write_profile(
     )  # fmt: skip
     data = {
         "name": name,
-        "device": "Qualcomm Snapdragon 820, single thread, batch 1",
+        "device": f"{TABLE8_DEVICE}, single thread, batch 1",
         "source": "Zhang et al., ShuffleNet (CVPR 2018), Table 8",
         "basis": BASIS,
         "regenerate": REGENERATE_COMMAND,
@@ -254,17 +192,3 @@ def write_profile(
 
 def _profiles_dir():
     return importlib.resources.files(__package__).joinpath("profiles")
-
-
-if __name__ == "__main__":  # the regeneration script named in every profile; --refit reuses stored counts
-    import sys
-
-    if "--refit" in sys.argv:
-        stored = read_profile("snapdragon820")
-        result = write_profile("snapdragon820", stored["points"], stored["measured_with"])
-    else:
-        from .arm64_sysroot import ensure_sysroot
-
-        ensure_sysroot(progress=print)
-        result = calibrate(progress=print)
-    print(f"{result.formula}; leave-one-out error {result.loo_error_pct:.1f}% (max {result.loo_max_error_pct:.1f}%)")

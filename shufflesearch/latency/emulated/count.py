@@ -1,21 +1,18 @@
-"""`--target arm64-emulated`: count the real aarch64 ONNX Runtime's instructions under QEMU, estimate ms.
+"""Count the real aarch64 ONNX Runtime's instructions for one inference under QEMU.
 
 The guest is Debian arm64 Python with the aarch64 onnxruntime wheel, run by qemu-aarch64 (user mode)
 from the sysroot that `shufflesearch setup arm64` builds. A small TCG plugin counts the guest
 instructions of the calling thread between markers around `session.run`: a deterministic cost of the
 real aarch64 code path (one ORT thread, pinned -cpu and cpuinfo, fixed QEMU seed and guest address
-space, fixed argv and environment).
-It ignores caches and memory stalls, so it is NOT a latency; `estimate_ms` turns it into an estimate
-for a device profile calibrated on published measurements. Emulated wall time is never reported.
+space, fixed argv and environment). It ignores caches and memory stalls, so it is NOT a latency
+(`estimate` turns it into one for a calibrated device profile).
 
->>> count = count_instructions("model.onnx", (1, 3, 224, 224))  # doctest: +SKIP
->>> estimate_ms(count).estimated_ms  # doctest: +SKIP
-37.4
+>>> count_instructions("model.onnx", (1, 3, 224, 224)).instructions  # doctest: +SKIP
+4447355
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
@@ -24,42 +21,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
-from ..spec import ShuffleNetSpec
-from . import calibration
-from .arm64_sysroot import (
-    HOST_PACKAGES,
-    SETUP_COMMAND,
-    EmulationError,
-    default_cache_dir,
-    ensure_sysroot,
-    guest_command,
-    guest_env,
-    plugin_path,
-    qemu_binary,
-    read_manifest,
-    sysroot_status,
-)
-
-__all__ = [
-    "HOST_PACKAGES",
-    "INSTRUCTION_CLASSES",
-    "EmulatedEstimate",
-    "EmulationError",
-    "EmulationInputError",
-    "InstructionCount",
-    "count_instructions",
-    "emulate_spec",
-    "ensure_sysroot",
-    "estimate_ms",
-    "sysroot_status",
-]
+from ...errors import UsageError
+from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env, plugin_path, qemu_binary
+from .sysroot import default_cache_dir, read_manifest
 
 # Same order as enum insn_class in insn_count.c; classified from the A64 32-bit encodings.
 INSTRUCTION_CLASSES = ("simd_dot", "simd_dp", "simd_ldst", "sve", "ldst", "branch", "other")
 WARMUP_RUNS = 2
 MODEL_REJECTED = 3  # guest exit status, as in guest_counter.py
-BASIS = "estimated from guest instruction count under QEMU, calibrated on paper Table 8 (Snapdragon 820)"
 
 
 class EmulationInputError(UsageError):
@@ -86,24 +55,6 @@ class InstructionCount:
     def mix_fraction(self) -> dict[str, float]:
         total = sum(self.mix.values()) or 1
         return {name: count / total for name, count in self.mix.items()}
-
-
-@dataclass(frozen=True)
-class EmulatedEstimate:
-    instructions: int
-    estimated_ms: float
-    profile: str
-    fit_error_pct: float  # leave-one-out mean absolute relative error of the profile's fit
-    basis: str = BASIS
-    model: str = ""  # the profile's fitted formula
-    count: InstructionCount | None = field(default=None, compare=False)  # the measurement behind it
-
-    def to_dict(self) -> dict:
-        """JSON-ready: the estimate, its basis and fit error, and the count with cpu/MIDR/versions."""
-        data = dataclasses.asdict(self)
-        if self.count is not None:
-            data["count"]["input_shape"] = list(self.count.input_shape)
-        return data
 
 
 def count_instructions(
@@ -159,7 +110,7 @@ def count_instructions(
             )
         regions = parse_counts(counts_file.read_text())
     guest = json.loads(result.stdout)
-    return summarize(regions, guest, manifest, qemu_version)
+    return count_from_regions(regions, guest, manifest, qemu_version)
 
 
 def parse_counts(text: str) -> list[list[int]]:
@@ -176,8 +127,8 @@ def parse_counts(text: str) -> list[list[int]]:
     return regions
 
 
-def summarize(regions: list[list[int]], guest: dict, manifest: dict, qemu_version: str) -> InstructionCount:
-    """First region = empty marker bracket (overhead); the rest = one inference each."""
+def count_from_regions(regions: list[list[int]], guest: dict, manifest: dict, qemu_version: str) -> InstructionCount:
+    """The InstructionCount of one guest process. First region = empty marker bracket (overhead); the rest = one inference each."""
     runs = guest.get("runs", 0)
     if len(regions) != runs + 1:
         raise EmulationError(f"expected {runs + 1} counted regions, the plugin reported {len(regions)}")
@@ -200,39 +151,3 @@ def summarize(regions: list[list[int]], guest: dict, manifest: dict, qemu_versio
         marker_overhead=overhead[0],
         guest=guest,
     )
-
-
-def estimate_ms(count: InstructionCount, profile: str = "snapdragon820") -> EmulatedEstimate:
-    """An ESTIMATED single-thread latency on a device profile, from an instruction count and its mix.
-
-    >>> estimate = estimate_ms(count_instructions(onnx_bytes, (1, 3, 224, 224)))  # doctest: +SKIP
-    >>> estimate.estimated_ms, estimate.fit_error_pct, estimate.basis  # doctest: +SKIP
-    (15.3, 2.8, 'estimated from guest instruction count under QEMU, calibrated on paper Table 8 (Snapdragon 820)')
-    """
-    fit = calibration.load_profile(profile)
-    return EmulatedEstimate(
-        instructions=count.instructions,
-        estimated_ms=round(fit.predict_ms(count.instructions, count.mix), 2),
-        profile=profile,
-        fit_error_pct=round(fit.loo_error_pct, 1),
-        basis=fit.basis or BASIS,
-        model=fit.formula,
-        count=count,
-    )
-
-
-def emulate_spec(
-    spec: ShuffleNetSpec, profile: str = "snapdragon820", runs: int = 5, cache_dir: str | os.PathLike | None = None
-) -> EmulatedEstimate:
-    """Export `spec` to ONNX, count its aarch64 instructions under QEMU, and estimate ms on `profile`.
-
-    >>> from shufflesearch.presets import get_preset
-    >>> estimate = emulate_spec(get_preset("shufflenet_v1_x0_5_g3"))  # doctest: +SKIP
-    >>> estimate.count.instructions, estimate.estimated_ms  # doctest: +SKIP
-    """
-    from ..export import onnx_bytes  # torch: only when a network is actually exported
-
-    calibration.read_profile(profile)  # an unknown profile fails before minutes of emulation
-    data, _ = onnx_bytes(spec)
-    count = count_instructions(data, (1, spec.in_channels, spec.resolution, spec.resolution), runs, cache_dir)
-    return estimate_ms(count, profile)
