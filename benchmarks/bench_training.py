@@ -25,15 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from shufflesearch.accuracy.datasets import load_dataset
-from shufflesearch.accuracy.trainer import (
-    DEFAULT_FIDELITY,
-    Fidelity,
-    _augment,
-    _channel_stats,
-    _resize,
-    adapt_spec,
-    train_proxy,
-)
+from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY, Fidelity, adapt_spec
+from shufflesearch.accuracy.trainer import _augment, _channel_stats, _resize, train_proxy
 from shufflesearch.accuracy.trainer import environment as train_environment
 from shufflesearch.model import build_model
 from shufflesearch.spec import ShuffleNetSpec

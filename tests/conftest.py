@@ -33,7 +33,7 @@ def postgres_url():
     """A real PostgreSQL server (Debian's postgresql) for the tests that claim distribution."""
     from servers import PostgresServer, require
 
-    from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR
+    from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
 
     require(FASHION_MNIST_DIR.exists(), "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
     server = PostgresServer()

@@ -26,7 +26,7 @@ def _idx(array: np.ndarray) -> bytes:
 
 
 def _write_fmnist(directory: Path) -> None:
-    from shufflesearch.accuracy.datasets import FASHION_MNIST_FILES
+    from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_FILES
 
     rng = np.random.default_rng(0)
     labels = np.arange(20, dtype=np.uint8) % 10  # every class twice: a class-balanced batch of up to 20 exists
@@ -38,7 +38,7 @@ def _write_fmnist(directory: Path) -> None:
 
 
 def _write_cifar(directory: Path, per_batch: int = 4) -> None:
-    from shufflesearch.accuracy.datasets import CIFAR10_TRAIN_BATCHES
+    from shufflesearch.accuracy.datasets.cifar10 import CIFAR10_TRAIN_BATCHES
 
     directory.mkdir(parents=True)
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -231,7 +231,7 @@ def fake_scores(spec, dataset, fidelity=None, batch_size=64, names=("synflow",),
     Its heavy part starts with resizing the minibatch (1 GB at 2048 px), hence a wrapper, not a stop."""
     from shufflesearch.accuracy import zero_cost
     from shufflesearch.accuracy.datasets import train_subset
-    from shufflesearch.accuracy.trainer import DEFAULT_FIDELITY, adapt_spec
+    from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY, adapt_spec
 
     trained = adapt_spec(spec, dataset, fidelity or DEFAULT_FIDELITY)
     train_subset(dataset.train_labels, batch_size, seed)

@@ -14,11 +14,20 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shufflesearch.accuracy import datasets
-from shufflesearch.accuracy.datasets import DatasetError, ImageDataset, load_dataset, train_subset
+from shufflesearch.accuracy.datasets import (
+    DatasetError,
+    ImageDataset,
+    cifar10,
+    image_dataset,
+    load_dataset,
+    train_subset,
+)
+from shufflesearch.accuracy.datasets import (
+    fashion_mnist as idx_loader,
+)
 
 IN_CI = os.environ.get("CI") == "true"
-FILES = datasets.FASHION_MNIST_FILES
+FILES = idx_loader.FASHION_MNIST_FILES
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -50,9 +59,9 @@ def _write_fmnist(directory: Path, arrays: list[np.ndarray] | None = None, gz: b
 
 @pytest.fixture(scope="module")
 def fashion_mnist() -> ImageDataset:
-    if not datasets.FASHION_MNIST_DIR.is_dir():
+    if not idx_loader.FASHION_MNIST_DIR.is_dir():
         message = (
-            f"Fashion-MNIST is not installed in {datasets.FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)"
+            f"Fashion-MNIST is not installed in {idx_loader.FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)"
         )
         if IN_CI:
             pytest.fail(message)
@@ -167,7 +176,7 @@ def test_corrupt_gzip_is_a_dataset_error(tmp_path, damage):
 
 
 def test_missing_fashion_mnist_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(idx_loader, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(
         DatasetError, match=r"not found in .*absent: install it with `apt-get install dataset-fashion-mnist`"
     ):
@@ -237,7 +246,7 @@ def _write_cifar(directory: Path, per_batch: int = 4, dump=None) -> dict[str, np
         dump({b"num_cases_per_batch": per_batch, b"label_names": CIFAR_NAMES, b"num_vis": 3072})
     )
     rng, written = np.random.default_rng(0), {}
-    for i, name in enumerate([*datasets.CIFAR10_TRAIN_BATCHES, "test_batch"]):
+    for i, name in enumerate([*cifar10.CIFAR10_TRAIN_BATCHES, "test_batch"]):
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [(i + j) % 10 for j in range(per_batch)]
         batch = {
@@ -440,7 +449,7 @@ def test_bad_arguments(kwargs):
 
 def test_oversized_resize_is_refused_before_allocating(tmp_path, monkeypatch):
     _write_fmnist(tmp_path)
-    monkeypatch.setattr(datasets, "MAX_IMAGE_BYTES", 18 * 64 * 64 - 1)
+    monkeypatch.setattr(image_dataset, "MAX_IMAGE_BYTES", 18 * 64 * 64 - 1)
     with pytest.raises(DatasetError, match="pick a smaller size"):
         load_dataset("fashion-mnist", tmp_path, image_size=64)
 

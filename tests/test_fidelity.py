@@ -10,9 +10,12 @@ import pytest
 from scipy import stats
 
 from shufflesearch.accuracy.cache import ResultCache, result_key
-from shufflesearch.accuracy.fidelity import TABLE2, run_fidelity, spearman, table2_specs
-from shufflesearch.accuracy.trainer import TRAINER_VERSION, Fidelity, TrainResult, adapt_spec
+from shufflesearch.accuracy.fidelity import run_fidelity, table2_specs, zero_cost_ranking
+from shufflesearch.accuracy.ranking import spearman
+from shufflesearch.accuracy.recipe import Fidelity, adapt_spec
+from shufflesearch.accuracy.trainer import TRAINER_VERSION, TrainResult
 from shufflesearch.complexity import count_macs
+from shufflesearch.paper import TABLE2_TOP1_ERROR_PCT
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -43,9 +46,9 @@ def test_spearman_matches_scipy_with_ties():
 
 
 def test_table2_is_the_paper_grid():
-    assert len(TABLE2) == 15
-    assert {(g, s) for g, s, _ in TABLE2} == {(g, s) for g in (1, 2, 3, 4, 8) for s in (0.25, 0.5, 1.0)}
-    errors = {(g, s): e for g, s, e in TABLE2}
+    assert len(TABLE2_TOP1_ERROR_PCT) == 15
+    assert set(TABLE2_TOP1_ERROR_PCT) == {(g, s) for g in (1, 2, 3, 4, 8) for s in (0.25, 0.5, 1.0)}
+    errors = TABLE2_TOP1_ERROR_PCT
     assert errors[1, 1.0] == 33.6 and errors[8, 1.0] == 32.4 and errors[4, 0.5] == 41.6 and errors[8, 0.25] == 52.7
     # The paper's own finding, which the study checks the proxy against: g > 1 beats g = 1 at every scale.
     assert all(errors[g, s] < errors[1, s] for g in (2, 3, 4, 8) for s in (0.25, 0.5, 1.0))
@@ -53,7 +56,7 @@ def test_table2_is_the_paper_grid():
 
 def test_table2_specs_follow_the_width_rule_and_budgets():
     specs = table2_specs()
-    assert [(s.groups, s.scale) for s in specs] == [(g, s) for g, s, _ in TABLE2]
+    assert [(s.groups, s.scale) for s in specs] == list(TABLE2_TOP1_ERROR_PCT)
     assert specs[2].stage_channels == (240, 480, 960)  # g3 1x, paper Table 1
     # Each scale is one complexity class (paper: 140 / 38 / 13 MFLOPs): within 25% of the paper's figure.
     for spec in specs:
@@ -64,7 +67,7 @@ def test_table2_specs_follow_the_width_rule_and_budgets():
 def _stored(fashion, fid, seed, top1_of, diverged_groups=()):
     """Results stored in a cache as a finished study would leave them (no training)."""
     out = []
-    for spec, (g, s, err) in zip(table2_specs(), TABLE2):
+    for spec, ((g, s), err) in zip(table2_specs(), TABLE2_TOP1_ERROR_PCT.items()):
         trained = adapt_spec(spec, fashion, fid)
         top1, bad = top1_of(g, s, err), g in diverged_groups
         result = TrainResult(
@@ -110,10 +113,31 @@ def test_report_from_a_reversed_proxy_and_a_diverged_model(fashion, tmp_path):
     report = run_fidelity(fashion, fid, seeds=(0,), cache=cache)
     g8 = [r for r in report.rows if r["groups"] == 8]
     assert all(r["top1"] == 0.1 and r["top1_by_seed"] == [None] for r in g8)  # diverged counts as chance
-    proxy = [0.1 if g == 8 else e / 100 for g, s, e in TABLE2]
-    assert report.spearman_overall == pytest.approx(stats.spearmanr(proxy, [-e for _, _, e in TABLE2]).statistic)
+    proxy = [0.1 if g == 8 else e / 100 for (g, s), e in TABLE2_TOP1_ERROR_PCT.items()]
+    assert report.spearman_overall == pytest.approx(
+        stats.spearmanr(proxy, [-e for e in TABLE2_TOP1_ERROR_PCT.values()]).statistic
+    )
     assert report.spearman_overall < -0.5
     assert report.direction_ok_by_scale == {"0.25": False, "0.5": False, "1": False}
+
+
+def test_zero_cost_ranking_scores_each_table2_model_against_its_proxy_top1(fashion, tmp_path, monkeypatch):
+    from shufflesearch.accuracy import zero_cost
+
+    fid = Fidelity(train_images=100, epochs=1)
+    cache = ResultCache(tmp_path / "c.sqlite")
+    for key, result in _stored(fashion, fid, 0, lambda g, s, e: 1 - e / 100):
+        cache.put(key, result.to_dict())
+    report = run_fidelity(fashion, fid, seeds=(0,), cache=cache)
+
+    def fake_scores(spec, data, fidelity):  # a score that is the paper's error: ranks exactly backwards
+        result = zero_cost.ZeroCostResult({"fake": TABLE2_TOP1_ERROR_PCT[spec.groups, spec.scale]}, {}, 1, 0)
+        return adapt_spec(spec, data, fidelity), result
+
+    monkeypatch.setattr(zero_cost, "score_on_dataset", fake_scores)
+    ranking = zero_cost_ranking(report, fashion, fid)
+    assert set(ranking) == {"fake", "params", "mflops"}
+    assert ranking["fake"] == pytest.approx(-1.0)
 
 
 @pytest.mark.slow

@@ -11,15 +11,8 @@ import threading
 import pytest
 
 from shufflesearch.accuracy.cache import ResultCache, result_key
-from shufflesearch.accuracy.trainer import (
-    DEFAULT_FIDELITY,
-    TRAINER_VERSION,
-    Fidelity,
-    FidelityError,
-    TrainResult,
-    adapt_spec,
-    train_proxy,
-)
+from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY, Fidelity, FidelityError, adapt_spec
+from shufflesearch.accuracy.trainer import TRAINER_VERSION, TrainResult, train_proxy
 from shufflesearch.spec import ShuffleNetSpec
 
 IN_CI = os.environ.get("CI") == "true"
@@ -48,7 +41,7 @@ def test_result_records_cost_and_environment(fashion):
     r = train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1)
     assert r.images_seen == 256 == r.curve[-1]["images_seen"]  # 4 full batches of 64
     assert r.seconds > 0 and r.cpu_seconds > 0
-    assert r.environment["threads"] == 1 and r.environment["torch"]
+    assert r.environment["threads"] == 1 and r.environment["versions"]["torch"]
     assert r.spec["in_channels"] == 1 and r.spec["num_classes"] == 10 and r.spec["stem"] == "small"
     assert r.fidelity == TINY.to_dict() and r.dataset.startswith("fashion-mnist:")
     assert TrainResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
@@ -86,7 +79,8 @@ def test_cache_hit_skips_training_and_survives_another_process(fashion, tmp_path
     code = (
         "import sys; from shufflesearch.accuracy.cache import ResultCache;"
         "from shufflesearch.accuracy.datasets import load_dataset;"
-        "from shufflesearch.accuracy.trainer import train_proxy, Fidelity; from shufflesearch.spec import ShuffleNetSpec;"
+        "from shufflesearch.accuracy.trainer import train_proxy; from shufflesearch.accuracy.recipe import Fidelity;"
+        "from shufflesearch.spec import ShuffleNetSpec;"
         f"r = train_proxy(ShuffleNetSpec.from_json({TINY_SPEC.to_json()!r}), load_dataset('fashion-mnist'),"
         f" Fidelity.from_dict({TINY.to_dict()!r}), seed=1, cache=ResultCache(sys.argv[1]),"
         " progress=lambda p: sys.exit('trained again'));"
@@ -172,6 +166,19 @@ def test_bad_fidelity_is_one_line_error(change, pattern):
     assert "\n" not in str(info.value)
 
 
+def test_cache_keys_keep_their_meaning():
+    # Pinned on main before the recipe left trainer.py: a changed key silently drops every stored result.
+    assert result_key(ShuffleNetSpec(), "abc", DEFAULT_FIDELITY, 0, TRAINER_VERSION) == (
+        "790d72593579c5d60adcedd0db46b4c73c8d1ca7e4fe7f25339c40d3d8035af3"
+    )
+
+
+def test_recipe_imports_no_heavy_library():
+    code = "import sys, shufflesearch.accuracy.recipe; print(sorted({'torch', 'numpy', 'optuna'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_fidelity_round_trips_and_rejects_unknown_keys():
     assert Fidelity.from_dict(json.loads(json.dumps(DEFAULT_FIDELITY.to_dict()))) == DEFAULT_FIDELITY
     with pytest.raises(FidelityError, match="unknown fidelity key 'epoch'; known keys: augment"):
@@ -189,11 +196,11 @@ def test_tiny_real_run_learns_fashion_mnist(fashion):
 
 
 def test_a_batch_too_large_for_memory_is_refused_before_training(fashion, monkeypatch):
-    import shufflesearch.model as model
-    from shufflesearch.model import TooLargeForThisMachine, memory_floor_bytes
+    import shufflesearch.memory as memory
+    from shufflesearch.memory import TooLargeForThisMachine, memory_floor_bytes
 
     spec = adapt_spec(TINY_SPEC, fashion, TINY)
     one_image = memory_floor_bytes(spec)
-    monkeypatch.setattr(model, "_available_bytes", lambda: 2 * one_image)  # enough to run it, not to train it
+    monkeypatch.setattr(memory, "_available_bytes", lambda: 2 * one_image)  # enough to run it, not to train it
     with pytest.raises(TooLargeForThisMachine, match=r"to train on batches of 64; .* or the batch size"):
         train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1)

@@ -5,7 +5,8 @@ widths by our spec rule) at one fidelity and reports Spearman's rank correlation
 proxy accuracy and the published ImageNet accuracy (negated top-1 error): overall, within
 each scale, and the seed-to-seed spread. See docs/fidelity.md for the recipes tried.
 
->>> report = run_fidelity(load_dataset("fashion-mnist"), DEFAULT_FIDELITY, seeds=(0,))
+>>> from shufflesearch.accuracy.datasets import load_dataset
+>>> report = run_fidelity(load_dataset("fashion-mnist"), DEFAULT_FIDELITY, seeds=(0,))  # doctest: +SKIP
 >>> round(report.spearman_overall, 2)  # doctest: +SKIP
 0.9
 """
@@ -20,54 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..paper import TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset
-from .trainer import DEFAULT_FIDELITY, Fidelity, TrainProgress, TrainResult, train_proxy
+from .ranking import spearman
+from .recipe import DEFAULT_FIDELITY, Fidelity
+from .trainer import TrainProgress, TrainResult, train_proxy
 
-__all__ = ["TABLE2", "FidelityProgress", "FidelityReport", "run_fidelity", "spearman", "table2_specs"]
-
-# Paper Table 2: ImageNet top-1 error (%) by (groups, scale).
-TABLE2: tuple[tuple[int, float, float], ...] = (
-    (1, 1.0, 33.6), (2, 1.0, 32.7), (3, 1.0, 32.6), (4, 1.0, 32.8), (8, 1.0, 32.4),
-    (1, 0.5, 45.1), (2, 0.5, 44.4), (3, 0.5, 43.2), (4, 0.5, 41.6), (8, 0.5, 42.3),
-    (1, 0.25, 57.1), (2, 0.25, 56.8), (3, 0.25, 55.0), (4, 0.25, 54.2), (8, 0.25, 52.7),
-)  # fmt: skip
-SCALES = (0.25, 0.5, 1.0)
+__all__ = ["FidelityProgress", "FidelityReport", "run_fidelity", "table2_specs", "zero_cost_ranking"]
 
 
 def table2_specs() -> list[ShuffleNetSpec]:
-    """The 15 Table 2 models, in TABLE2 order."""
-    return [ShuffleNetSpec(groups=g, scale=s) for g, s, _ in TABLE2]
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks; ties share the mean of their positions."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho (Pearson on tie-averaged ranks); nan if either side is constant.
-
-    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3], [3, 2, 1])
-    (1.0, -1.0)
-    """
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman needs two equal-length sequences of 2+ values, got {len(x)} and {len(y)}")
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / (vx * vy) ** 0.5 if vx and vy else float("nan")
+    """The 15 Table 2 models, in the paper's row order (paper.TABLE2_TOP1_ERROR_PCT)."""
+    return [ShuffleNetSpec(groups=g, scale=s) for g, s in TABLE2_TOP1_ERROR_PCT]
 
 
 @dataclass(frozen=True)
@@ -154,7 +120,7 @@ def run_fidelity(
                     done = TrainProgress(fidelity.epochs, fidelity.epochs, 0, 0, 0.0, result.images_seen, 0.0, True)
                     progress(FidelityProgress(n, len(jobs), specs[i].label, seeds[j], done))
     rows = []
-    for i, (spec, (g, s, err)) in enumerate(zip(specs, TABLE2)):
+    for i, (spec, ((g, s), err)) in enumerate(zip(specs, TABLE2_TOP1_ERROR_PCT.items())):
         per_seed = [results[i, j] for j in range(len(seeds))]
         ok = [r.top1 for r in per_seed if r.status == "ok"]
         complete = len(ok) == len(per_seed)
@@ -210,7 +176,7 @@ def _report(
         return spearman([sign * r[key] for r in subset], [-r["paper_top1_error"] for r in subset])
 
     by_scale, loss_by_scale, direction, wins, loss_wins = {}, {}, {}, {}, {}
-    for s in SCALES:
+    for s in TABLE2_SCALES:
         subset = [r for r in rows if r["scale"] == s]
         g1 = next(r for r in subset if r["groups"] == 1)
         grouped = [r for r in subset if r["groups"] > 1]
@@ -235,3 +201,18 @@ def _report(
         seeds=seeds,
         cached_runs=cached,
     )
+
+
+def zero_cost_ranking(report: FidelityReport, data: ImageDataset, fidelity: Fidelity = DEFAULT_FIDELITY) -> dict:
+    """Spearman of each zero-cost score (and the baselines) against the study's proxy top-1.
+
+    Scores the 15 Table 2 models as the trainer would train them on `data` at `fidelity`;
+    the result is `zero_cost.score_correlations`' dict (score name -> rho).
+    """
+    from .zero_cost import score_correlations, score_on_dataset
+
+    specs = table2_specs()
+    scores = [score_on_dataset(spec, data, fidelity)[1].scores for spec in specs]
+    top1 = [next(r["top1"] for r in report.rows if (r["groups"], r["scale"]) == (s.groups, s.scale))
+            for s in specs]  # fmt: skip
+    return score_correlations(specs, top1, scores)

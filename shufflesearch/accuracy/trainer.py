@@ -1,11 +1,12 @@
 """Proxy training: a short, seeded, cached training run that estimates a spec's accuracy.
 
-The fidelity (images, epochs, resolution, schedule, ...) is one frozen dataclass, so it can
-sit in a cache key and a report row. Data stays in memory as uint8 tensors; augmentation is
+What to train is the fidelity (`recipe.Fidelity`: images, epochs, resolution, schedule, ...);
+this module is how: a seeded, cached run. Data stays in memory as uint8 tensors; augmentation is
 batched tensor ops; the model runs channels_last (measured faster on CPU, see
 benchmarks/bench_training.py).
 
 >>> from shufflesearch.accuracy.datasets import load_dataset
+>>> from shufflesearch.accuracy.recipe import Fidelity
 >>> ds = load_dataset("fashion-mnist")
 >>> result = train_proxy(ShuffleNetSpec(groups=3, scale=0.25), ds, Fidelity(train_images=2000, epochs=1))
 >>> result.status, 0.1 < result.top1 <= 1.0
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,116 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from ..model import build_model, check_fits_in_memory
+from ..environment import machine_info
+from ..memory import check_fits_in_memory
+from ..model import build_model
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset, train_subset
+from .recipe import DEFAULT_FIDELITY, Fidelity, FidelityError, adapt_spec
 
-__all__ = ["DEFAULT_FIDELITY", "Fidelity", "FidelityError", "TrainProgress", "TrainResult", "adapt_spec", "train_proxy"]
+__all__ = ["TRAINER_VERSION", "TrainProgress", "TrainResult", "train_proxy"]
 
-# Bump when a change to this file changes what a run computes: old cache entries then miss.
+# Bump when a change to this file (or recipe.py) changes what a run computes: old cache entries then miss.
 TRAINER_VERSION = 1
-SCHEDULES = ("cosine", "onecycle", "linear")
-STEMS = ("auto", "small", "imagenet", "keep")
-AUGMENTS = ("none", "crop", "crop-flip")
-# Below this input size the imagenet stem would leave Stage4 at 3x3 or less: use the small stem.
-SMALL_STEM_BELOW = 112
 # A cross-entropy this far above log(classes) means the weights blew up, not a bad batch.
 DIVERGENCE_LOSS_FACTOR = 10.0
-
-
-_FLOAT_FIELDS = ("epochs", "lr", "lr_width_exponent", "warmup_fraction", "label_smoothing", "weight_decay", "momentum",
-                 "time_budget_s")  # fmt: skip
-
-
-class FidelityError(UsageError):
-    """An invalid fidelity: the message names the field, the rule and a valid value."""
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How much (and how) to train: every field enters the cache key.
-
-    `lr` is the peak learning rate at `batch_size`; `lr_width_exponent` scales it per model by
-    (1x Stage4 width / this model's Stage4 width) ** exponent, so thin nets may take larger
-    steps. `time_budget_s` (if set) also ends the run and anneals the LR by elapsed time, which
-    makes the result depend on the machine's speed: `images_seen` records what it got.
-    """
-
-    train_images: int = 30_000
-    epochs: float = 2.0
-    resolution: int | None = 48  # None: the dataset's own size
-    stem: str = "imagenet"
-    batch_size: int = 128
-    lr: float = 0.2
-    lr_width_exponent: float = 0.0
-    schedule: str = "onecycle"
-    warmup_fraction: float = 0.15
-    label_smoothing: float = 0.1
-    weight_decay: float = 5e-5
-    momentum: float = 0.9
-    nesterov: bool = True
-    augment: str = "crop-flip"
-    eval_images: int | None = None  # None: the whole evaluation split
-    curve_eval_images: int = 1000  # per-epoch top-1 on this many evaluation images (0: no per-epoch eval)
-    bf16: bool = False
-    time_budget_s: float | None = None
-
-    def __post_init__(self) -> None:
-        def bad(name: str, rule: str, example: Any) -> FidelityError:
-            return FidelityError(f"{name}={getattr(self, name)!r} {rule}; e.g. {name}={example}")
-
-        # epochs=2 and epochs=2.0 are equal dataclasses: make them one cache key too.
-        for name in _FLOAT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
-
-        for name in ("train_images", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(name, "must be a positive integer", 128)
-        for name in ("epochs", "lr"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-                raise bad(name, "must be a positive number", 1.0)
-        ranges = {"label_smoothing": 0.99, "weight_decay": 1.0, "momentum": 0.999, "warmup_fraction": 0.9}
-        for name, hi in ranges.items():
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= hi:
-                raise bad(name, f"must lie in [0, {hi}]", 0.1)
-        if self.resolution is not None and (not isinstance(self.resolution, int) or not 28 <= self.resolution <= 512):
-            raise bad("resolution", "must be None (the dataset's size) or an integer in [28, 512] px", 56)
-        for name, choices in (("schedule", SCHEDULES), ("stem", STEMS), ("augment", AUGMENTS)):
-            if getattr(self, name) not in choices:
-                raise bad(name, f"must be one of {', '.join(choices)}", choices[0])
-        if self.eval_images is not None and (not isinstance(self.eval_images, int) or self.eval_images < 1):
-            raise bad("eval_images", "must be None (the whole split) or a positive integer", 2000)
-        if not isinstance(self.curve_eval_images, int) or self.curve_eval_images < 0:
-            raise bad("curve_eval_images", "must be a non-negative integer", 1000)
-        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
-            raise bad("time_budget_s", "must be None or a positive number of seconds", 120)
-
-    def replace(self, **changes: Any) -> Fidelity:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Fidelity:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FidelityError(f"unknown fidelity key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-        return cls(**data)
-
-
-# The recipe chosen by the fidelity study (docs/fidelity.md has the numbers): Fashion-MNIST
-# upsampled to 48 px keeps the ImageNet stem's real downsampling and costs 1/5 of 28 px with the
-# small stem per image, so the budget buys 30k images x 2 epochs, enough that bigger and grouped
-# nets win as on ImageNet (Table 2 Spearman 0.917 on top-1, 0.975 on test loss).
-DEFAULT_FIDELITY = Fidelity()
 
 
 @dataclass(frozen=True)
@@ -180,23 +82,6 @@ class TrainResult:
         return cls(**data)
 
 
-def adapt_spec(spec: ShuffleNetSpec, dataset: ImageDataset, fidelity: Fidelity = DEFAULT_FIDELITY) -> ShuffleNetSpec:
-    """The spec as trained on `dataset`: its channels, classes, resolution and a fitting stem.
-
-    >>> adapt_spec(ShuffleNetSpec(), load_dataset("fashion-mnist")).label
-    'g3 x1 [4,8,4] 48px'
-    """
-    resolution = fidelity.resolution or dataset.image_size
-    stem = fidelity.stem
-    if stem == "auto":
-        stem = "small" if resolution < SMALL_STEM_BELOW else "imagenet"
-    elif stem == "keep":
-        stem = spec.stem
-    return dataclasses.replace(
-        spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes, resolution=resolution, stem=stem
-    )
-
-
 def train_proxy(
     spec: ShuffleNetSpec,
     dataset: ImageDataset,
@@ -233,13 +118,8 @@ def train_proxy(
 
 
 def environment(bf16: bool) -> dict[str, Any]:
-    """Where a run happened: travels with every result."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    threads = torch.get_num_threads()
-    return {"torch": torch.__version__, "threads": threads, "cpu": cpu, "cpu_count": os.cpu_count(), "bf16": bf16}
+    """Where a run happened (`shufflesearch.environment.machine_info`) and how: travels with every result."""
+    return {**machine_info(), "threads": torch.get_num_threads(), "bf16": bf16}
 
 
 class _Run:

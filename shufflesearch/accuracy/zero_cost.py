@@ -301,7 +301,7 @@ def score_on_dataset(
     scored on a seeded, class-balanced minibatch of training images.
     """
     from .datasets import train_subset
-    from .trainer import DEFAULT_FIDELITY, adapt_spec
+    from .recipe import DEFAULT_FIDELITY, adapt_spec
 
     trained = adapt_spec(spec, dataset, fidelity or DEFAULT_FIDELITY)
     keep = train_subset(dataset.train_labels, batch_size, seed)

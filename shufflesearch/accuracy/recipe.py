@@ -1,0 +1,148 @@
+"""The training recipe as data: what a proxy run does, with no torch in sight.
+
+A `Fidelity` is one frozen, validated dataclass (images, epochs, resolution, schedule, ...),
+so it can sit in a cache key, a study file and a report row. This module imports only the
+standard library and the spec, so parsing a study file costs milliseconds.
+
+>>> Fidelity(train_images=2000, epochs=1).replace(lr=0.1).to_dict()["lr"]
+0.1
+>>> Fidelity(epochs=0)
+Traceback (most recent call last):
+...
+shufflesearch.accuracy.recipe.FidelityError: epochs=0.0 must be a positive number; e.g. epochs=1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..spec import ShuffleNetSpec
+
+if TYPE_CHECKING:
+    from .datasets import ImageDataset
+
+__all__ = ["DEFAULT_FIDELITY", "SEED_MAX", "Fidelity", "FidelityError", "adapt_spec"]
+
+# The one seed bound: torch and numpy take it, and so do Optuna's samplers (seeds below
+# 2**32), even after each local worker adds 1000 to the study's seed (64 workers fit).
+SEED_MAX = 2**31 - 1
+SCHEDULES = ("cosine", "onecycle", "linear")
+STEMS = ("auto", "small", "imagenet", "keep")
+AUGMENTS = ("none", "crop", "crop-flip")
+# Below this input size the imagenet stem would leave Stage4 at 3x3 or less: use the small stem.
+SMALL_STEM_BELOW = 112
+
+_FLOAT_FIELDS = ("epochs", "lr", "lr_width_exponent", "warmup_fraction", "label_smoothing", "weight_decay", "momentum",
+                 "time_budget_s")  # fmt: skip
+
+
+class FidelityError(UsageError):
+    """An invalid fidelity: the message names the field, the rule and a valid value."""
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much (and how) to train: every field enters the cache key.
+
+    `lr` is the peak learning rate at `batch_size`; `lr_width_exponent` scales it per model by
+    (1x Stage4 width / this model's Stage4 width) ** exponent, so thin nets may take larger
+    steps. `time_budget_s` (if set) also ends the run and anneals the LR by elapsed time, which
+    makes the result depend on the machine's speed: `images_seen` records what it got.
+    """
+
+    train_images: int = 30_000
+    epochs: float = 2.0
+    resolution: int | None = 48  # None: the dataset's own size
+    stem: str = "imagenet"
+    batch_size: int = 128
+    lr: float = 0.2
+    lr_width_exponent: float = 0.0
+    schedule: str = "onecycle"
+    warmup_fraction: float = 0.15
+    label_smoothing: float = 0.1
+    weight_decay: float = 5e-5
+    momentum: float = 0.9
+    nesterov: bool = True
+    augment: str = "crop-flip"
+    eval_images: int | None = None  # None: the whole evaluation split
+    curve_eval_images: int = 1000  # per-epoch top-1 on this many evaluation images (0: no per-epoch eval)
+    bf16: bool = False
+    time_budget_s: float | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str, example: Any) -> FidelityError:
+            return FidelityError(f"{name}={getattr(self, name)!r} {rule}; e.g. {name}={example}")
+
+        # epochs=2 and epochs=2.0 are equal dataclasses: make them one cache key too.
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+
+        for name in ("train_images", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(name, "must be a positive integer", 128)
+        for name in ("epochs", "lr"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise bad(name, "must be a positive number", 1.0)
+        ranges = {"label_smoothing": 0.99, "weight_decay": 1.0, "momentum": 0.999, "warmup_fraction": 0.9}
+        for name, hi in ranges.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= hi:
+                raise bad(name, f"must lie in [0, {hi}]", 0.1)
+        if self.resolution is not None and (not isinstance(self.resolution, int) or not 28 <= self.resolution <= 512):
+            raise bad("resolution", "must be None (the dataset's size) or an integer in [28, 512] px", 56)
+        for name, choices in (("schedule", SCHEDULES), ("stem", STEMS), ("augment", AUGMENTS)):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"must be one of {', '.join(choices)}", choices[0])
+        if self.eval_images is not None and (not isinstance(self.eval_images, int) or self.eval_images < 1):
+            raise bad("eval_images", "must be None (the whole split) or a positive integer", 2000)
+        if not isinstance(self.curve_eval_images, int) or self.curve_eval_images < 0:
+            raise bad("curve_eval_images", "must be a non-negative integer", 1000)
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise bad("time_budget_s", "must be None or a positive number of seconds", 120)
+
+    def replace(self, **changes: Any) -> Fidelity:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fidelity:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FidelityError(f"unknown fidelity key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+# The recipe chosen by the fidelity study (docs/fidelity.md has the numbers): Fashion-MNIST
+# upsampled to 48 px keeps the ImageNet stem's real downsampling and costs 1/5 of 28 px with the
+# small stem per image, so the budget buys 30k images x 2 epochs, enough that bigger and grouped
+# nets win as on ImageNet (Table 2 Spearman 0.917 on top-1, 0.975 on test loss).
+DEFAULT_FIDELITY = Fidelity()
+
+
+def adapt_spec(spec: ShuffleNetSpec, dataset: ImageDataset, fidelity: Fidelity = DEFAULT_FIDELITY) -> ShuffleNetSpec:
+    """The spec as trained on `dataset`: its channels, classes, resolution and a fitting stem.
+
+    >>> from shufflesearch.accuracy.datasets import load_dataset
+    >>> adapt_spec(ShuffleNetSpec(), load_dataset("fashion-mnist")).label
+    'g3 x1 [4,8,4] 48px'
+    """
+    resolution = fidelity.resolution or dataset.image_size
+    stem = fidelity.stem
+    if stem == "auto":
+        stem = "small" if resolution < SMALL_STEM_BELOW else "imagenet"
+    elif stem == "keep":
+        stem = spec.stem
+    return dataclasses.replace(
+        spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes, resolution=resolution, stem=stem
+    )
