@@ -23,8 +23,9 @@ import pytest
 from servers import require, wait_for
 from test_search_distributed import ENV, by_state, start_worker, study_file, trials_of
 
-from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR
-from shufflesearch.search.storage import fail_dead_trials, open_storage
+from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
+from shufflesearch.search.queue import fail_dead_trials
+from shufflesearch.search.storage import open_storage
 
 KILLS = int(os.environ.get("SHUFFLESEARCH_FAULT_KILLS", "12"))
 
@@ -203,7 +204,7 @@ class Broken(RuntimeError):
 
 
 def test_an_evaluation_that_raises_is_retried_at_most_three_times_then_left_failed(tmp_path):
-    from shufflesearch.search.runner import run_worker
+    from shufflesearch.search.queue import run_worker
     from shufflesearch.search.study_file import load_study
 
     path = tmp_path / "e.toml"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shufflesearch.latency.ssh import SshTarget, SshTargetError, _check_options
+from shufflesearch.latency.ssh import SshTarget, SshTargetError
+from shufflesearch.latency.ssh.options import check_ssh_options
 
 PACKAGE = Path(__file__).parents[1] / "shufflesearch"
 CLI = str(Path(sys.executable).with_name("shufflesearch"))
@@ -159,12 +160,12 @@ def test_study_files_are_read_with_the_standard_safe_toml_reader():
 )
 def test_ssh_options_cannot_turn_host_key_checking_off(options):
     with pytest.raises(SshTargetError, match="known_hosts") as info:
-        _check_options(options, SshTarget("board"))
+        check_ssh_options(options, SshTarget("board"))
     assert "\n" not in str(info.value)
 
 
 def test_ssh_options_may_name_another_known_hosts_file():
-    assert _check_options(["-o", "UserKnownHostsFile=/etc/devices/known_hosts"], SshTarget("board"))
+    assert check_ssh_options(["-o", "UserKnownHostsFile=/etc/devices/known_hosts"], SshTarget("board"))
 
 
 # Halves of one password: a raw "@" in it splits the URL, and a driver may echo either side.

@@ -10,8 +10,8 @@ from optuna.trial import FixedTrial
 
 from shufflesearch.complexity import count_macs
 from shufflesearch.presets import get_preset, paper_models
-from shufflesearch.search.records import pareto_front
-from shufflesearch.search.runner import prepare_study
+from shufflesearch.search.queue import prepare_study
+from shufflesearch.search.results import pareto_front
 from shufflesearch.search.space import NoFeasibleWidth, SearchSpace, suggest_spec
 from shufflesearch.search.study_file import StudyFileError, load_study
 
@@ -167,16 +167,17 @@ def test_pareto_front_keeps_only_undominated():
 
 
 def test_the_trainer_reports_per_epoch_top1_for_pruning(tmp_path, monkeypatch):
-    from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR, load_dataset
-    from shufflesearch.accuracy.trainer import Fidelity
-    from shufflesearch.search.evaluate import proxy_accuracy_evaluator
+    from shufflesearch.accuracy.datasets import load_dataset
+    from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
+    from shufflesearch.accuracy.recipe import Fidelity
+    from shufflesearch.search.objective import proxy_accuracy_evaluator
     from shufflesearch.search.study_file import StudyConfig
 
     if not FASHION_MNIST_DIR.exists():
         pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
     load_dataset("fashion-mnist")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cached result would train nothing and report nothing
-    tiny = Fidelity(train_images=256, epochs=2, batch_size=64, eval_images=200, curve_eval_images=100).to_dict()
+    tiny = Fidelity(train_images=256, epochs=2, batch_size=64, eval_images=200, curve_eval_images=100)
     config = StudyConfig(name="p", path=Path("p.toml"), fidelity=tiny)
     reports = []
     evaluate = proxy_accuracy_evaluator(config)
@@ -186,7 +187,7 @@ def test_the_trainer_reports_per_epoch_top1_for_pruning(tmp_path, monkeypatch):
 
 def test_latency_objective_needs_a_readable_table(tmp_path):
     from shufflesearch.latency.lut import LutError
-    from shufflesearch.search.evaluate import latency_table
+    from shufflesearch.search.objective import latency_table
 
     text = "[study]\nmode = 'pareto'\n[objective]\nsecond = 'latency'\nlut = '{}'\n"
     config = load_study(write(tmp_path, text.format(tmp_path / "missing.lut.json")))
@@ -196,3 +197,65 @@ def test_latency_objective_needs_a_readable_table(tmp_path):
     with pytest.raises(LutError, match="not a shufflesearch latency table"):
         latency_table(load_study(write(tmp_path, text.format(tmp_path / "foreign.lut.json"))))
     assert latency_table(load_study(write(tmp_path, "[study]\nmode = 'pareto'\n"))) is None
+
+
+def test_loading_a_study_file_imports_neither_torch_nor_optuna():
+    import subprocess
+    import sys
+
+    code = ("import sys; from shufflesearch.search.study_file import load_study; load_study('studies/demo.toml'); "
+            "print(sorted(m for m in ('torch', 'optuna', 'matplotlib', 'typer') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1]).stdout  # fmt: skip
+    assert out.strip() == "[]"
+
+
+def test_storage_urls_are_checked_before_anything_is_opened(tmp_path):
+    from shufflesearch.search.storage import StorageError, check_storage_url
+
+    (tmp_path / "notes.txt").write_text("not a database")
+    (tmp_path / "new.db").touch()  # empty: a database being created
+    for url, fragment in [(" ", "--storage is empty"), ("sqlite:///", "names a folder"),
+                          (f"sqlite:///{tmp_path}", "names a folder"),
+                          (f"sqlite:///{tmp_path}/notes.txt", "is not an SQLite database")]:  # fmt: skip
+        with pytest.raises(StorageError, match=fragment):
+            check_storage_url(url)
+    for url in (f"sqlite:///{tmp_path}/new.db", f"sqlite:///{tmp_path}/absent.db", "postgresql://u@host/db"):
+        assert check_storage_url(url) == url
+
+
+def test_finished_studies_and_the_stored_list(tmp_path):
+    import sqlite3
+
+    from shufflesearch.search import stored_studies, study_finished
+    from shufflesearch.search.queue import run_worker
+    from shufflesearch.search.storage import StorageError
+
+    path = write(tmp_path, "[study]\nname = 'f'\ntrials = 2\nenqueue_presets = false\n[budget]\nmflops = [13, 40]\n",
+                 "f.toml")  # fmt: skip
+    config = load_study(path)
+    url = config.default_storage()
+    assert not study_finished(config, url, 2)  # no database yet
+    run_worker(config, url, 2, lambda spec, report: {"top1": 0.5})
+    assert study_finished(config, url, 2) and not study_finished(config, url, 3)
+    with sqlite3.connect(tmp_path / "other.db") as connection:
+        connection.execute("CREATE TABLE notes (text)")
+    (tmp_path / "new.db").touch()
+    rows, warnings = stored_studies(folder=tmp_path)
+    assert [(r["storage"], r["name"], r["complete"]) for r in rows] == [(url, "f-13M", 2), (url, "f-40M", 2)]
+    assert len(warnings) == 1 and warnings[0].startswith("skipped ") and "other.db" in warnings[0]
+    assert stored_studies(url)[0] == rows
+    with pytest.raises(StorageError, match="another program"):
+        stored_studies(f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def test_lut_validation_specs_are_ones_the_table_can_predict():
+    from types import SimpleNamespace
+
+    from shufflesearch.search.space import specs_for_table
+
+    table = SimpleNamespace(resolution=96, num_classes=10, in_channels=1, stem="small")
+    specs = specs_for_table(SMALL_SPACE, table, 5, seed=1)
+    assert len(specs) == 5 and specs == specs_for_table(SMALL_SPACE, table, 5, seed=1)
+    assert {(s.resolution, s.num_classes, s.in_channels, s.stem) for s in specs} == {(96, 10, 1, "small")}
+    assert {s.groups for s in specs} <= set(SMALL_SPACE.groups)

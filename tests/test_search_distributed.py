@@ -15,7 +15,7 @@ import optuna
 import pytest
 from servers import require, wait_for
 
-from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR
+from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
 from shufflesearch.search.storage import open_storage
 
 pytestmark = pytest.mark.slow

@@ -16,6 +16,7 @@ so Optuna's constrained samplers see it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -132,6 +133,18 @@ class SearchSpace:
         return params
 
 
+def specs_for_table(space: SearchSpace | None, table, n: int, seed: int = 1) -> list[ShuffleNetSpec]:
+    """`n` random specs of `space` (default: the default space) as `table` (a LatencyTable) was built for.
+
+    Resolution, classes, input channels and stem are the table's, so each spec is one the
+    table can predict and its target can measure whole: what `lut validate` checks.
+    """
+    space = dataclasses.replace(
+        SearchSpace() if space is None else space, resolution=table.resolution, num_classes=table.num_classes
+    )
+    return [s.replace(in_channels=table.in_channels, stem=table.stem) for s in space.sample(n, seed)]
+
+
 def suggest_spec(trial, space: SearchSpace, budget: tuple[float, float]) -> ShuffleNetSpec:
     """Sample a spec within `budget` = (min, max) MFLOPs; the only code that touches `optuna.Trial`.
 
@@ -165,3 +178,6 @@ def _record_constraint(trial, mflops: float, budget: tuple[float, float]) -> Non
     if hasattr(trial, "set_constraint"):
         trial.set_constraint("mflops_over_budget", mflops - budget[1])
         trial.set_constraint("mflops_under_minimum", budget[0] - mflops)
+
+
+__all__ = ["NoFeasibleWidth", "SearchSpace", "specs_for_table", "suggest_spec"]

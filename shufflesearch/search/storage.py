@@ -3,16 +3,13 @@
 Both are Optuna RDB storages, so both get heartbeats: a worker that dies mid-trial
 (SIGKILL, power loss) stops beating, the next worker to look marks its trial FAIL, and
 the retry callback queues the same parameters again, however often that happens: a
-killed worker is not the trial's fault. A short claim lock (a file lock
-beside the SQLite file, a PostgreSQL advisory lock on a server) makes "is there a trial
-left to run?" and "take it" one step across processes and machines.
+killed worker is not the trial's fault (see `queue`). Every check of a storage URL lives
+here: `check_storage_url` (offline, cheap) and `open_storage` (connects).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import re
 import sqlite3
@@ -23,7 +20,6 @@ from ..errors import MachineError, UsageError
 
 HEARTBEAT_INTERVAL_S = 5  # override: SHUFFLESEARCH_HEARTBEAT_S (a dead worker is noticed after 4 beats)
 OPTUNA_TABLES = {"studies", "trials", "version_info"}  # a study database has these (and more)
-MAX_ERRORS = 3  # a trial whose evaluation raised this often is left failed: it would raise again
 
 
 class StorageError(UsageError):
@@ -69,6 +65,33 @@ def _host(url: str) -> str | None:
 
 def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def check_storage_url(url: str) -> str:
+    """`url`, once it is plausible: an SQLite URL must name a database file (not a folder, not another file).
+
+    Cheap and offline (it opens nothing): sqlite3 would fail later with "unable to open
+    database file" or "file is not a database" and no path. Other schemes pass through;
+    `open_storage` names the forms it accepts.
+
+    >>> check_storage_url("sqlite:///")
+    Traceback (most recent call last):
+    ...
+    shufflesearch.search.storage.StorageError: storage 'sqlite:///' names a folder, not a database file; e.g. sqlite:///studies/x.db
+    """
+    if not url.strip():
+        raise StorageError("--storage is empty; e.g. sqlite:///studies/x.db or postgresql://user@host/db")
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    if not path.name or path.is_dir():
+        raise StorageError(f"storage {url!r} names a folder, not a database file; e.g. sqlite:///studies/x.db")
+    if path.is_file():
+        with open(path, "rb") as f:
+            header = f.read(16)
+        if header and header != b"SQLite format 3\0":
+            raise StorageError(f"storage {url!r}: {path} is not an SQLite database")
+    return url
 
 
 def open_storage(url: str, create: bool = True):
@@ -193,40 +216,6 @@ def _read_only_uri(path: Path) -> str | None:
     return f"file:{quote(str(path.resolve()))}?{'immutable=1' if frozen else 'mode=ro'}"
 
 
-def fail_dead_trials(study, storage) -> None:
-    """Mark FAIL (and queue again) the running trials whose worker is gone.
-
-    Optuna's heartbeat check misses one case: a worker killed after it took a trial but
-    before its first heartbeat leaves a RUNNING trial with no heartbeat row at all, which
-    would keep every other worker waiting for it forever. Such a trial, older than twice
-    the grace period, is dead too.
-    """
-    import datetime
-
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.storages import fail_stale_trials
-    from optuna.trial import TrialState
-    from sqlalchemy import text
-
-    fail_stale_trials(study)
-    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=2 * storage.grace_period)
-    with storage.engine.connect() as connection:  # the tables are Optuna's RDB schema (pinned optuna<6)
-        orphans = connection.execute(
-            text(
-                "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-                "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL AND t.datetime_start < :cutoff"
-            ),
-            {"study": study._study_id, "cutoff": cutoff},
-        ).scalars().all()  # fmt: skip
-    retry = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in orphans:
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                retry(study, storage.get_trial(trial_id))
-        except UpdateFinishedTrialError:
-            pass  # another worker got there first
-
-
 def _refuse_foreign(path: Path, tables: set[str]) -> None:
     """Another program's database (tables, none of them a study's): Optuna would add its own to it."""
     if tables and not tables >= OPTUNA_TABLES:
@@ -245,48 +234,12 @@ def _use_wal(path: Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-class ClaimLock:
-    """Mutual exclusion for claiming trials of one study, across processes and machines.
-
-    Not a context manager on purpose: the worker releases it from inside the objective,
-    right after Optuna has popped the queued trial. `release` is idempotent.
-    """
-
-    def __init__(self, storage, url: str, study_name: str) -> None:
-        self._path = sqlite_path(url)
-        self._storage = storage
-        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-        self._held = False
-        self._handle = None
-        self._connection = None
-
-    def acquire(self) -> None:
-        if self._path is not None:
-            if self._handle is None:
-                self._handle = open(self._path.with_name(self._path.name + ".lock"), "a")  # noqa: SIM115
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
-        else:
-            from sqlalchemy import text
-
-            if self._connection is None:
-                self._connection = self._storage.engine.connect()
-            self._connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
-        self._held = True
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        if self._path is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-        else:
-            from sqlalchemy import text
-
-            self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-
-    def close(self) -> None:
-        self.release()
-        for resource in (self._handle, self._connection):
-            if resource is not None:
-                resource.close()
-        self._handle = self._connection = None
+__all__ = [
+    "NoSuchStorage",
+    "StorageError",
+    "StorageUnavailable",
+    "check_storage_url",
+    "open_storage",
+    "redact",
+    "sqlite_path",
+]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..accuracy.recipe import DEFAULT_FIDELITY, SEED_MAX, Fidelity
 from ..errors import UsageError
 from ..input_file import InputFileError, read_input_file
 from ..spec import BOTTLENECK_CHOICES, GROUP_CHOICES, REPEATS_RANGE, RESOLUTION_RANGE, SCALE_RANGE
@@ -23,7 +24,6 @@ MODES = ("per-budget", "pareto")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 SECOND_OBJECTIVES = ("mflops", "latency")
-SEED_MAX = 2**31 - 1  # Optuna's samplers take seeds below 2**32; each local worker adds 1000 to the study's
 MAX_BYTES = 2**20  # the shipped studies are under 1 kB; the cap only stops a device or a runaway file
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,7 +51,7 @@ class StudyConfig:
     lut: Path | None = None
     dataset: str = "fashion-mnist"
     data_dir: Path | None = None
-    fidelity: dict[str, Any] = field(default_factory=dict)  # overrides of the default proxy fidelity
+    fidelity: Fidelity = DEFAULT_FIDELITY  # the default recipe with the file's [accuracy.fidelity] overrides
 
     def budget_windows(self) -> dict[str, tuple[float, float]]:
         """Optuna study name -> (min, max) MFLOPs: one per budget, or one for the whole front."""
@@ -63,7 +63,7 @@ class StudyConfig:
         return f"sqlite:///{self.path.with_suffix('.db')}"
 
 
-# section -> key -> (type check, description)
+# section -> the keys it may hold
 _SCHEMA: dict[str, set[str]] = {
     "study": {"name", "mode", "trials", "seed", "sampler", "pruner", "storage", "enqueue_presets"},
     "budget": {"mflops", "min_fraction", "range"},
@@ -198,8 +198,7 @@ class _Validator:
         lut = self.path_text("objective", "lut")
         if second == "latency" and not lut:
             self.fail("objective", "second", "a latency objective needs lut = 'path/to/device.lut.json'")
-        fidelity = self.get("accuracy", "fidelity", dict, {})
-        self._check_fidelity(fidelity)
+        fidelity = self._fidelity(self.get("accuracy", "fidelity", dict, {}))
         data_dir = self.path_text("accuracy", "data_dir")
         return StudyConfig(
             name=name, path=self.path, mode=mode, trials=trials, seed=seed,
@@ -207,14 +206,12 @@ class _Validator:
             enqueue_presets=self.get("study", "enqueue_presets", bool, True), budgets=tuple(map(float, budgets)),
             min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
             lut=Path(lut) if lut else None, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
-            data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=dict(fidelity),
+            data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=fidelity,
         )  # fmt: skip
 
-    def _check_fidelity(self, overrides: dict) -> None:
-        from ..accuracy.trainer import DEFAULT_FIDELITY, Fidelity
-
+    def _fidelity(self, overrides: dict) -> Fidelity:
         try:
-            Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
+            return Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
         except (ValueError, TypeError) as exc:
             message = " ".join(str(exc).split())
             # Fidelity's messages start with the key at fault: point at that key's line, not the table's
@@ -284,3 +281,6 @@ def _kind_name(kind: type | tuple) -> str:
         dict: "a table",
     }
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+__all__ = ["MODES", "PRUNERS", "SAMPLERS", "SECOND_OBJECTIVES", "StudyConfig", "StudyFileError", "load_study"]

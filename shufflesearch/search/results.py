@@ -1,7 +1,10 @@
 """Read studies back as plain records: one flat dict per trial, one summary per study.
 
 Everything downstream (the live view, `studies list`, reports) works on these records,
-never on Optuna objects.
+never on Optuna objects. A record's keys and types are `TrialRecord`, written down once.
+
+>>> pareto_front([{"top1": 0.8, "mflops": 40.0}, {"top1": 0.7, "mflops": 50.0}])
+[{'top1': 0.8, 'mflops': 40.0}]
 """
 
 from __future__ import annotations
@@ -9,8 +12,36 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
 
-from .storage import open_storage, redact
+from .storage import NoSuchStorage, StorageError, check_storage_url, open_storage, redact
+
+
+class TrialRecord(TypedDict):
+    """One trial, flat: what `trial_record` makes and the live view, `studies list` and reports read.
+
+    Every value may be None where the storage holds nothing usable (a shared database may hold anything).
+    """
+
+    study: str  # the Optuna study: one budget window of a study file
+    trial: int
+    state: str  # complete, pruned, running, waiting, fail
+    label: str | None  # the spec's short name
+    preset: str | None  # the paper's model this trial was queued as
+    groups: int | None
+    mflops: float | None
+    params: float | None
+    top1: float | None  # proxy accuracy, a fraction in [0, 1]
+    latency_ms: float | None
+    latency_kind: str | None  # e.g. lut-predicted
+    train_seconds: float | None
+    duration_s: float | None
+    status: str | None  # the trainer's status, or why the trial was infeasible
+    retry_of: int | None  # the failed trial this one repeats
+    worker: str | None  # host:pid
+    spec: dict[str, Any] | None  # ShuffleNetSpec.to_dict()
+    curve: Any  # per-epoch top-1, as the trainer stored it
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,7 +71,7 @@ class StudySummary:
         return asdict(self)
 
 
-def trial_record(study_name: str, trial) -> dict:
+def trial_record(study_name: str, trial) -> TrialRecord:
     """The flat record of one trial (an Optuna FrozenTrial).
 
     Stored attributes are typed on the way in: a shared database may hold anything, and a
@@ -92,7 +123,7 @@ def study_attrs(storage_url: str) -> dict[str, dict]:
     return {s.study_name: dict(s.user_attrs) for s in summaries}
 
 
-def load_records(storage_url: str, study_names: list[str] | None = None) -> dict[str, list[dict]]:
+def load_records(storage_url: str, study_names: list[str] | None = None) -> dict[str, list[TrialRecord]]:
     """Study name -> its trial records, for every study in the storage (or the named ones)."""
     import optuna
 
@@ -107,8 +138,8 @@ def load_records(storage_url: str, study_names: list[str] | None = None) -> dict
     return out
 
 
-def summarize(storage_url: str, study_names: list[str] | None = None) -> list[StudySummary]:
-    """Progress and best result of each study in the storage."""
+def summarize_studies(storage_url: str, study_names: list[str] | None = None) -> list[StudySummary]:
+    """Progress and best result of each study in the storage (or of the named ones)."""
     import optuna
 
     storage = _reader(storage_url)
@@ -122,7 +153,9 @@ def summarize(storage_url: str, study_names: list[str] | None = None) -> list[St
     return summaries
 
 
-def summarize_records(name: str, study_attrs: dict, records: list[dict]) -> StudySummary:
+def summarize_records(name: str, study_attrs: dict, records: list[TrialRecord]) -> StudySummary:
+    """One study's summary from its attributes and trial records."""
+
     def count(state: str) -> int:
         return sum(r["state"] == state for r in records)
 
@@ -160,13 +193,53 @@ def pareto_front(records: list[dict], second: str = "mflops") -> list[dict]:
     return front
 
 
+def study_finished(config, url: str, wanted: int) -> bool:
+    """Every budget window of the study `config` (a StudyConfig) holds `wanted` finished trials, none queued or running.
+
+    False where the storage has no studies yet: a first run creates them.
+    """
+    windows = list(config.budget_windows())
+    try:
+        by_name = {s.name: s for s in summarize_studies(url, windows)}
+    except NoSuchStorage:
+        return False
+    return set(by_name) >= set(windows) and all(
+        s.complete + s.pruned >= wanted and s.running == s.waiting == 0 for s in by_name.values()
+    )
+
+
+def stored_studies(storage: str | None = None, folder: str | Path = "studies") -> tuple[list[dict], list[str]]:
+    """The rows of `studies list` (one per study: {"storage": redacted URL, **StudySummary.to_dict()}) and warnings.
+
+    `storage` None: every `folder`/*.db. Of those, one being created right now holds no studies
+    yet and is left out; another program's file is left out with a warning ("skipped ...").
+    A named `storage` raises instead (StorageError).
+    """
+    urls = [storage] if storage is not None else [f"sqlite:///{p}" for p in sorted(Path(folder).glob("*.db"))]
+    urls = [check_storage_url(url) for url in urls]
+    rows, warnings = [], []
+    for url in urls:
+        try:
+            summaries = summarize_studies(url)
+        except StorageError as exc:
+            if storage is not None:
+                raise
+            if not isinstance(exc, NoSuchStorage):
+                warnings.append(f"skipped {' '.join(str(exc).split())}")
+            continue
+        rows += [{"storage": redact(url), **s.to_dict()} for s in summaries]
+    return rows, warnings
+
+
 __all__ = [
     "StudySummary",
+    "TrialRecord",
     "load_records",
     "pareto_front",
-    "redact",
+    "stored_studies",
     "study_attrs",
-    "summarize",
+    "study_finished",
     "summarize_records",
+    "summarize_studies",
     "trial_record",
 ]

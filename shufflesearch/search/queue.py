@@ -5,7 +5,9 @@ fewer than N exist (the paper's presets that fit the budget first), one ahead: q
 all N up front took minutes for a large N and wrote thousands of rows Ctrl-C could not
 stop. The worker then calls `study.optimize(n_trials=1)`; Optuna pops the queued trial and
 the objective releases the lock as its first act. So workers on any number of machines never
-run more than N trials between them, and never the same one twice.
+run more than N trials between them, and never the same one twice. The claim lock (a file
+lock beside the SQLite file, a PostgreSQL advisory lock on a server) makes "is there a
+trial left to run?" and "take it" one step across processes and machines.
 
 Faults: a trial interrupted by Ctrl-C is marked FAIL by Optuna; one whose worker was
 killed stops sending heartbeats and is marked FAIL by the next worker that looks. Either
@@ -16,28 +18,21 @@ only until it has raised MAX_ERRORS times.
 
 from __future__ import annotations
 
-import os
-import socket
+import datetime
+import fcntl
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..complexity import count_complexity
-from ..errors import UsageError
 from ..presets import paper_models
-from ..spec import ShuffleNetSpec
-from .space import NoFeasibleWidth, suggest_spec
-from .storage import MAX_ERRORS, ClaimLock, fail_dead_trials, open_storage
+from .objective import Evaluator, make_objective
+from .storage import open_storage, sqlite_path
 from .study_file import StudyConfig
 
-# An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned.
-Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
+MAX_ERRORS = 3  # a trial whose evaluation raised this often is left failed: it would raise again
 POLL_S = 2.0
 QUEUE_AHEAD = 1  # tickets waiting at once: each worker queues the one it is about to claim
-
-
-class NothingToResume(UsageError):
-    """`--resume` for a study that has no trials in this storage."""
 
 
 def create_sampler(config: StudyConfig, worker_index: int, trials_before: int = 0):
@@ -118,46 +113,6 @@ def prepare_study(config: StudyConfig, study, window, trials: int) -> dict:
     return {"requeued": requeued, "queued": max(missing, 0), "existing": len(live)}
 
 
-def make_objective(config: StudyConfig, window, evaluate: Evaluator, lock: ClaimLock):
-    import optuna
-
-    def objective(trial):
-        lock.release()  # Optuna has popped our queued trial: let the next worker claim
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        try:
-            spec = suggest_spec(trial, config.space, window)
-        except NoFeasibleWidth as exc:
-            trial.set_user_attr("infeasible", str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
-        cost = count_complexity(spec)
-        trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("label", spec.label)
-        trial.set_user_attr("mflops", cost.mflops)
-        trial.set_user_attr("params", cost.params)
-
-        def report(step: int, top1: float) -> None:
-            if config.mode == "per-budget":
-                trial.report(top1, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}")
-
-        try:
-            outcome = evaluate(spec, report)
-        except Exception as exc:
-            if not isinstance(exc, optuna.TrialPruned):  # counted across retries: the attrs are inherited
-                trial.set_user_attr("errors", trial.user_attrs.get("errors", 0) + 1)
-                trial.set_user_attr("error", " ".join(str(exc).split())[:500] or type(exc).__name__)
-            raise
-        for key, value in outcome.items():
-            trial.set_user_attr(key, value)
-        if config.mode == "per-budget":
-            return outcome["top1"]
-        second = outcome["latency_ms"] if config.second_objective == "latency" else cost.mflops
-        return outcome["top1"], second
-
-    return objective
-
-
 @dataclass
 class WorkerStats:
     trials_run: int = 0
@@ -173,7 +128,7 @@ def run_worker(config: StudyConfig, storage_url: str, trials: int, evaluate: Eva
     for name, window in config.budget_windows().items():
         study = load_or_create(config, storage, name, window, worker_index, max_epochs)
         lock = ClaimLock(storage, storage_url, name)
-        objective = make_objective(config, window, evaluate, lock)
+        objective = make_objective(config, window, evaluate, lock.release)
         try:
             lock.acquire()
             prepare_study(config, study, window, trials)
@@ -213,3 +168,93 @@ def _count_states(study) -> dict:
     for t in study.get_trials(deepcopy=False):
         counts[t.state] += 1
     return counts
+
+
+def fail_dead_trials(study, storage) -> None:
+    """Mark FAIL (and queue again) the running trials whose worker is gone.
+
+    Optuna's heartbeat check misses one case: a worker killed after it took a trial but
+    before its first heartbeat leaves a RUNNING trial with no heartbeat row at all, which
+    would keep every other worker waiting for it forever. Such a trial, older than twice
+    the grace period, is dead too.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+    from sqlalchemy import text
+
+    fail_stale_trials(study)
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=2 * storage.grace_period)
+    with storage.engine.connect() as connection:  # the tables are Optuna's RDB schema (pinned optuna<6)
+        orphans = connection.execute(
+            text(
+                "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL AND t.datetime_start < :cutoff"
+            ),
+            {"study": study._study_id, "cutoff": cutoff},
+        ).scalars().all()  # fmt: skip
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in orphans:
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                retry(study, storage.get_trial(trial_id))
+        except UpdateFinishedTrialError:
+            pass  # another worker got there first
+
+
+class ClaimLock:
+    """Mutual exclusion for claiming trials of one study, across processes and machines.
+
+    Not a context manager on purpose: the worker releases it from inside the objective,
+    right after Optuna has popped the queued trial. `release` is idempotent.
+    """
+
+    def __init__(self, storage, url: str, study_name: str) -> None:
+        self._path = sqlite_path(url)
+        self._storage = storage
+        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+        self._held = False
+        self._handle = None
+        self._connection = None
+
+    def acquire(self) -> None:
+        if self._path is not None:
+            if self._handle is None:
+                self._handle = open(self._path.with_name(self._path.name + ".lock"), "a")  # noqa: SIM115
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        else:
+            from sqlalchemy import text
+
+            if self._connection is None:
+                self._connection = self._storage.engine.connect()
+            self._connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+        self._held = True
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._path is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+        else:
+            from sqlalchemy import text
+
+            self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+
+    def close(self) -> None:
+        self.release()
+        for resource in (self._handle, self._connection):
+            if resource is not None:
+                resource.close()
+        self._handle = self._connection = None
+
+
+__all__ = [
+    "MAX_ERRORS",
+    "ClaimLock",
+    "WorkerStats",
+    "fail_dead_trials",
+    "load_or_create",
+    "prepare_study",
+    "run_worker",
+]

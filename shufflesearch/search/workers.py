@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import interrupt
-from ..errors import MachineError
-from .records import StudySummary, summarize
-from .runner import NothingToResume, run_worker
+from ..errors import MachineError, UsageError
+from .queue import run_worker
+from .results import StudySummary, summarize_studies
 from .storage import NoSuchStorage, open_storage
 from .study_file import StudyConfig, load_study
 
@@ -26,11 +26,17 @@ class SearchError(MachineError):
     """A worker failed; the message is the worker's one-line error."""
 
 
+class NothingToResume(UsageError):
+    """`--resume` for a study that has no trials in this storage."""
+
+
 def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
+    """The storage a command uses: `override` (a --storage URL), else the study file's, else the .db beside it."""
     return override if override is not None else config.storage or config.default_storage()
 
 
 def check_resumable(config: StudyConfig, storage_url: str) -> None:
+    """Raise NothingToResume unless some budget window of the study has trials in this storage."""
     import optuna
 
     try:
@@ -60,7 +66,7 @@ def run_search(config: StudyConfig, storage_url: str, trials: int | None = None,
 
 def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s) -> list[StudySummary]:
     from ..accuracy.datasets import load_dataset
-    from .evaluate import latency_table
+    from .objective import latency_table
 
     load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before anything is written
     latency_table(config)  # and so does a missing or foreign latency table
@@ -74,7 +80,7 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
     else:
         _run_processes(config, storage_url, trials, workers, names, on_progress, poll_s)
     interrupt.check()  # a Ctrl-C between trials ended the workers early: not a finished study
-    summaries = summarize(storage_url, names)
+    summaries = summarize_studies(storage_url, names)
     if on_progress is not None:
         on_progress(summaries)
     return summaries
@@ -83,20 +89,20 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
 def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s) -> None:
     import threading
 
-    from .evaluate import fidelity_of, proxy_accuracy_evaluator
+    from .objective import proxy_accuracy_evaluator
 
     done = threading.Event()
 
     def watch() -> None:
         while not done.wait(poll_s):
-            on_progress(summarize(storage_url, names))
+            on_progress(summarize_studies(storage_url, names))
 
     watcher = threading.Thread(target=watch, daemon=True) if on_progress else None
     if watcher:
         watcher.start()
     try:
         run_worker(config, storage_url, trials, proxy_accuracy_evaluator(config),
-                   max_epochs=max(1, round(fidelity_of(config).epochs)), stop=interrupt.requested)  # fmt: skip
+                   max_epochs=max(1, round(config.fidelity.epochs)), stop=interrupt.requested)  # fmt: skip
     finally:
         done.set()
         if watcher:
@@ -119,7 +125,7 @@ def _run_processes(config, storage_url, trials, workers, names, on_progress, pol
         while any(p.is_alive() for p in procs):
             interrupt.check()
             if on_progress is not None:
-                on_progress(summarize(storage_url, names))
+                on_progress(summarize_studies(storage_url, names))
             time.sleep(poll_s)
     except KeyboardInterrupt:
         for p in procs:  # the terminal sends SIGINT to the group; a lone parent forwards it
@@ -147,13 +153,13 @@ def _worker_main(config_path: str, storage_url: str, trials: int, index: int, th
         with interrupt.deferred(escalate=False):
             import torch
 
-            from .evaluate import fidelity_of, proxy_accuracy_evaluator
+            from .objective import proxy_accuracy_evaluator
 
             torch.set_num_threads(threads)
             config = load_study(Path(config_path))
             evaluate = proxy_accuracy_evaluator(config, threads)
             run_worker(config, storage_url, trials, evaluate, worker_index=index,
-                       max_epochs=max(1, round(fidelity_of(config).epochs)), stop=interrupt.requested)  # fmt: skip
+                       max_epochs=max(1, round(config.fidelity.epochs)), stop=interrupt.requested)  # fmt: skip
             interrupt.check()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
@@ -164,3 +170,6 @@ def _worker_main(config_path: str, storage_url: str, trials: int, index: int, th
         raise SystemExit(1) from None
     finally:
         interrupt.settle()  # exiting: a late Ctrl-C must not raise inside exit callbacks
+
+
+__all__ = ["NothingToResume", "SearchError", "check_resumable", "run_search", "storage_url_for"]

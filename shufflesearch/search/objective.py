@@ -1,0 +1,121 @@
+"""The objective: a trial -> a spec -> what it measures: proxy accuracy (always) and, for latency studies, a LUT prediction.
+
+`make_objective` is Optuna's side (attributes, pruning, the values returned); an Evaluator
+is the measuring side and works on specs only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+from .. import interrupt
+from ..complexity import count_complexity
+from ..spec import ShuffleNetSpec
+from .space import NoFeasibleWidth, suggest_spec
+from .study_file import StudyConfig
+
+# An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned.
+Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
+
+
+def latency_table(config: StudyConfig):
+    """The study's device LUT when latency is an objective (checked to cover the space), else None."""
+    if config.second_objective != "latency" or config.mode != "pareto":
+        return None
+    from ..latency.lut import LatencyTable
+
+    table = LatencyTable.load(config.lut)
+    table.check_covers(config.space)  # fail now, not hours into the search
+    return table
+
+
+def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
+    """An Evaluator that trains each spec on the study's dataset and reports per-epoch top-1.
+
+    Ctrl-C (see `shufflesearch.interrupt`) stops a trial at its next optimiser step.
+    """
+    import optuna
+
+    from ..accuracy.cache import ResultCache
+    from ..accuracy.datasets import load_dataset
+    from ..accuracy.trainer import train_proxy
+
+    dataset = load_dataset(config.dataset, config.data_dir)
+    fidelity = config.fidelity
+    cache = ResultCache()
+    table = latency_table(config)
+
+    def evaluate(spec, report) -> dict:
+        def progress(p) -> None:
+            interrupt.check()
+            top1 = getattr(p, "top1", None)
+            if p.epoch_end and top1 is not None:
+                report(max(1, round(p.epoch)), top1)
+
+        latency = {} if table is None else {"latency_ms": table.predict_ms(spec), "latency_kind": "lut-predicted"}
+        result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache, threads=threads)
+        if result.status != "ok":
+            # Deterministic for this spec and recipe: retrying would diverge again.
+            raise optuna.TrialPruned(f"training {result.status}")
+        return {
+            "top1": result.top1,
+            "test_loss": result.test_loss,
+            "train_seconds": result.seconds,
+            "images_seen": result.images_seen,
+            "status": result.status,
+            "cached": result.cached,
+            "curve": result.curve,
+            "dataset": result.dataset,
+            **latency,
+        }
+
+    return evaluate
+
+
+def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_claim: Callable[[], None]):
+    """Optuna's objective for one budget window: sample a spec, record it, evaluate it, return the objective values.
+
+    `release_claim` (the queue's claim lock) is called first: Optuna has popped our queued trial.
+    """
+    import optuna
+
+    def objective(trial):
+        release_claim()  # let the next worker claim
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            spec = suggest_spec(trial, config.space, window)
+        except NoFeasibleWidth as exc:
+            trial.set_user_attr("infeasible", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        cost = count_complexity(spec)
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("label", spec.label)
+        trial.set_user_attr("mflops", cost.mflops)
+        trial.set_user_attr("params", cost.params)
+
+        def report(step: int, top1: float) -> None:
+            if config.mode == "per-budget":
+                trial.report(top1, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}")
+
+        try:
+            outcome = evaluate(spec, report)
+        except Exception as exc:
+            if not isinstance(exc, optuna.TrialPruned):  # counted across retries: the attrs are inherited
+                trial.set_user_attr("errors", trial.user_attrs.get("errors", 0) + 1)
+                trial.set_user_attr("error", " ".join(str(exc).split())[:500] or type(exc).__name__)
+            raise
+        for key, value in outcome.items():
+            trial.set_user_attr(key, value)
+        if config.mode == "per-budget":
+            return outcome["top1"]
+        second = outcome["latency_ms"] if config.second_objective == "latency" else cost.mflops
+        return outcome["top1"], second
+
+    return objective
+
+
+__all__ = ["Evaluator", "latency_table", "make_objective", "proxy_accuracy_evaluator"]
