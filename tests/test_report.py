@@ -5,15 +5,17 @@ import os
 import random
 import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from shufflesearch.complexity import count_complexity
+from shufflesearch.paper import TABLE2_TOP1_ERROR_PCT
 from shufflesearch.presets import list_presets
 from shufflesearch.report import plots
 from shufflesearch.report.build import MARKER, ReportError, build_report
-from shufflesearch.report.frames import PAPER, SEARCHED, TABLE2_ERROR_PCT, build_frames, hypervolume
+from shufflesearch.report.frames import PAPER, SEARCHED, build_frames, hypervolume
 from shufflesearch.spec import ShuffleNetSpec
 
 IN_CI = os.environ.get("CI") == "true"
@@ -81,24 +83,18 @@ def test_best_per_budget_is_the_top_trial_beside_every_paper_model_in_the_window
     assert searched.top1_pct == pytest.approx(100 * top["top1"]) and searched.trial == top["trial"]
 
     # Paper models: presets plus Table 2 specs, counted independently, inside (20, 40].
-    specs = {*list_presets().values(), *(ShuffleNetSpec(groups=g, scale=s) for g, s in TABLE2_ERROR_PCT)}
+    specs = {*list_presets().values(), *(ShuffleNetSpec(groups=g, scale=s) for g, s in TABLE2_TOP1_ERROR_PCT)}
     expected = {s.label for s in specs if 20 < count_complexity(s).mflops <= 40}
     papers = best[best.kind == PAPER]
     assert set(papers.label) == expected and len(expected) >= 4
     trained = papers[papers.label == g3.label].iloc[0]
     assert trained.top1_pct == pytest.approx(55.0)  # matched by spec, not by name
-    assert trained.paper_imagenet_top1_pct == pytest.approx(100 - TABLE2_ERROR_PCT[(3, 0.5)])
+    assert trained.paper_imagenet_top1_pct == pytest.approx(100 - TABLE2_TOP1_ERROR_PCT[(3, 0.5)])
     assert papers[papers.label != g3.label].top1_pct.isna().all()
 
 
-def test_table2_copy_matches_the_fidelity_module():
-    from shufflesearch.accuracy.fidelity import TABLE2
-
-    assert {(g, s): e for g, s, e in TABLE2} == TABLE2_ERROR_PCT
-
-
 def test_pareto_front_matches_the_search_layers_and_brute_force():
-    from shufflesearch.search.records import pareto_front
+    from shufflesearch.search.results import pareto_front
 
     records, attrs = random_studies(seed=3)
     frames = build_frames(records, attrs)
@@ -164,7 +160,7 @@ def test_complexity_table_covers_the_groups_and_scales_touched():
 
 
 def test_summary_agrees_with_the_search_layers_summary():
-    from shufflesearch.search.records import summarize_records
+    from shufflesearch.search.results import summarize_records
 
     records, attrs = random_studies(seed=9)
     frames = build_frames(records, attrs)
@@ -323,14 +319,62 @@ def test_a_dotted_or_symlinked_out_path_replaces_the_real_folder(tmp_path, monke
     assert empty.is_dir() and not list(empty.iterdir())
 
 
+# -- a study file ------------------------------------------------------------------------
+TWO_BUDGETS = """
+[study]
+name = "two"
+[budget]
+mflops = [13, 40]
+[space]
+groups = [3]
+scale = [0.1, 1.0]
+"""
+
+
+def test_report_study_reads_the_study_files_budgets(tmp_path, monkeypatch):
+    from shufflesearch.report import study
+    from shufflesearch.search.study_file import load_study
+
+    (tmp_path / "two.toml").write_text(TWO_BUDGETS)
+    config = load_study(tmp_path / "two.toml")
+    stored = {"two-13M": {"candidates": 7}}  # the 40M budget has not started yet
+    monkeypatch.setattr(study, "study_attrs", lambda url: stored)
+    monkeypatch.setattr(study, "load_records", lambda url, names: {n: [rec(n, 0, scale=0.25)] for n in names})
+    monkeypatch.chdir(tmp_path)
+    result = study.report_study(config, "sqlite:///two.db")
+    assert result.out_dir == Path("reports") / "two" and (tmp_path / "reports" / "two" / "index.html").is_file()
+    rows = {r["study"]: r for r in result.tables["studies"]}
+    assert list(rows) == ["two-13M", "two-40M"] and rows["two-40M"]["trials"] == 0
+    assert rows["two-13M"]["candidates"] == 7 and rows["two-13M"]["hi_mflops"] == 13
+    only = study.report_study(config, "sqlite:///two.db", ["two-13M"], tmp_path / "only")
+    assert [r["study"] for r in only.tables["studies"]] == ["two-13M"]
+
+
+def test_report_study_refuses_unknown_studies_and_empty_storage(tmp_path):
+    from shufflesearch.errors import UsageError
+    from shufflesearch.report import NothingToReport, UnknownStudy, report_study
+    from shufflesearch.search.study_file import load_study
+
+    (tmp_path / "two.toml").write_text(TWO_BUDGETS)
+    config = load_study(tmp_path / "two.toml")
+    with pytest.raises(UnknownStudy, match=r"'two-9M' is not a study of .*two.toml; choose from two-13M, two-40M"):
+        report_study(config, f"sqlite:///{tmp_path / 'two.db'}", ["two-13M", "two-9M"])
+    with pytest.raises(
+        NothingToReport, match=r"study .two. has no trials yet in sqlite:///.*; run: shufflesearch search"
+    ):
+        report_study(config, f"sqlite:///{tmp_path / 'missing.db'}", out=tmp_path / "r")
+    assert issubclass(NothingToReport, UsageError) and not (tmp_path / "r").exists()
+    assert not (tmp_path / "missing.db").exists()  # a report never creates a storage
+
+
 # -- a real study ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_report_of_a_real_tiny_study(tmp_path):
     from shufflesearch.accuracy.datasets import DatasetError, load_dataset
-    from shufflesearch.search.parallel import run_search
-    from shufflesearch.search.records import load_records
-    from shufflesearch.search.storage import open_storage
+    from shufflesearch.report import report_study
+    from shufflesearch.search.results import load_records
     from shufflesearch.search.study_file import load_study
+    from shufflesearch.search.workers import run_search
 
     try:
         load_dataset("fashion-mnist")
@@ -360,11 +404,8 @@ def test_report_of_a_real_tiny_study(tmp_path):
     url = config.default_storage()
     run_search(config, url, trials=2)
 
-    import optuna
-
     records = load_records(url)
-    attrs = {n: optuna.load_study(study_name=n, storage=open_storage(url)).user_attrs for n in records}
-    result = build_report(records, attrs, tmp_path / "reports" / "tiny", title="tiny")
+    result = report_study(config, url, out=tmp_path / "reports" / "tiny")
     assert list(records) == ["tiny-13M"] and len(records["tiny-13M"]) == 2
     best = [r for r in result.tables["best_per_budget"] if r["kind"] == SEARCHED]
     top = max((r for r in records["tiny-13M"] if r["top1"] is not None), key=lambda r: r["top1"])

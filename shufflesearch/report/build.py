@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import __version__
 from ..atomic import naming, write_atomically
 from ..errors import UsageError
+from ..search.results import TrialRecord
 from . import plots
 from .frames import PAPER, SEARCHED, ReportFrames, build_frames, public
 from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
@@ -49,7 +50,7 @@ class ReportResult:
 
 
 def build_report(
-    records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict], out_dir: str | os.PathLike,
+    records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict], out_dir: str | os.PathLike,
     title: str | None = None,
 ) -> ReportResult:  # fmt: skip
     """Write the report for these studies to `out_dir` (replaced only if it is empty or an earlier report)."""

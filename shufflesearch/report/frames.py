@@ -1,11 +1,11 @@
 """Study records -> pandas DataFrames: everything a report shows, computed without pixels.
 
-Input is plain data (the CLI loads it): `records_by_study` maps an Optuna study name to its
-flat trial records (see `shufflesearch.search.records.trial_record`) and `study_attrs` maps
+Input is plain data (`report_study` loads it): `records_by_study` maps an Optuna study name to
+its flat trial records (`shufflesearch.search.results.TrialRecord`) and `study_attrs` maps
 it to the study's user attributes (`window_mflops`, `mode`, ...). Nothing here imports
-Optuna or the search layer. Units travel in column names: `mflops` (multiply-adds at
-224 px, as in the paper), `params_m`, `top1_pct` (proxy accuracy on the study's dataset,
-not ImageNet), `latency_ms`.
+Optuna; the Pareto front is the search layer's one function. Units travel in column names:
+`mflops` (multiply-adds at 224 px, as in the paper), `params_m`, `top1_pct` (proxy accuracy
+on the study's dataset, not ImageNet), `latency_ms`.
 
 >>> rec = {"study": "s-40M", "trial": 0, "state": "complete", "groups": 3, "mflops": 38.0, "top1": 0.8}
 >>> f = build_frames({"s-40M": [rec]}, {"s-40M": {"mode": "per-budget", "window_mflops": [20, 40]}})
@@ -21,19 +21,13 @@ import pandas as pd
 
 from ..complexity import count_complexity
 from ..complexity.sweep import complexity_rows
+from ..paper import OFFICIAL_LAYOUTS, TABLE2_BUDGETS_MFLOPS, TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..presets import paper_models
+from ..search.results import TrialRecord, pareto_front
 from ..spec import ShuffleNetSpec, SpecError
 
-# The paper's budget ladder (Table 2: 0.25x, 0.5x and 1x models); a Pareto study is binned by it.
-PAPER_BUDGETS_MFLOPS = (13.0, 38.0, 140.0)
-PAPER_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)
-# Paper Table 2, ImageNet top-1 error (%) by (groups, scale). A copy of
-# accuracy.fidelity.TABLE2 (that module imports torch); tests/test_report.py holds them equal.
-TABLE2_ERROR_PCT = {
-    (1, 1.0): 33.6, (2, 1.0): 32.7, (3, 1.0): 32.6, (4, 1.0): 32.8, (8, 1.0): 32.4,
-    (1, 0.5): 45.1, (2, 0.5): 44.4, (3, 0.5): 43.2, (4, 0.5): 41.6, (8, 0.5): 42.3,
-    (1, 0.25): 57.1, (2, 0.25): 56.8, (3, 0.25): 55.0, (4, 0.25): 54.2, (8, 0.25): 52.7,
-}  # fmt: skip
+# The paper's scales: Table 2's (0.25x, 0.5x, 1x) and the official code's (1.5x, 2x).
+PAPER_SCALES = tuple(sorted({*TABLE2_SCALES, *(scale for _, scale in OFFICIAL_LAYOUTS)}))
 SEARCHED, PAPER = "searched best", "paper model"
 LATENCY_COLUMNS = ["study", "trial", "label", "mflops", "latency_ms", "latency_kind", "top1_pct"]
 
@@ -63,7 +57,7 @@ TRIAL_COLUMNS = [
 ]  # fmt: skip
 
 
-def build_frames(records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict]) -> ReportFrames:
+def build_frames(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> ReportFrames:
     """All report tables for the given studies (pure: no files, no plotting)."""
     budgets = budgets_frame(records_by_study, study_attrs)
     trials = trials_frame(records_by_study, budgets)
@@ -122,7 +116,7 @@ def _spec(record: dict) -> ShuffleNetSpec | None:
         return None  # a record written by another version: show what it has, skip the rest
 
 
-def budgets_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict]) -> pd.DataFrame:
+def budgets_frame(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> pd.DataFrame:
     """(study, budget) bins: a per-budget study is one bin (its window); a Pareto study is cut at the paper's ladder."""
     rows = []
     for study in records_by_study:
@@ -130,7 +124,7 @@ def budgets_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str
         lo, hi = _window(attrs) or (0.0, float("inf"))
         mode = _text(attrs.get("mode")) or "per-budget"
         if mode == "pareto":
-            edges = [b for b in PAPER_BUDGETS_MFLOPS if lo < b < hi] + [hi]
+            edges = [b for b in TABLE2_BUDGETS_MFLOPS if lo < b < hi] + [hi]
             for prev, budget in zip([lo, *edges[:-1]], edges):
                 rows.append({"study": study, "mode": mode, "budget_mflops": budget, "lo_mflops": prev,
                              "hi_mflops": budget})  # fmt: skip
@@ -149,7 +143,7 @@ def _budget_of(bins: list[tuple[float, float]], mflops: float | None) -> float |
     return next((budget for hi, budget in bins if mflops <= hi + 1e-9), None)
 
 
-def trials_frame(records_by_study: dict[str, list[dict]], budgets: pd.DataFrame) -> pd.DataFrame:
+def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.DataFrame) -> pd.DataFrame:
     """One row per trial, spec fields spelled out, units in column names."""
     rows = []
     for study, records in records_by_study.items():
@@ -188,10 +182,13 @@ def trials_frame(records_by_study: dict[str, list[dict]], budgets: pd.DataFrame)
 
 
 def pareto_frame(done: pd.DataFrame, second: str = "mflops") -> pd.DataFrame:
-    """Rows not dominated in (higher top1_pct, lower `second`), sorted by `second`."""
-    points = done[done[second].notna()].sort_values([second, "top1_pct"], ascending=[True, False], kind="stable")
-    keep = points.top1_pct > points.top1_pct.cummax().shift(fill_value=float("-inf"))
-    return points[keep].drop(columns="spec_obj", errors="ignore").reset_index(drop=True)
+    """Rows not dominated in (higher top1_pct, lower `second`), sorted by `second` (the search layer's front)."""
+    shown = zip(done.top1_pct, done[second])  # the front of the values a reader sees: percent, rounded
+    points = [
+        {"top1": top1, second: x, "row": i} for i, (top1, x) in enumerate(shown) if pd.notna(top1) and pd.notna(x)
+    ]
+    rows = [p["row"] for p in pareto_front(points, second)]
+    return done.iloc[rows].drop(columns="spec_obj", errors="ignore").reset_index(drop=True)
 
 
 def hypervolume(points: list[tuple[float, float]], ref_mflops: float) -> float:
@@ -233,7 +230,7 @@ def paper_models_frame() -> pd.DataFrame:
     rows = []
     for name, spec in paper_models().items():
         cost = count_complexity(spec)
-        err = TABLE2_ERROR_PCT.get((spec.groups, spec.scale))
+        err = TABLE2_TOP1_ERROR_PCT.get((spec.groups, spec.scale))
         rows.append({"name": name, "label": spec.label, "groups": spec.groups, "scale": spec.scale,
                      "mflops": round(cost.mflops, 3), "params_m": round(cost.params / 1e6, 4),
                      "paper_imagenet_top1_pct": round(100 - err, 1) if err is not None else None,
@@ -290,7 +287,7 @@ def _text(value: object) -> str | None:
 def _paper_top1(spec: ShuffleNetSpec | None) -> float | None:
     if spec is None or spec != ShuffleNetSpec(groups=spec.groups, scale=spec.scale):
         return None
-    err = TABLE2_ERROR_PCT.get((spec.groups, spec.scale))
+    err = TABLE2_TOP1_ERROR_PCT.get((spec.groups, spec.scale))
     return round(100 - err, 1) if err is not None else None
 
 
@@ -341,7 +338,7 @@ def stages_frame(best: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["study", "budget_mflops", "label"] if not rows else None)
 
 
-def studies_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[str, dict]) -> pd.DataFrame:
+def studies_frame(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> pd.DataFrame:
     """One row per study: mode, MFLOPs window, trial counts, and whether it is finished, running, empty or failed."""
     rows = []
     for study, records in records_by_study.items():
