@@ -217,3 +217,31 @@ def test_studies_list_of_every_study_skips_a_database_being_created(tmp_path, mo
     code, out, err = run(["studies", "list"])
     assert code == 0 and "no studies stored yet" in out, (out, err)
     assert err.count("\n") == 1 and err.startswith("warning: skipped") and "other.db" in err
+
+
+def test_spec_options_are_declared_once():
+    import typer
+
+    from shufflesearch.cli import app
+
+    root = typer.main.get_command(app)
+    helps = {}
+    for name in ["analyze", "export", "latency", "train", "score"]:
+        for param in root.commands[name].params:
+            if param.opts[0] in ("--groups", "--scale", "--preset", "--shuffle"):
+                helps.setdefault(param.opts[0], set()).add(param.help)
+    assert set(helps) == {"--groups", "--scale", "--preset", "--shuffle"}
+    assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+def test_accuracy_reads_as_percent_and_json_keeps_the_fraction(monkeypatch):
+    from shufflesearch.search import results
+
+    row = {"storage": "sqlite:///studies/x.db", "name": "x-13M", "mode": "per-budget", "window_mflops": [0, 13],
+           "complete": 3, "pruned": 1, "running": 0, "waiting": 0, "failed": 0, "best_top1": 0.81234,
+           "best_label": "g3 x0.25"}  # fmt: skip
+    monkeypatch.setattr(results, "stored_studies", lambda storage=None: ([row], []))
+    code, out, _ = run(["studies", "list"])
+    assert code == 0 and "81.23 %" in out and "0.8123" not in out
+    code, out, _ = run(["studies", "list", "--json"])
+    assert code == 0 and json.loads(out)[0]["best_top1"] == 0.81234

@@ -41,13 +41,13 @@ HEAVY_CALLS = {
     ("lut", "build"): ["shufflesearch.latency.lut.build_lut"],
     ("lut", "validate"): ["shufflesearch.latency.lut.LatencyTable.load"],
     ("fidelity",): ["shufflesearch.accuracy.fidelity.run_fidelity"],
-    ("setup",): ["shufflesearch.latency.arm64_sysroot.ensure_sysroot"],
-    ("search",): ["shufflesearch.search.parallel.run_search", "shufflesearch.search.parallel.check_resumable"],
-    ("studies", "list"): ["shufflesearch.search.records.summarize"],
+    ("setup",): ["shufflesearch.latency.emulated.sysroot.ensure_sysroot"],
+    ("search",): ["shufflesearch.search.workers.run_search", "shufflesearch.search.workers.check_resumable"],
+    ("studies", "list"): ["shufflesearch.search.results.summarize_studies"],
     ("report",): [
-        "shufflesearch.search.records.study_attrs",
-        "shufflesearch.search.records.load_records",
-        "shufflesearch.report.build.build_report",
+        "shufflesearch.report.study.study_attrs",
+        "shufflesearch.report.study.load_records",
+        "shufflesearch.report.study.build_report",
     ],
 }
 NEEDS_DATASET = {("train",), ("score",), ("fidelity",)}

@@ -218,20 +218,21 @@ def heavy(world, monkeypatch):
 
     Function-scoped on purpose: a test without it (the real report below) runs the real code."""
     from shufflesearch import export
-    from shufflesearch.accuracy import datasets, fidelity, trainer, zero_cost
+    from shufflesearch.accuracy import fidelity, trainer, zero_cost
+    from shufflesearch.accuracy.datasets import fashion_mnist
     from shufflesearch.complexity import count_complexity, fvcore_check
-    from shufflesearch.latency import arm64_sysroot, emulated, lut, measure, ssh
+    from shufflesearch.latency import emulated, lut, measure, ssh
     from shufflesearch.report import build, plots
-    from shufflesearch.search import parallel
+    from shufflesearch.search import workers
 
     mp = monkeypatch
     mp.setenv("XDG_CACHE_HOME", str(world / "cache"))  # results cache and arm64 sysroot: never the user's
-    mp.setattr(datasets, "FASHION_MNIST_DIR", world / "template" / "data" / "fmnist")
+    mp.setattr(fashion_mnist, "FASHION_MNIST_DIR", world / "template" / "data" / "fmnist")
     mp.setattr(export, "onnx_bytes", raise_heavy)  # export, latency local/ssh/emulated: torch export
     mp.setattr(export, "export_onnx", until_heavy(export.export_onnx, fake_export))
     mp.setattr(measure, "measure_latency", until_heavy(measure.measure_latency, fake_timing))
     mp.setattr(ssh, "measure_remote", until_heavy(ssh.measure_remote, fake_timing))
-    mp.setattr(ssh._Session, "probe", lambda session, python: None)  # lut build: the device answers (no network)
+    mp.setattr(ssh.session.SshSession, "probe", lambda session, python: None)  # lut build: the device answers
     mp.setattr(emulated, "emulate_spec", until_heavy(emulated.emulate_spec, fake_emulation))
     mp.setattr(lut.build, "export_blocks", raise_heavy)  # lut build: exporting then timing every block
     mp.setattr(lut, "build_lut", until_heavy(lut.build_lut, fake_lut))
@@ -240,9 +241,9 @@ def heavy(world, monkeypatch):
     mp.setattr(trainer._Run, "run", fake_training)  # train, fidelity: the training loop
     mp.setattr(fidelity, "run_fidelity", one_process(fidelity.run_fidelity))
     mp.setattr(zero_cost, "score_on_dataset", fake_scores)  # score, fidelity --zero-cost
-    mp.setattr(arm64_sysroot, "ensure_sysroot", lambda **kwargs: world / "cache" / "arm64")  # setup: downloads
-    mp.setattr(parallel, "_run_with_progress", lambda *args: None)  # search: the trial loop
-    mp.setattr(parallel, "_run_processes", lambda *args: None)
+    mp.setattr(emulated.sysroot, "ensure_sysroot", lambda **kwargs: world / "cache" / "arm64")  # setup: downloads
+    mp.setattr(workers, "_run_with_progress", lambda *args: None)  # search: the trial loop
+    mp.setattr(workers, "_run_processes", lambda *args: None)
     for name, *_ in build._PLOTS:  # report: drawing (seconds per plot); frames, tables, page are real
         mp.setattr(plots, f"plot_{name}", lambda frames: FakeFigure())
     mp.setattr(fvcore_check, "fvcore_count", lambda spec: FvcoreCheck(count_complexity(spec).macs, 0.0))
@@ -315,9 +316,9 @@ def _reads_only(argv: list[str], code: int) -> bool:
 
 def check_case(world: Path, argv: list[str], name: str, prepare=None) -> tuple[int, str, str]:
     """Run one case in a fresh copy of the world (changed by `prepare(root)`); assert the contract; count it."""
-    from shufflesearch.search import records
+    from shufflesearch.search import results
 
-    records._reader.cache_clear()  # one process per command in real life: no storage engine from the last case
+    results._reader.cache_clear()  # one process per command in real life: no storage engine from the last case
     case = Path(tempfile.mkdtemp(dir=world))
     shutil.copytree(world / "template", case / "w", symlinks=True)
     if prepare is not None:
@@ -448,7 +449,7 @@ def _toml(value) -> str:
 
 
 def _study_values() -> dict[str, st.SearchStrategy]:
-    from shufflesearch.accuracy.trainer import DEFAULT_FIDELITY
+    from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY
     from shufflesearch.search import study_file
 
     scalars = st.one_of(INTS, FLOATS, st.booleans(), st.sampled_from(IN_FILES))
@@ -683,7 +684,8 @@ def test_study_seed_stays_in_the_samplers_range(tmp_path):
     """Optuna's samplers take seeds below 2**32 and each local worker adds 1000 to the study's seed."""
     import optuna
 
-    from shufflesearch.search.study_file import SEED_MAX, StudyFileError, load_study
+    from shufflesearch.accuracy.recipe import SEED_MAX
+    from shufflesearch.search.study_file import StudyFileError, load_study
 
     path = tmp_path / "s.toml"
     for seed in (-1, SEED_MAX + 1, 2**64):
@@ -720,9 +722,9 @@ def test_real_report_of_a_real_study_escapes_hostile_names(tmp_path, monkeypatch
     import optuna
     from sqlalchemy import text as sql
 
-    from shufflesearch.search.parallel import run_search
     from shufflesearch.search.storage import open_storage
     from shufflesearch.search.study_file import load_study
+    from shufflesearch.search.workers import run_search
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -25,7 +25,7 @@ import pytest
 from servers import require
 
 from shufflesearch.accuracy.cache import CacheWarning, ResultCache
-from shufflesearch.accuracy.datasets import FASHION_MNIST_DIR
+from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
 
 CLI = str(Path(sys.executable).with_name("shufflesearch"))
 PAGE = 4096  # tmpfs allocates whole pages

@@ -1,0 +1,21 @@
+"""The `shufflesearch` command line: one module per family of commands, each parse -> one library call -> render.
+
+Heavy imports (torch, onnx, optuna, matplotlib) stay inside the commands that need them,
+so `shufflesearch analyze` answers without loading torch.
+
+- `app`: the typer app and the one error policy (`main`); `options`: options declared once;
+  `render`: tables, lines and JSON (percent with the unit for a person).
+- `complexity` (analyze, models, table, export), `latency` (latency, lut build/validate),
+  `accuracy` (train, score, fidelity), `setup`, `search` (search, studies list), `report`.
+"""
+
+import importlib
+
+from .app import app, main
+
+# Importing a family registers its commands on `app`; `--help` lists them in this order.
+for _family in ("complexity", "latency", "accuracy", "setup", "search", "report"):
+    importlib.import_module(f"{__name__}.{_family}")
+del _family
+
+__all__ = ["app", "main"]

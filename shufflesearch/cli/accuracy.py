@@ -1,0 +1,153 @@
+"""Accuracy commands: train (proxy accuracy), score (zero-cost scores), fidelity (how well the proxy ranks)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..accuracy.recipe import DEFAULT_FIDELITY, SEED_MAX
+from ..spec import ShuffleNetSpec
+from . import render
+from .app import app
+from .options import AsJson, DataDir, Dataset, ImageSize, Resolution, given, seed_list, spec_options
+
+# The spec options a training run takes: resolution, classes, stem and input channels come from the data and recipe.
+TRAINED_SPEC = ("preset", "groups", "scale", "repeats", "stage_channels", "stem_channels", "bottleneck", "shuffle")
+
+
+@app.command()
+@spec_options(*TRAINED_SPEC)
+def train(
+    spec: ShuffleNetSpec,
+    resolution: Resolution = None,
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    image_size: ImageSize = None,
+    subset: Annotated[int | None, typer.Option(help="Training images (class-balanced subset).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs over the subset.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (anneals by time).")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for init, subset and order (same seed: same result).", min=0, max=SEED_MAX)
+    ] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1)] = 1,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Proxy accuracy: short, seeded training on a real dataset (the default recipe: docs/fidelity.md).
+
+    Example: shufflesearch train --groups 3 --scale 0.5 --dataset fashion-mnist --epochs 2 --subset 10000
+    """
+    from ..accuracy.cache import ResultCache
+    from ..accuracy.datasets import load_dataset
+    from ..accuracy.trainer import train_proxy
+
+    fidelity = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, batch_size=batch_size,
+                                                resolution=resolution, time_budget_s=time_budget))  # fmt: skip
+    data = load_dataset(dataset, data_dir, image_size)
+    cache = None if no_cache else ResultCache()
+    if as_json:
+        render.print_json(train_proxy(spec, data, fidelity, seed=seed, cache=cache, threads=threads).to_dict())
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("epoch {task.fields[epoch]:.2f}/{task.fields[epochs]}"), BarColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[speed]:.0f} img/s"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=render.console(), transient=True) as bar:
+        task = bar.add_task("train", total=1.0, epoch=0.0, epochs=f"{fidelity.epochs:g}", loss=float("nan"), speed=0.0)
+
+        def progress(p) -> None:
+            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
+
+        result = train_proxy(spec, data, fidelity, seed=seed, progress=progress, cache=cache, threads=threads)
+    console = render.console()
+    trained = ShuffleNetSpec.from_dict(result.spec).label
+    if result.status != "ok":
+        console.print(f"{trained}: training {render.esc(result.status)} after {result.images_seen:,} images; "
+                      "try a lower learning rate or more warm-up")  # fmt: skip
+        raise SystemExit(1)
+    source = "cached result" if result.cached else f"{result.seconds:.0f} s, {result.images_seen:,} images seen"
+    console.print(f"{trained} on {render.esc(dataset)}: proxy top-1 [bold]{render.pct(result.top1)}[/bold] on the "
+                  f"held-out test split ({source}); not an ImageNet accuracy")  # fmt: skip
+    rows = [{"epoch": round(p["epoch"], 2), "images seen": p["images_seen"], "train loss": round(p["train_loss"], 4),
+             "top-1 (curve subset) %": round(100 * p["top1"], 2) if p.get("top1") is not None else "-"}
+            for p in result.curve]  # fmt: skip
+    if rows:
+        console.print(render.rich_table(rows, "Learning curve"))
+
+
+@app.command()
+@spec_options(*TRAINED_SPEC)
+def score(
+    spec: ShuffleNetSpec,
+    resolution: Resolution = None,
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    image_size: ImageSize = None,
+    zero_cost: Annotated[str, typer.Option(help="Comma-separated scores.")] = "synflow,grad_norm,naswot",
+    batch: Annotated[int, typer.Option(help="Minibatch size.", min=2)] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for init and the minibatch.", min=0, max=SEED_MAX)] = 0,
+    as_json: AsJson = False,
+) -> None:
+    """Training-free scores on one minibatch (a pre-filter, not an accuracy).
+
+    Example: shufflesearch score --groups 3 --scale 0.5 --zero-cost synflow,grad_norm,naswot
+    """
+    from ..accuracy.datasets import load_dataset
+    from ..accuracy.zero_cost import score_on_dataset
+
+    fidelity = DEFAULT_FIDELITY.replace(**given(resolution=resolution or None))
+    data = load_dataset(dataset, data_dir, image_size)
+    if batch > len(data.train_labels):
+        raise typer.BadParameter(f"{batch} is more than the {len(data.train_labels)} training images of {dataset}; "
+                                 f"e.g. --batch {min(64, len(data.train_labels))}", param_hint="--batch")  # fmt: skip
+    trained, result = score_on_dataset(spec, data, fidelity, batch, tuple(zero_cost.split(",")), seed)
+    if as_json:
+        render.print_json({"spec": trained.to_dict(), **result.to_dict()})
+        return
+    rows = [{"score": k, "value": v, "seconds": round(result.seconds[k], 3)} for k, v in result.scores.items()]
+    render.console().print(render.rich_table(rows, f"Zero-cost scores of {trained.label} on {batch} {dataset} images"))
+
+
+@app.command()
+def fidelity(
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; results are averaged.")] = "0,1",
+    workers: Annotated[int, typer.Option(help="Models trained at once (one thread each).", min=1)] = 2,
+    subset: Annotated[int | None, typer.Option(help="Training images per model.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs per model.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Training resolution in px.")] = None,
+    zero_cost: Annotated[
+        bool, typer.Option("--zero-cost", help="Also rank zero-cost scores against the proxy.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """How well proxy accuracy ranks the paper's 15 Table 2 models (Spearman vs ImageNet).
+
+    Example: shufflesearch fidelity --seeds 0,1 --workers 2 --zero-cost
+    """
+    from ..accuracy.cache import ResultCache
+    from ..accuracy.datasets import load_dataset
+    from ..accuracy.fidelity import run_fidelity, zero_cost_ranking
+
+    fid = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, resolution=resolution))
+    data = load_dataset(dataset, data_dir)
+    seed_tuple = seed_list(seeds, SEED_MAX)
+    progress = None if as_json else (lambda p: render.say(f"  {p}", err=True))
+    report = run_fidelity(data, fid, seeds=seed_tuple, progress=progress, cache=ResultCache(), workers=workers)
+    result = report.to_dict()
+    if zero_cost:
+        result["zero_cost_spearman_vs_proxy"] = zero_cost_ranking(report, data, fid)
+    if as_json:
+        render.print_json(result)
+        return
+    console = render.console()
+    console.print(f"Spearman vs the paper's ImageNet accuracy (15 models): overall [bold]{report.spearman_overall:.3f}"
+                  f"[/bold]; by scale {report.spearman_by_scale}; g>1 beats g=1: {report.direction_ok_by_scale}; "
+                  f"seed spread {100 * report.seed_spread:.2f} points; {report.minutes:.1f} training-minutes")  # fmt: skip
+    if zero_cost:
+        console.print(
+            f"zero-cost scores and baselines, Spearman vs proxy top-1: {result['zero_cost_spearman_vs_proxy']}"
+        )

@@ -1,0 +1,206 @@
+"""Latency commands: latency (local, SSH, arm64-emulated, from a table) and `lut build` / `lut validate`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..spec import ShuffleNetSpec
+from . import render
+from .app import app
+from .options import AsJson, Classes, InChannels, Python, Resolution, Stem, given, output_file, seconds, spec_options
+from .options import ssh_option_list as ssh_options_of
+
+SshOptions = Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi -p 2222'.")]
+SshTimeout = Annotated[float, typer.Option(help="Seconds per ssh call.")]
+
+
+def _phase_progress(as_json: bool):
+    return None if as_json else (lambda phase, done, total: render.say(f"{phase}: {done}/{total}", err=True))
+
+
+@app.command()
+@spec_options()
+def latency(
+    spec: ShuffleNetSpec,
+    target: Annotated[str, typer.Option(help="'local', 'ssh://user@host[:port]' or 'arm64-emulated'.")] = "local",
+    backend: Annotated[
+        str, typer.Option(help="'onnxruntime' (what a device runs) or 'torch' (eager, local).")
+    ] = "onnxruntime",
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    runs: Annotated[int | None, typer.Option(help="Timed runs (default 50; emulated: 5 counted runs).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up runs. [default: 10]")] = None,
+    python: Python = "python3",
+    ssh_options: SshOptions = "",
+    timeout: Annotated[float, typer.Option(help="Seconds before an SSH measurement is abandoned.")] = 300,
+    profile: Annotated[str, typer.Option(help="Device profile for arm64-emulated estimates.")] = "snapdragon820",
+    lut: Annotated[Path | None, typer.Option(help="Predict from a latency lookup table (`lut build`) instead.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Latency at batch 1: measured locally or on an SSH device, estimated under arm64 emulation, or from a LUT.
+
+    Example: shufflesearch latency --groups 3 --scale 1.0
+
+    Example: shufflesearch latency --groups 3 --scale 1.0 --target ssh://pi@raspberrypi.local
+    """
+    from ..latency.emulated import EmulatedEstimate
+    from ..latency.targets import TablePrediction, latency_on
+
+    result = latency_on(spec, target, lut=lut, backend=backend, threads=threads, runs=runs, warmup=warmup,
+                        python=python, ssh_options=ssh_options_of(ssh_options),
+                        timeout_s=seconds(timeout, "--timeout"), profile=profile)  # fmt: skip
+    if isinstance(result, TablePrediction):
+        data, show = result.to_dict(), lambda: _predicted(result)
+    elif isinstance(result, EmulatedEstimate):
+        data = {"target": target, "kind": "emulated-estimate", "spec": spec.to_dict(), **result.to_dict()}
+        show = lambda: _emulated(spec, result, profile)  # noqa: E731
+    else:
+        data, show = {"spec": spec.to_dict(), **result.to_dict()}, lambda: _measured(spec, result)
+    if as_json:
+        render.print_json(data)
+    else:
+        show()
+
+
+def _predicted(result) -> None:
+    render.console().print(
+        f"{result.spec.label}: [bold]{result.predicted_ms:.2f} ms predicted[/bold] from the lookup table "
+        f"{render.esc(result.lut)} (blocks measured on {render.esc(result.target)}, {result.threads} thread(s); "
+        "sum + fitted overhead)"
+    )
+
+
+def _emulated(spec: ShuffleNetSpec, estimate, profile: str) -> None:
+    esc, count = render.esc, estimate.count
+    mix = ", ".join(f"{esc(k)} {100 * v / count.instructions:.0f}%" for k, v in count.mix.items() if v)
+    render.console().print(
+        f"{spec.label}: [bold]~{estimate.estimated_ms:.1f} ms estimated[/bold] on {esc(profile)} "
+        f"(fit error +-{estimate.fit_error_pct:.1f}%, leave-one-out)\n"
+        f"  from {count.instructions / 1e6:,.2f} M aarch64 instructions per inference ({mix}), counted under QEMU "
+        f"{esc(count.qemu_version)} (-cpu {esc(count.cpu)}, MIDR {esc(count.midr)}), onnxruntime "
+        f"{esc(count.ort_version)}\n  {esc(estimate.basis)}. Emulated wall time is not a latency and is not reported."
+    )
+
+
+def _measured(spec: ShuffleNetSpec, result) -> None:
+    from ..environment import describe
+
+    render.console().print(
+        f"{spec.label}: median [bold]{result.median_ms:.2f} ms[/bold], p90 {result.p90_ms:.2f} ms "
+        f"(IQR {result.spread_pct:.0f}% of median), {result.runs} runs after {result.warmup} warm-up, "
+        f"{result.threads} thread(s), {result.backend} on {render.esc(result.target)} (measured)\n"
+        f"  {render.esc(describe(result.machine))}"
+    )
+
+
+lut_app = typer.Typer(
+    help="Latency lookup tables: per-block latencies measured once on a device.\n\n"
+    "Example: shufflesearch lut build --target local --out studies/local.lut.json",
+    no_args_is_help=True,
+)
+app.add_typer(lut_app, name="lut")
+
+
+def _space(study_file: Path | None):
+    from ..search.space import SearchSpace
+    from ..search.study_file import load_study
+
+    return load_study(study_file).space if study_file else SearchSpace()
+
+
+@lut_app.command("build")
+def lut_build(
+    out: Annotated[Path, typer.Option(help="Where to write the table, e.g. studies/pi4.lut.json.")],
+    target: Annotated[str, typer.Option(help="'local' or 'ssh://user@host[:port]'.")] = "local",
+    space: Annotated[
+        Path | None, typer.Option(help="Cover the space of this study file (default: the default space).")
+    ] = None,
+    resolution: Resolution = None,
+    classes: Classes = None,
+    in_channels: InChannels = None,
+    stem: Stem = None,
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    runs: Annotated[int | None, typer.Option(help="Timed runs per block and round. [default: 20]")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Timings per block (shuffled order); the median is kept. [default: 3]")
+    ] = None,
+    clock: Annotated[
+        str, typer.Option(help="'wall', or 'cpu' (thread CPU time, 1 thread; for busy shared hosts).")
+    ] = "wall",
+    statistic: Annotated[str, typer.Option(help="'median_ms' (protocol) or 'min_ms'.")] = "median_ms",
+    python: Python = "python3",
+    ssh_options: SshOptions = "",
+    timeout: SshTimeout = 1800,
+    as_json: AsJson = False,
+) -> None:
+    """Measure every distinct block of a search space once on a target and store a device profile.
+
+    Example: shufflesearch lut build --target local --out studies/local.lut.json
+
+    Example: shufflesearch lut build --target ssh://pi@board --out studies/pi4.lut.json
+    """
+    from ..atomic import check_writable
+    from ..latency.lut import build_lut
+
+    check_writable(output_file(out).parent)  # a read-only or full folder fails before minutes of timing
+    search_space = dataclasses.replace(_space(space), **given(resolution=resolution, num_classes=classes))
+    table = build_lut(search_space, target=target, threads=threads, clock=clock, statistic=statistic, python=python,
+                      ssh_options=ssh_options_of(ssh_options), timeout_s=seconds(timeout, "--timeout"),
+                      progress=_phase_progress(as_json),
+                      **given(runs=runs, rounds=rounds, in_channels=in_channels, stem=stem))  # fmt: skip
+    path = table.save(out)
+    if as_json:
+        render.print_json({"path": str(path), **{k: v for k, v in table.to_dict().items() if k != "blocks"}})
+        return
+    fit = table.fit
+    render.console().print(
+        f"wrote {render.esc(path)}: {len(table.blocks)} blocks measured on {render.esc(table.target)}; whole-network "
+        f"fit MAPE {fit.get('mape_pct', float('nan')):.1f}% (leave-one-out {fit.get('loo_mape_pct', float('nan')):.1f}%)"
+    )
+
+
+@lut_app.command("validate")
+def lut_validate(
+    table_file: Annotated[Path, typer.Argument(help="A latency table, e.g. studies/pi4.lut.json.")],
+    specs: Annotated[int, typer.Option(help="Random specs of the space, each measured whole.", min=2, max=10_000)] = 20,
+    space: Annotated[
+        Path | None, typer.Option(help="Draw the specs from this study file's space (default: the default space).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random specs.", min=0, max=2**32 - 1)] = 1,
+    runs: Annotated[int | None, typer.Option(help="Timed runs per spec and round. [default: 50]")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Timings per spec (shuffled order); the median is kept. [default: 3]")
+    ] = None,
+    python: Python = "python3",
+    ssh_options: SshOptions = "",
+    timeout: SshTimeout = 1800,
+    as_json: AsJson = False,
+) -> None:
+    """Check a table's predictions against whole networks measured on its own target, clock and statistic.
+
+    Example: shufflesearch lut validate studies/local.lut.json --specs 20
+
+    Example: shufflesearch lut validate studies/pi4.lut.json --space studies/latency-frontier.toml
+    """
+    from ..latency.lut import LatencyTable, validate_lut
+    from ..search.space import specs_for_table
+
+    search_space = _space(space)
+    table = LatencyTable.load(table_file)
+    chosen = specs_for_table(search_space, table, specs, seed)
+    result = validate_lut(table, chosen, seed=seed, python=python, ssh_options=ssh_options_of(ssh_options),
+                          timeout_s=seconds(timeout, "--timeout"), progress=_phase_progress(as_json),
+                          **given(runs=runs, rounds=rounds))  # fmt: skip
+    if as_json:
+        render.print_json({"table": str(table_file), "target": table.target, **result.to_dict()})
+        return
+    rows = [{"spec": r["label"], "predicted ms": round(r["predicted_us"] / 1e3, 3),
+             "measured ms": round(r["measured_us"] / 1e3, 3), "error %": round(r["error_pct"], 1)}
+            for r in sorted(result.rows, key=lambda r: r["measured_us"])]  # fmt: skip
+    console = render.console()
+    console.print(render.rich_table(rows, f"{table.name} on {table.target} ({table.clock} clock, {table.statistic})"))
+    console.print(f"{len(rows)} random specs: MAPE {result.mape_pct:.1f}%, Kendall tau {result.kendall_tau:.3f}, "
+                  f"within ±10%: {100 * result.within_10pct:.0f}% ({result.seconds:.0f} s)", markup=False)  # fmt: skip

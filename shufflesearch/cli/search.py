@@ -1,0 +1,131 @@
+"""Search commands: `search` (run a study file) and `studies list` (what is stored)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import render
+from .app import app
+from .options import AsJson
+
+StudyFile = Annotated[Path, typer.Argument(help="A study file (TOML), e.g. studies/frontier.toml.")]
+
+
+@app.command()
+def search(
+    study_file: StudyFile,
+    trials: Annotated[
+        int | None, typer.Option(help="Trials per budget (default: the file's).", min=1, max=100_000)
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes.", min=1, max=64)] = 1,
+    storage: Annotated[str | None, typer.Option(help="Storage URL, e.g. postgresql://user@db/nas.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a study that has trials (error if none).")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Budget-constrained architecture search with Optuna (every machine may run the same command).
+
+    Example: shufflesearch search studies/frontier.toml --trials 60 --workers 2
+    """
+    from .. import interrupt
+
+    # Ctrl-C is noted from here on and acted on where it is safe: the search imports torch and optuna,
+    # and a KeyboardInterrupt inside such an import can abort the process.
+    with interrupt.deferred():
+        _search(study_file, trials, workers, storage, resume, as_json)
+
+
+def _search(study_file: Path, trials: int | None, workers: int, storage: str | None, resume: bool, as_json: bool):
+    from ..search.results import study_finished
+    from ..search.storage import check_storage_url, redact
+    from ..search.study_file import load_study
+    from ..search.workers import check_resumable, run_search, storage_url_for
+
+    config = load_study(study_file)
+    url = check_storage_url(storage_url_for(config, storage))
+    if resume:
+        check_resumable(config, url)
+    wanted = trials or config.trials
+    again = " ".join([f"shufflesearch search {study_file}", *([f"--trials {trials}"] if trials else []),
+                      *([f"--workers {workers}"] if workers > 1 else []),
+                      *([f"--storage {redact(storage)}"] if storage else [])])  # fmt: skip
+    if not as_json and study_finished(config, url, wanted):
+        render.say(f"study {config.name} is complete ({wanted} trials per budget) in {redact(url)}; "
+                   f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip
+        return
+    started = time.monotonic()
+    console = render.console()
+    try:
+        if as_json:
+            summaries = run_search(config, url, trials, workers, resume)
+        else:
+            from rich.live import Live
+
+            console.print(f"study {config.name} ({config.mode}) in {render.esc(redact(url))}; {workers} worker(s)")
+            with Live(console=console, refresh_per_second=1, transient=False) as live:
+                summaries = run_search(config, url, trials, workers, resume,
+                                       on_progress=lambda s: live.update(_progress_table(s, wanted, started)))  # fmt: skip
+            if not console.is_terminal:
+                console.line()  # a log file gets the table's last line ended
+    except KeyboardInterrupt:
+        try:
+            check_resumable(config, url)
+        except Exception:  # stopped before the study was created (or the storage is gone): start it afresh
+            render.say(f"interrupted before any trial was stored; start again with: {again}", err=True)
+            raise SystemExit(130) from None
+        render.say(f"interrupted: running trials are marked failed and will be retried; the study is kept in "
+                   f"{redact(url)}; continue with: {again} --resume", err=True)  # fmt: skip
+        raise SystemExit(130) from None
+    if as_json:
+        render.print_json({"study": config.name, "storage": redact(url), "studies": [s.to_dict() for s in summaries]})
+
+
+def _progress_table(summaries, trials: int, started: float):
+    rows = []
+    for s in summaries:
+        rows.append({
+            "study": s.name, "MFLOPs window": f"{s.window_mflops[0]:g}-{s.window_mflops[1]:g}",
+            "candidates": s.candidates, "done": f"{s.complete + s.pruned}/{trials}", "running": s.running,
+            "pruned": s.pruned, "failed": s.failed, "best top-1": render.pct(s.best_top1),
+            "best spec": s.best_label or "-", "s/trial": f"{s.mean_trial_s:.1f}" if s.mean_trial_s else "-",
+        })  # fmt: skip
+    return render.rich_table(rows, f"Search progress ({time.monotonic() - started:.0f} s; top-1 = proxy accuracy)")
+
+
+studies_app = typer.Typer(help="Inspect stored studies.\n\nExample: shufflesearch studies list", no_args_is_help=True)
+app.add_typer(studies_app, name="studies")
+
+
+@studies_app.command("list")
+def studies_list(
+    storage: Annotated[str | None, typer.Option(help="Storage URL (default: every studies/*.db).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """What is stored: progress and best result per study and budget.
+
+    Example: shufflesearch studies list
+
+    Example: shufflesearch studies list --storage postgresql://user@db/nas
+    """
+    from ..search.results import stored_studies
+
+    rows, warnings = stored_studies(storage)
+    for warning in warnings:
+        render.say(f"warning: {warning}", err=True)
+    if as_json:
+        render.print_json(rows)
+        return
+    if not rows:
+        render.console().print("no studies stored yet (run `shufflesearch search studies/demo.toml`)")
+        return
+    table_rows = [
+        {"storage": r["storage"], "study": r["name"], "mode": r["mode"],
+         "MFLOPs window": "-".join(f"{x:g}" for x in r["window_mflops"]), "complete": r["complete"],
+         "pruned": r["pruned"], "running": r["running"], "waiting": r["waiting"], "failed": r["failed"],
+         "best top-1": render.pct(r["best_top1"]), "best spec": r["best_label"] or "-"}
+        for r in rows
+    ]  # fmt: skip
+    render.console().print(render.rich_table(table_rows, "Stored studies (top-1 = proxy accuracy)"))
