@@ -3,6 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TORCH_CPU ?= 2.13.0
 
 .PHONY: setup system demo test lint bench
 
@@ -11,7 +12,8 @@ setup: system $(STAMP)
 system:
 	@scripts/install-system-deps
 
-# torch first, pinned: it takes the local CPU wheel; an open range would pull CUDA builds.
+# torch first, pinned to the CPU release we test: pyproject's range (torch>=2.4, so a user's own
+# CUDA build is kept) is then met, and pip does not go looking for the newest CUDA build.
 # Order-only on `system`: the Debian packages (python3-venv among them) come first, without
 # forcing a reinstall of the venv every time.
 $(STAMP): pyproject.toml | system
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml | system
 	    "or name another: make demo PYTHON=python3.12" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==$(TORCH_CPU)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

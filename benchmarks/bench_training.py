@@ -10,7 +10,12 @@ load from other processes hits every variant alike; the median round is reported
 - trainer-2x1proc: two single-thread trainer processes at once, summed (how `run_fidelity(workers=2)`
   and a parallel search use the two cores)
 
+With `--device cuda` (or cuda:N, mps) it compares the trainer on this machine's CPU with the
+trainer on the GPU at fp32, bf16 and fp16 (grad scaler) instead; a GPU run is timed between its
+first and last loss read-back (every `GPU_SYNC_EVERY` steps), so the GPU has finished the work timed.
+
 Run: .venv/bin/python benchmarks/bench_training.py [--groups 3 --scale 1.0 --rounds 5 --json]
+     .venv/bin/python benchmarks/bench_training.py --device cuda --steps 300 --threads 16
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from shufflesearch.accuracy.datasets import load_dataset
+from shufflesearch.accuracy.devices import resolve_device
+from shufflesearch.accuracy.images import augment as _augment
+from shufflesearch.accuracy.images import channel_stats as _channel_stats
+from shufflesearch.accuracy.images import resize_images as _resize
 from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY, Fidelity, adapt_spec
-from shufflesearch.accuracy.trainer import _augment, _channel_stats, _resize, train_proxy
+from shufflesearch.accuracy.trainer import GPU_SYNC_EVERY, train_proxy
 from shufflesearch.accuracy.trainer import environment as train_environment
 from shufflesearch.model import build_model
 from shufflesearch.spec import ShuffleNetSpec
@@ -70,12 +79,15 @@ def _time_eager(spec, x, y, fid, steps, batched: bool) -> float:
     return steps * b / (time.perf_counter() - t0)
 
 
-def _time_trainer(spec, ds, fid, steps) -> float:
-    """Images/s of `train_proxy` between its 2nd and last step (model build and eval excluded)."""
+def _time_trainer(spec, ds, fid, steps, device: str = "cpu") -> float:
+    """Images/s of `train_proxy` between its first and last progress report (model build and eval excluded)."""
     marks = []
     images = (steps + 1) * fid.batch_size
     run = fid.replace(train_images=images, epochs=1, eval_images=10, curve_eval_images=0)
-    train_proxy(spec, ds, run, seed=0, progress=lambda p: marks.append((time.perf_counter(), p.images_seen)))
+    train_proxy(spec, ds, run, seed=0, device=device,
+                progress=lambda p: marks.append((time.perf_counter(), p.images_seen)))  # fmt: skip
+    if len(marks) < 2:
+        raise SystemExit(f"--steps {steps} gives one progress report on {device}; use more than {GPU_SYNC_EVERY}")
     (t1, n1), (t2, n2) = marks[0], marks[-1]
     return (n2 - n1) / (t2 - t1)
 
@@ -99,12 +111,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (the layout study), or a GPU: cuda, cuda:N, mps")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     ds = load_dataset("fashion-mnist")
     fid: Fidelity = DEFAULT_FIDELITY
     spec = adapt_spec(ShuffleNetSpec(groups=args.groups, scale=args.scale), ds, fid)
+    if device != "cpu":
+        _compare_devices(args, spec, ds, fid, device)
+        return
     x, y = _resize(ds.train_images[:4096], spec.resolution), ds.train_labels[:4096]
     variants = {
         "plain": lambda: _time_eager(spec, x, y, fid, args.steps, batched=False),
@@ -133,6 +150,39 @@ def main() -> None:
     print(f"{spec.label}, batch {fid.batch_size}, {args.threads} threads, median of {args.rounds} rounds")
     for name, value in median.items():
         print(f"  {name:13s} {value:8.1f} images/s   x{value / median['plain']:.2f} vs plain")
+
+
+def _compare_devices(args, spec, ds, fid: Fidelity, device: str) -> None:
+    """The trainer on this machine's CPU against the trainer on `device`, fp32 and mixed precision."""
+    cpu_steps = max(GPU_SYNC_EVERY // 10, min(args.steps, 40))  # the CPU reports every step: fewer suffice
+    variants = {"trainer-cpu": lambda: _time_trainer(spec, ds, fid, cpu_steps, "cpu")}
+    for precision in ("fp32", "bf16", "fp16"):
+        variants[f"trainer-{device}-{precision}"] = lambda p=precision: _time_trainer(
+            spec, ds, fid.replace(precision=p), args.steps, device
+        )
+    speeds: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for name, measure in variants.items():
+            try:
+                speeds[name].append(measure())
+            except Exception as exc:  # e.g. bf16 on a GPU without it: report, keep the others
+                speeds[name].append(float("nan"))
+                print(f"  {name}: {' '.join(str(exc).split())[:160]}")
+    median = {k: statistics.median(v) for k, v in speeds.items()}
+    result = {
+        "spec": spec.label,
+        "batch_size": fid.batch_size,
+        "threads": args.threads,
+        "images_per_s": median,
+        "ratio_vs_cpu": {k: v / median["trainer-cpu"] for k, v in median.items()},
+        "environment": train_environment(False, device),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{spec.label}, batch {fid.batch_size}, CPU {args.threads} threads, median of {args.rounds} rounds")
+    for name, value in median.items():
+        print(f"  {name:24s} {value:9.1f} images/s   x{value / median['trainer-cpu']:.2f} vs this CPU")
 
 
 if __name__ == "__main__":

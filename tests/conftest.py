@@ -41,3 +41,18 @@ def postgres_url():
         yield server.start()
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.gpu` tests skip, saying why, where torch sees no CUDA GPU (torch imported only if one is marked)."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU; torch {torch.__version__} ({build}) sees none")
+    for item in marked:
+        item.add_marker(skip)

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import pytest
+import torch
 
 from shufflesearch.accuracy.cache import ResultCache, result_key
 from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY, Fidelity, FidelityError, adapt_spec
@@ -204,3 +205,143 @@ def test_a_batch_too_large_for_memory_is_refused_before_training(fashion, monkey
     monkeypatch.setattr(memory, "_available_bytes", lambda: 2 * one_image)  # enough to run it, not to train it
     with pytest.raises(TooLargeForThisMachine, match=r"to train on batches of 64; .* or the batch size"):
         train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1)
+
+
+def _weights_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after_epoch(k):
+    def progress(p):
+        if p.epoch_end and p.epoch >= k:
+            raise _Killed  # as a kill after the state file of epoch k was written
+
+    return progress
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(fashion, tmp_path, precision):
+    fid = TINY.replace(epochs=3, precision=precision)  # fp16: the gradient scaler's state resumes too
+    whole = train_proxy(TINY_SPEC, fashion, fid, seed=5, threads=1, keep_weights=True)
+    state = tmp_path / "state.pt"
+    with pytest.raises(_Killed):
+        train_proxy(TINY_SPEC, fashion, fid, seed=5, threads=1, state_file=state, progress=_kill_after_epoch(1))
+    stored = torch.load(state, weights_only=True)  # plain tensors and containers: no arbitrary unpickling
+    assert stored["step"] == 4 and len(stored["curve"]) == 1
+    steps = []
+    resumed = train_proxy(TINY_SPEC, fashion, fid, seed=5, threads=1, state_file=state, keep_weights=True,
+                          progress=lambda p: steps.append(p.step))  # fmt: skip
+    assert steps == list(range(5, 13)), "the resumed run starts after epoch 1"
+    assert _weights_equal(resumed.weights, whole.weights)
+    assert (resumed.top1, resumed.top5, resumed.test_loss) == (whole.top1, whole.top5, whole.test_loss)
+    assert _without_timing(resumed.curve) == _without_timing(whole.curve)
+    assert resumed.images_seen == whole.images_seen == 3 * 256
+    # Finished: running again only re-evaluates the stored final state.
+    again = train_proxy(TINY_SPEC, fashion, fid, seed=5, threads=1, state_file=state, progress=_kill_after_epoch(0))
+    assert again.top1 == whole.top1
+
+
+def test_another_runs_state_file_is_refused_in_one_line(fashion, tmp_path):
+    from shufflesearch.errors import UsageError
+
+    state = tmp_path / "state.pt"
+    train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1, state_file=state)
+    with pytest.raises(UsageError, match=r"was written for another run \(seed 0 there, 1 here\)") as info:
+        train_proxy(TINY_SPEC, fashion, TINY, seed=1, threads=1, state_file=state)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match=r"fidelity\.lr 0\.2 there, 0\.1 here"):
+        train_proxy(TINY_SPEC, fashion, TINY.replace(lr=0.1), seed=0, threads=1, state_file=state)
+    state.write_bytes(b"not a torch file")
+    with pytest.raises(UsageError, match="is not a training state file"):
+        train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1, state_file=state)
+
+
+def test_result_carries_top5_device_preprocessing_and_weights_on_request(fashion, tmp_path):
+    cache = ResultCache(tmp_path / "c.sqlite")
+    r = train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1, cache=cache)
+    assert r.top1 <= r.top5 <= 1.0 and r.device == "cpu" and r.environment["device"] == "cpu"
+    assert r.weights is None and "weights" not in r.to_dict()
+    assert len(r.input_mean) == len(r.input_std) == 1 and 50 < r.input_mean[0] < 100  # 0-255 pixel units
+    kept = train_proxy(TINY_SPEC, fashion, TINY, seed=0, threads=1, cache=cache, keep_weights=True)
+    assert not kept.cached, "a cached result has no weights: keep_weights trains"
+    assert kept.weights and all(t.device.type == "cpu" and t.is_contiguous() for t in kept.weights.values())
+    assert (kept.top1, kept.top5, _without_timing(kept.curve)) == (r.top1, r.top5, _without_timing(r.curve))
+    assert train_proxy(TINY_SPEC, fashion, TINY, seed=0, cache=cache).cached
+
+
+def test_cache_keys_of_gpu_runs_and_fp16_stand_apart(fashion):
+    spec = adapt_spec(TINY_SPEC, fashion, TINY)
+    cpu = result_key(spec, "abc", TINY, 0, TRAINER_VERSION)
+    assert cpu == result_key(spec, "abc", TINY, 0, TRAINER_VERSION, "cpu")
+    assert result_key(spec, "abc", TINY, 0, TRAINER_VERSION, "cuda:0") == result_key(
+        spec, "abc", TINY, 0, TRAINER_VERSION, "cuda:1"
+    )
+    others = {result_key(spec, "abc", TINY, 0, TRAINER_VERSION, d) for d in ("cuda:0", "mps")}
+    others |= {result_key(spec, "abc", TINY.replace(precision=p), 0, TRAINER_VERSION) for p in ("bf16", "fp16")}
+    assert len(others | {cpu}) == 5
+    # The older spelling is the same recipe, with the same key.
+    assert Fidelity(bf16=True) == Fidelity(precision="bf16") and Fidelity(bf16=True).to_dict()["precision"] == "bf16"
+    assert Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), "bf16": True}).precision == "bf16"
+    with pytest.raises(FidelityError, match="bf16=True contradicts precision='fp16'"):
+        Fidelity(bf16=True, precision="fp16")
+
+
+def test_asking_for_a_missing_gpu_fails_before_any_work(fashion):
+    from shufflesearch.accuracy.devices import DeviceUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"touched the dataset ({name}) before checking the device")
+
+    with pytest.raises(DeviceUnavailable, match=r"device 'cuda' is not available: torch sees cpu"):
+        train_proxy(TINY_SPEC, Untouchable(), TINY, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_gpu_run_learns_and_records_its_device(fashion, precision):
+    fid = Fidelity(
+        train_images=2000, epochs=3, batch_size=64, eval_images=1000, curve_eval_images=200, precision=precision
+    )
+    r = train_proxy(ShuffleNetSpec(groups=3, scale=0.25), fashion, fid, seed=0, device="cuda", keep_weights=True)
+    assert r.status == "ok" and r.top1 > 0.4, r.curve
+    assert r.device == "cuda:0" and r.environment["gpu"] and r.environment["precision"] == precision
+    assert all(t.device.type == "cpu" for t in r.weights.values())
+    assert [p["epoch"] for p in r.curve] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.gpu
+def test_gpu_loop_reads_back_only_at_sync_points(fashion):
+    import warnings
+
+    events = []
+    fid = TINY.replace(train_images=2048, batch_size=32, curve_eval_images=0)  # 64 steps, one epoch
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", progress=events.append)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    assert [e.step for e in events] == [50, 64], "progress at each sync point and the epoch end"
+    assert len(syncs) < 20, [str(w.message)[:120] for w in syncs[:5]]
+
+
+@pytest.mark.gpu
+def test_gpu_state_file_resumes(fashion, tmp_path):
+    state = tmp_path / "state.pt"
+    fid = TINY.replace(epochs=2)
+    with pytest.raises(_Killed):
+        train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", state_file=state, progress=_kill_after_epoch(1))
+    resumed = train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", state_file=state)
+    assert resumed.status == "ok" and [p["epoch"] for p in resumed.curve] == [1.0, 2.0]
+    with pytest.raises(Exception, match="device 'cuda' there, 'cpu' here"):
+        train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cpu", state_file=state)

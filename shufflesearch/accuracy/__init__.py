@@ -1,7 +1,7 @@
 """Accuracy estimates: proxy training on real data, and training-free scores.
 
 The recipe (`Fidelity`) is plain data and imports here at once; the names that need torch
-(training, datasets, the fidelity study, the result cache) load on first use, so importing
+(training, devices, datasets, the fidelity study, the result cache) load on first use, so importing
 this package or reading a study file stays cheap.
 
 >>> from shufflesearch import ShuffleNetSpec
@@ -21,17 +21,23 @@ from .recipe import DEFAULT_FIDELITY, SEED_MAX, Fidelity, FidelityError
 __all__ = [
     "DEFAULT_FIDELITY",
     "SEED_MAX",
+    "DeviceUnavailable",
     "Fidelity",
     "FidelityError",
     "ResultCache",
     "TrainResult",
     "load_dataset",
+    "resolve_device",
     "run_fidelity",
     "train_proxy",
+    "worker_devices",
 ]
 
 # name -> the submodule that defines it; imported when first asked for (PEP 562).
 _LAZY = {
+    "DeviceUnavailable": "devices",
+    "resolve_device": "devices",
+    "worker_devices": "devices",
     "ResultCache": "cache",
     "TrainResult": "trainer",
     "train_proxy": "trainer",

@@ -3,7 +3,7 @@
 One SQLite file (WAL mode): each `put` is one transaction, so a crash never loses entries
 already written, and concurrent processes serialise on SQLite's lock instead of
 corrupting a shared file. Keys hash (spec, dataset fingerprint, fidelity, seed, trainer
-version); values are the result as JSON.
+version, and the device kind of a GPU run: see `result_key`); values are the result as JSON.
 
 A cache that cannot be written (a full disk, a read-only folder, a damaged file) is not an
 error: a result is as correct uncached, and a search left running overnight must not die
@@ -46,15 +46,31 @@ def default_cache_path() -> Path:
     return Path(base) / "shufflesearch" / "proxy-results.sqlite"
 
 
-def result_key(spec: Any, dataset_fingerprint: str, fidelity: Any, seed: int, version: int) -> str:
-    """A stable hex key for one evaluation: equal inputs give equal keys across processes."""
+def result_key(spec: Any, dataset_fingerprint: str, fidelity: Any, seed: int, version: int, device: str = "cpu") -> str:
+    """A stable hex key for one evaluation: equal inputs give equal keys across processes.
+
+    The device enters by kind ("cuda", "mps"; a CPU run adds nothing, so CPU keys are the ones
+    stored before devices existed): a GPU's kernels round differently from the CPU's, so a CPU
+    result is never served for a GPU request or the other way round. GPUs of one kind share
+    results, as CPUs of different models already do: they differ in the last bits, not in what
+    a search learns. The precision is spelled as before it had a field (`bf16: true|false`,
+    plus `precision` only for fp16), so stored fp32 and bf16 results keep their keys.
+    """
+    recipe = fidelity.to_dict()
+    precision = recipe.pop("precision", "fp32")
+    recipe["bf16"] = precision == "bf16"
+    if precision not in ("fp32", "bf16"):
+        recipe["precision"] = precision
     payload = {
         "spec": spec.to_dict(),
         "dataset": dataset_fingerprint,
-        "fidelity": fidelity.to_dict(),
+        "fidelity": recipe,
         "seed": seed,
         "trainer_version": version,
     }
+    kind = device.split(":", 1)[0]
+    if kind != "cpu":
+        payload["device"] = kind
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

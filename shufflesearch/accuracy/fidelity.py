@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import queue
 import signal
 import statistics
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 from ..paper import TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset
+from .devices import worker_devices
 from .ranking import spearman
 from .recipe import DEFAULT_FIDELITY, Fidelity
 from .trainer import TrainProgress, TrainResult, train_proxy
@@ -86,6 +88,7 @@ def run_fidelity(
     cache: Any = None,
     threads: int | None = None,
     workers: int = 1,
+    device: str = "cpu",
 ) -> FidelityReport:
     """Train the Table 2 models (each seed) at `fidelity`; compare with the paper.
 
@@ -93,26 +96,32 @@ def run_fidelity(
     each (on a small CPU this beats one process with several threads: ShuffleNet's small
     grouped convs scale poorly across threads); progress then arrives once per finished run.
     `minutes` sums each run's own seconds (cached runs: their stored cost), so with workers
-    the wall-clock is about minutes / workers.
+    the wall-clock is about minutes / workers. `device` ("cpu", "auto", "cuda", ...): each worker
+    trains on its own (`devices.worker_devices`: GPUs round-robin), checked before any work.
     """
     if not seeds:
         raise ValueError("seeds=() is empty: give at least one seed, e.g. seeds=(0,)")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer, e.g. workers=2")
+    devices = worker_devices(device, workers)
     specs = table2_specs()
     jobs = [(i, j, spec, seed) for i, spec in enumerate(specs) for j, seed in enumerate(seeds)]
     results: dict[tuple[int, int], TrainResult] = {}
     if workers == 1:
         for n, (i, j, spec, seed) in enumerate(jobs, 1):
             send = _relay(progress, n, len(jobs), spec.label, seed)
-            results[i, j] = train_proxy(spec, dataset, fidelity, seed=seed, progress=send, cache=cache, threads=threads)
+            results[i, j] = train_proxy(spec, dataset, fidelity, seed=seed, progress=send, cache=cache, threads=threads,
+                                        device=devices[0])  # fmt: skip
     else:
         ctx = multiprocessing.get_context("spawn")  # fork after torch has threads is unsafe
         # Largest models first, so the last job to finish is a short one.
         jobs.sort(key=lambda job: -job[2].scale)
         # A Pool, not ProcessPoolExecutor: on Ctrl-C its `terminate()` (on leaving the block) stops
         # the runs in progress at once instead of finishing the whole queue.
-        with ctx.Pool(workers, initializer=_set_dataset, initargs=(dataset,)) as pool:
+        free = ctx.Queue()  # each worker takes one device as it starts
+        for name in devices:
+            free.put(name)
+        with ctx.Pool(workers, initializer=_set_dataset, initargs=(dataset, free, devices[0])) as pool:
             tasks = [(i, j, spec, fidelity, seed, cache) for i, j, spec, seed in jobs]
             for n, (i, j, result) in enumerate(pool.imap_unordered(_train_in_worker, tasks), 1):
                 results[i, j] = result
@@ -149,18 +158,23 @@ def _relay(progress: Callable | None, run: int, runs: int, label: str, seed: int
 
 
 _WORKER_DATASET: ImageDataset | None = None
+_WORKER_DEVICE = "cpu"
 
 
-def _set_dataset(dataset: ImageDataset) -> None:
-    global _WORKER_DATASET
+def _set_dataset(dataset: ImageDataset, free_devices: Any = None, fallback: str = "cpu") -> None:
+    global _WORKER_DATASET, _WORKER_DEVICE
     _WORKER_DATASET = dataset
+    try:  # a worker started in place of one that died finds the queue empty: it shares the first device
+        _WORKER_DEVICE = free_devices.get(timeout=5) if free_devices is not None else fallback
+    except queue.Empty:
+        _WORKER_DEVICE = fallback
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
 
 
 def _train_in_worker(task: tuple) -> tuple[int, int, TrainResult]:
     i, j, spec, fidelity, seed, cache = task
     assert _WORKER_DATASET is not None
-    return i, j, train_proxy(spec, _WORKER_DATASET, fidelity, seed=seed, cache=cache, threads=1)
+    return i, j, train_proxy(spec, _WORKER_DATASET, fidelity, seed=seed, cache=cache, threads=1, device=_WORKER_DEVICE)
 
 
 def _report(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
@@ -25,7 +25,7 @@ from ..spec import ShuffleNetSpec
 if TYPE_CHECKING:
     from .datasets import ImageDataset
 
-__all__ = ["DEFAULT_FIDELITY", "SEED_MAX", "Fidelity", "FidelityError", "adapt_spec"]
+__all__ = ["DEFAULT_FIDELITY", "SEED_MAX", "Fidelity", "FidelityError", "adapt_spec", "lr_multiplier", "peak_lr"]
 
 # The one seed bound: torch and numpy take it, and so do Optuna's samplers (seeds below
 # 2**32), even after each local worker adds 1000 to the study's seed (64 workers fit).
@@ -33,6 +33,7 @@ SEED_MAX = 2**31 - 1
 SCHEDULES = ("cosine", "onecycle", "linear")
 STEMS = ("auto", "small", "imagenet", "keep")
 AUGMENTS = ("none", "crop", "crop-flip")
+PRECISIONS = ("fp32", "bf16", "fp16")
 # Below this input size the imagenet stem would leave Stage4 at 3x3 or less: use the small stem.
 SMALL_STEM_BELOW = 112
 
@@ -52,6 +53,10 @@ class Fidelity:
     (1x Stage4 width / this model's Stage4 width) ** exponent, so thin nets may take larger
     steps. `time_budget_s` (if set) also ends the run and anneals the LR by elapsed time, which
     makes the result depend on the machine's speed: `images_seen` records what it got.
+
+    `precision` is the autocast dtype of the forward pass: "fp32" (none), "bf16", or "fp16"
+    (with a gradient scaler). `bf16=True`, the older spelling, still means precision="bf16"
+    (the cache key spells it as before, so stored results keep their keys).
     """
 
     train_images: int = 30_000
@@ -70,10 +75,11 @@ class Fidelity:
     augment: str = "crop-flip"
     eval_images: int | None = None  # None: the whole evaluation split
     curve_eval_images: int = 1000  # per-epoch top-1 on this many evaluation images (0: no per-epoch eval)
-    bf16: bool = False
     time_budget_s: float | None = None
+    precision: str = "fp32"
+    bf16: InitVar[bool] = False  # the older spelling of precision="bf16": read `precision`
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, bf16: bool) -> None:
         def bad(name: str, rule: str, example: Any) -> FidelityError:
             return FidelityError(f"{name}={getattr(self, name)!r} {rule}; e.g. {name}={example}")
 
@@ -105,6 +111,14 @@ class Fidelity:
             raise bad("eval_images", "must be None (the whole split) or a positive integer", 2000)
         if not isinstance(self.curve_eval_images, int) or self.curve_eval_images < 0:
             raise bad("curve_eval_images", "must be a non-negative integer", 1000)
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", "'bf16'")
+        if bf16 not in (True, False):
+            raise FidelityError(f"bf16={bf16!r} must be True or False; e.g. precision='bf16'")
+        if bf16 and self.precision == "fp16":
+            raise FidelityError("bf16=True contradicts precision='fp16'; give precision alone")
+        if bf16:
+            object.__setattr__(self, "precision", "bf16")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
             raise bad("time_budget_s", "must be None or a positive number of seconds", 120)
 
@@ -116,7 +130,7 @@ class Fidelity:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fidelity:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | {"bf16"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise FidelityError(f"unknown fidelity key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -146,3 +160,24 @@ def adapt_spec(spec: ShuffleNetSpec, dataset: ImageDataset, fidelity: Fidelity =
     return dataclasses.replace(
         spec, in_channels=dataset.in_channels, num_classes=dataset.num_classes, resolution=resolution, stem=stem
     )
+
+
+def peak_lr(spec: ShuffleNetSpec, fid: Fidelity) -> float:
+    """The peak learning rate for `spec`: `fid.lr`, scaled by width when `lr_width_exponent` is set."""
+    if not fid.lr_width_exponent:
+        return fid.lr
+    reference = spec.replace(scale=1.0).stage_channels[-1]
+    return fid.lr * (reference / spec.stage_channels[-1]) ** fid.lr_width_exponent
+
+
+def lr_multiplier(fid: Fidelity, frac: float) -> float:
+    """LR multiplier at training fraction `frac` in [0, 1]: linear warm-up, then the decay."""
+    frac = min(max(frac, 0.0), 1.0)
+    warm = fid.warmup_fraction
+    if frac < warm:
+        start = 0.04 if fid.schedule == "onecycle" else 0.0
+        return start + (1 - start) * (frac + 1e-3) / warm
+    t = (frac - warm) / max(1e-9, 1 - warm)
+    if fid.schedule == "linear":
+        return 1 - t
+    return 0.5 * (1 + math.cos(math.pi * t))

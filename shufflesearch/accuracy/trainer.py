@@ -1,9 +1,15 @@
 """Proxy training: a short, seeded, cached training run that estimates a spec's accuracy.
 
 What to train is the fidelity (`recipe.Fidelity`: images, epochs, resolution, schedule, ...);
-this module is how: a seeded, cached run. Data stays in memory as uint8 tensors; augmentation is
+this module is how: a seeded, cached run on a device (`devices.resolve_device`). Data stays
+in memory as uint8 tensors (on a GPU: in its memory, moved there once); augmentation is
 batched tensor ops; the model runs channels_last (measured faster on CPU, see
 benchmarks/bench_training.py).
+
+On a GPU the loop never waits for the device inside a step: the loss is summed where it is
+computed and read back every `GPU_SYNC_EVERY` steps and at epoch ends, which is when the
+divergence check runs and progress is reported. On the CPU reading it is free, so every
+step is checked and reported, as before devices existed.
 
 >>> from shufflesearch.accuracy.datasets import load_dataset
 >>> from shufflesearch.accuracy.recipe import Fidelity
@@ -15,11 +21,13 @@ benchmarks/bench_training.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -27,23 +35,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..environment import machine_info
-from ..memory import check_fits_in_memory
+from ..memory import TooLargeForThisMachine, check_fits_in_memory
 from ..model import build_model
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset, train_subset
-from .recipe import DEFAULT_FIDELITY, Fidelity, FidelityError, adapt_spec
+from .devices import check_precision, device_info, device_kind, resolve_device
+from .images import as_tensor as _as_tensor
+from .images import augment as _augment
+from .images import channel_stats as _channel_stats
+from .images import resize_images as _resize
+from .recipe import DEFAULT_FIDELITY, Fidelity, adapt_spec, lr_multiplier, peak_lr
+from .train_state import load_state, run_identity, save_state
 
-__all__ = ["TRAINER_VERSION", "TrainProgress", "TrainResult", "train_proxy"]
+__all__ = ["GPU_SYNC_EVERY", "TRAINER_VERSION", "TrainProgress", "TrainResult", "train_proxy"]
 
 # Bump when a change to this file (or recipe.py) changes what a run computes: old cache entries then miss.
 TRAINER_VERSION = 1
 # A cross-entropy this far above log(classes) means the weights blew up, not a bad batch.
 DIVERGENCE_LOSS_FACTOR = 10.0
+# On a GPU the loss is read back (checked, reported) every this many steps: each read waits for the device.
+GPU_SYNC_EVERY = 50
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """One progress report: sent after every optimiser step and at each epoch end."""
+    """One progress report: after every optimiser step on the CPU (every `GPU_SYNC_EVERY` steps
+    on a GPU, with `train_loss` the mean since the last report) and at each epoch end."""
 
     epoch: float
     epochs: float
@@ -58,7 +76,12 @@ class TrainProgress:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of one proxy run. `top1`/`test_loss` are None when the run diverged."""
+    """Outcome of one proxy run. `top1`/`top5`/`test_loss` are None when the run diverged.
+
+    `input_mean`/`input_std`: per channel, in 0-255 pixel units, what the network's input was
+    normalised with. `weights` (CPU tensors, only with `keep_weights=True` and status "ok") is
+    not part of `to_dict()`: results are JSON, weights belong in a checkpoint.
+    """
 
     top1: float | None
     test_loss: float | None
@@ -73,9 +96,16 @@ class TrainResult:
     environment: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: float = 0.0
     cached: bool = False
+    top5: float | None = None
+    device: str = "cpu"
+    input_mean: list[float] = field(default_factory=list)
+    input_std: list[float] = field(default_factory=list)
+    weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(self, weights=None))
+        del data["weights"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainResult:
@@ -90,65 +120,100 @@ def train_proxy(
     progress: Callable[[TrainProgress], None] | None = None,
     cache: Any = None,
     threads: int | None = None,
+    device: str = "cpu",
+    keep_weights: bool = False,
+    state_file: str | Path | None = None,
 ) -> TrainResult:
     """Train `spec` on `dataset` at `fidelity` and return its top-1 on the evaluation (test) split.
 
     `cache` is a `ResultCache` (or None): a hit returns the stored result with `cached=True`.
+    Its key holds the device's kind for a GPU run (`cache.result_key` says why). A cached result
+    has no weights, so with `keep_weights=True` the run trains anyway (and refreshes the entry).
     `threads` sets torch's intra-op threads for this run (None: leave as is).
+    `device`: "cpu", "cuda", "cuda:N", "mps" or "auto", checked before any work.
+    `state_file`: the run's full state is written there at every epoch end, and a run that finds
+    the file (written by this same run: spec, recipe, seed, dataset) resumes from it, ending
+    with the weights and metrics of an uninterrupted run. The file stays after the run, so
+    running again only re-evaluates.
     """
+    where = resolve_device(device)
     trained = adapt_spec(spec, dataset, fidelity)
     key = None
     if cache is not None:
         from .cache import result_key
 
-        key = result_key(trained, dataset.fingerprint, fidelity, seed, TRAINER_VERSION)
-        hit = cache.get(key)
+        key = result_key(trained, dataset.fingerprint, fidelity, seed, TRAINER_VERSION, where)
+        hit = None if keep_weights else cache.get(key)
         if hit is not None:
             return dataclasses.replace(TrainResult.from_dict(hit), cached=True)
     old_threads = torch.get_num_threads()
+    old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        result = _Run(trained, dataset, fidelity, seed, progress).run()
+        torch.backends.cudnn.benchmark = where.startswith("cuda")  # fixed shapes: let cuDNN pick its fastest kernels
+        result = _Run(trained, dataset, fidelity, seed, progress, where, state_file).run(keep_weights)
+    except torch.OutOfMemoryError:
+        raise TooLargeForThisMachine(f"{trained.label} at batch {fidelity.batch_size} does not fit in the memory of "
+                                     f"{where}; lower the batch size or train a smaller net") from None  # fmt: skip
     finally:
         torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_benchmark
     if cache is not None:
         cache.put(key, result.to_dict())
     return result
 
 
-def environment(bf16: bool) -> dict[str, Any]:
-    """Where a run happened (`shufflesearch.environment.machine_info`) and how: travels with every result."""
-    return {**machine_info(), "threads": torch.get_num_threads(), "bf16": bf16}
+def environment(bf16: bool | str = False, device: str = "cpu") -> dict[str, Any]:
+    """Where a run happened (`shufflesearch.environment.machine_info`) and how: travels with every result.
+
+    `bf16` is the run's precision ("fp32", "bf16", "fp16"; True/False as before precisions had names).
+    """
+    precision = bf16 if isinstance(bf16, str) else ("bf16" if bf16 else "fp32")
+    return {**machine_info(), "threads": torch.get_num_threads(), "bf16": precision == "bf16", "precision": precision,
+            **device_info(device)}  # fmt: skip
 
 
 class _Run:
     """One training run; split in steps so each reads on its own."""
 
     def __init__(
-        self, spec: ShuffleNetSpec, dataset: ImageDataset, fid: Fidelity, seed: int, progress: Callable | None
+        self,
+        spec: ShuffleNetSpec,
+        dataset: ImageDataset,
+        fid: Fidelity,
+        seed: int,
+        progress: Callable | None,
+        device: str = "cpu",
+        state_file: str | Path | None = None,
     ) -> None:
         self.spec, self.dataset, self.fid, self.seed, self.progress = spec, dataset, fid, seed, progress
-        if fid.bf16 and not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            raise FidelityError("bf16=True needs a CPU with native bf16 (e.g. AVX512-BF16 or AMX); use bf16=False")
+        self.device, self.state_file = torch.device(device), state_file
+        self.name = device
+        check_precision(fid.precision, self.device)
+        # Reading the loss is free on the CPU and a wait for the device on a GPU.
+        self.sync_every = 1 if self.device.type == "cpu" else GPU_SYNC_EVERY
 
-    def run(self) -> TrainResult:
-        fid, spec = self.fid, self.spec
+    def run(self, keep_weights: bool = False) -> TrainResult:
+        fid, spec, dev = self.fid, self.spec, self.device
         start, cpu_start = time.perf_counter(), time.process_time()
-        gen = torch.Generator().manual_seed(self.seed)
-        # Weights, gradients and momentum, and a batch's activations: refused before the data is resized.
-        check_fits_in_memory(spec, min(fid.batch_size, fid.train_images), weight_copies=2 + (fid.momentum > 0))
+        gen = torch.Generator(device=dev).manual_seed(self.seed)
+        if dev.type == "cpu":
+            # Weights, gradients and momentum, and a batch's activations: refused before the data is resized.
+            check_fits_in_memory(spec, min(fid.batch_size, fid.train_images), weight_copies=2 + (fid.momentum > 0))
         idx = train_subset(self.dataset.train_labels, min(fid.train_images, len(self.dataset.train_labels)), self.seed)
         x_train = _resize(_as_tensor(self.dataset.train_images)[idx], spec.resolution)
         y_train = _as_tensor(self.dataset.train_labels)[idx]
-        mean, std = _channel_stats(x_train)
+        mean, std = _channel_stats(x_train)  # on the CPU: every device normalises with the same numbers
+        x_train, y_train, mean, std = (t.to(dev) for t in (x_train, y_train, mean, std))
         x_eval, y_eval = self._eval_split(fid.eval_images)
         x_curve, y_curve = self._eval_split(fid.curve_eval_images) if fid.curve_eval_images else (None, None)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = build_model(spec).to(memory_format=torch.channels_last)
-        optimizer = _optimizer(model, fid, _lr_for(spec, fid))
+            model = build_model(spec).to(dev, memory_format=torch.channels_last)
+        optimizer = _optimizer(model, fid, peak_lr(spec, fid), fused=dev.type == "cuda")
+        scaler = torch.amp.GradScaler(dev.type, enabled=fid.precision == "fp16")
         n = len(y_train)
         batch = min(fid.batch_size, n)
         steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: BN on 3 images is noise
@@ -157,8 +222,26 @@ class _Run:
         curve: list[dict[str, Any]] = []
         seen, step, status, loss_sum, loss_count = 0, 0, "ok", 0.0, 0
         limit = DIVERGENCE_LOSS_FACTOR * math.log(spec.num_classes)
-        order = torch.randperm(n, generator=gen)
-        loop_start = time.perf_counter()
+        order = torch.randperm(n, generator=gen, device=dev)
+        identity = run_identity(spec.to_dict(), fid.to_dict(), self.seed, self._dataset_name(), TRAINER_VERSION,
+                                device_kind(self.name))  # fmt: skip
+        spent = {"seconds": 0.0, "loop_seconds": 0.0, "cpu_seconds": 0.0}
+        saved = load_state(self.state_file, identity) if self.state_file is not None else None
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if saved["scaler"]:
+                scaler.load_state_dict(saved["scaler"])
+            gen.set_state(saved["generator"])
+            order, step, seen, curve = saved["order"].to(dev), saved["step"], saved["images_seen"], saved["curve"]
+            spent = {k: saved[k] for k in spent}
+            start, cpu_start = start - spent["seconds"], cpu_start - spent["cpu_seconds"]
+        loop_start = time.perf_counter() - spent["loop_seconds"]
+        # On a GPU: this epoch's loss sum and the worst loss since the last read, kept on the device.
+        gpu_sum = torch.zeros((), device=dev)
+        gpu_worst = torch.zeros((), device=dev)
+        read_sum, read_step = 0.0, step
+        value = float("nan")
         while step < total_steps:
             elapsed = time.perf_counter() - start
             frac = step / total_steps
@@ -167,42 +250,71 @@ class _Run:
                     break
                 frac = max(frac, elapsed / fid.time_budget_s)
             for group, lr in zip(optimizer.param_groups, peak):
-                group["lr"] = lr * _schedule(fid, frac)
+                group["lr"] = lr * lr_multiplier(fid, frac)
             pos = (step % steps_per_epoch) * batch
             if pos == 0 and step:
-                order = torch.randperm(n, generator=gen)
+                order = torch.randperm(n, generator=gen, device=dev)
             take = order[pos : pos + batch]
             xb = _augment(x_train[take], fid.augment, gen, mean, std)
             model.train()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fid.bf16):
+            with _autocast(dev, fid.precision):
                 loss = F.cross_entropy(model(xb), y_train[take], label_smoothing=fid.label_smoothing)
-            value = float(loss.detach())
-            if not math.isfinite(value) or value > limit:
-                status = "diverged"
-                break
+            if self.sync_every == 1:  # checked before the step is taken
+                value = float(loss.detach())
+                if not math.isfinite(value) or value > limit:
+                    status = "diverged"
+                    break
+                loss_sum, loss_count = loss_sum + value, loss_count + 1
+            else:
+                detached = loss.detach().float()
+                gpu_sum += detached
+                gpu_worst = torch.maximum(gpu_worst, detached)  # NaN wins, so a NaN loss is seen at the next read
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             step, seen = step + 1, seen + len(take)
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
-            speed = seen / max(time.perf_counter() - loop_start, 1e-9)
             epoch_end = step % steps_per_epoch == 0 or step == total_steps
+            if self.sync_every > 1:
+                if not (epoch_end or step % self.sync_every == 0):
+                    continue
+                total, worst = torch.stack([gpu_sum, gpu_worst]).tolist()  # the one wait for the device
+                if not math.isfinite(worst) or worst > limit:
+                    status = "diverged"
+                    break
+                value = (total - read_sum) / max(1, step - read_step)
+                read_sum, read_step = total, step
+                gpu_worst.zero_()
+                if epoch_end:
+                    loss_sum, loss_count = total, step - (step - 1) // steps_per_epoch * steps_per_epoch
+                    gpu_sum.zero_()
+                    read_sum = 0.0
+            speed = seen / max(time.perf_counter() - loop_start, 1e-9)
             if epoch_end:
                 point = {"epoch": step / steps_per_epoch, "images_seen": seen, "train_loss": loss_sum / loss_count}
                 point["top1"] = _evaluate(model, x_curve, y_curve, mean, std, fid)[0] if x_curve is not None else None
                 point["seconds"] = time.perf_counter() - start
                 curve.append(point)
                 loss_sum, loss_count = 0.0, 0
+                if self.state_file is not None:
+                    now = time.perf_counter()
+                    spent = {"seconds": now - start, "loop_seconds": now - loop_start,
+                             "cpu_seconds": time.process_time() - cpu_start}  # fmt: skip
+                    save_state(self.state_file, identity, {
+                        "model": _on_cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(), "generator": gen.get_state(), "order": order.cpu(),
+                        "step": step, "images_seen": seen, "curve": curve, **spent,
+                    })  # fmt: skip
             if self.progress is not None:
                 epoch = step / steps_per_epoch
                 top1 = curve[-1]["top1"] if epoch_end else None
                 self.progress(TrainProgress(epoch, fid.epochs, step, total_steps, value, seen, speed, epoch_end, top1))
 
-        top1 = test_loss = None
+        top1 = top5 = test_loss = None
         if status == "ok":
-            top1, test_loss = _evaluate(model, x_eval, y_eval, mean, std, fid)
+            top1, top5, test_loss = _evaluate(model, x_eval, y_eval, mean, std, fid)
             if not math.isfinite(test_loss):  # finite training loss, yet the eval-mode net blew up
-                top1, test_loss, status = None, None, "diverged"
+                top1, top5, test_loss, status = None, None, None, "diverged"
             elif curve and curve[-1]["images_seen"] == seen:
                 curve[-1]["top1_full"] = top1
         return TrainResult(
@@ -213,12 +325,20 @@ class _Run:
             images_seen=seen,
             status=status,
             spec=spec.to_dict(),
-            dataset=f"{self.dataset.name}:{self.dataset.fingerprint}",
+            dataset=self._dataset_name(),
             fidelity=fid.to_dict(),
             seed=self.seed,
-            environment=environment(fid.bf16),
+            environment=environment(fid.precision, self.name),
             cpu_seconds=time.process_time() - cpu_start,
+            top5=top5,
+            device=self.name,
+            input_mean=mean.flatten().tolist(),
+            input_std=std.flatten().tolist(),
+            weights=_on_cpu(model.state_dict()) if keep_weights and status == "ok" else None,
         )
+
+    def _dataset_name(self) -> str:
+        return f"{self.dataset.name}:{self.dataset.fingerprint}"
 
     def _eval_split(self, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _as_tensor(self.dataset.test_images), _as_tensor(self.dataset.test_labels)
@@ -226,85 +346,47 @@ class _Run:
             # Seed 0, not the run's seed: every run is scored on the same images.
             keep = train_subset(y, limit, 0)
             x, y = x[keep], y[keep]
-        return _resize(x, self.spec.resolution), y
+        return _resize(x, self.spec.resolution).to(self.device), y.to(self.device)
 
 
-def _as_tensor(a: Any) -> torch.Tensor:
-    return a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=_AUTOCAST.get(precision, torch.bfloat16), enabled=precision != "fp32")
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images resized once up front (antialiased bilinear), kept as uint8 to save memory."""
-    if x.shape[-1] == size:
-        return x.contiguous()
-    out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8)
-    for i in range(0, len(x), 2048):  # chunks keep the float copy small
-        part = F.interpolate(x[i : i + 2048].float(), size=(size, size), mode="bilinear", antialias=True)
-        out[i : i + 2048] = part.round_().clamp_(0, 255).to(torch.uint8)
-    return out
+def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Plain contiguous CPU copies (channels_last strides would not survive safetensors)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    xf = x.float()
-    return xf.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), xf.std(dim=(0, 2, 3)).clamp_min(1.0).view(1, -1, 1, 1)
-
-
-def _augment(x: torch.Tensor, kind: str, gen: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Normalise a uint8 batch; random shift (zero-padded, 1/8 of the side) and flip, batched."""
-    xf = (x.float() - mean) / std
-    if kind != "none":
-        n, _, s, _ = xf.shape
-        pad = max(1, s // 8)
-        padded = F.pad(xf, (pad, pad, pad, pad))
-        oy, ox = (torch.randint(0, 2 * pad + 1, (n, 1), generator=gen) for _ in range(2))
-        ar = torch.arange(s)
-        rows, cols = (oy + ar)[:, :, None], (ox + ar)[:, None, :]
-        xf = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-        if kind == "crop-flip":
-            flip = torch.rand(n, generator=gen) < 0.5
-            xf = torch.where(flip[:, None, None, None], xf.flip(3), xf)
-    return xf.contiguous(memory_format=torch.channels_last)
-
-
-def _lr_for(spec: ShuffleNetSpec, fid: Fidelity) -> float:
-    if not fid.lr_width_exponent:
-        return fid.lr
-    reference = spec.replace(scale=1.0).stage_channels[-1]
-    return fid.lr * (reference / spec.stage_channels[-1]) ** fid.lr_width_exponent
-
-
-def _optimizer(model: nn.Module, fid: Fidelity, lr: float) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, fid: Fidelity, lr: float, fused: bool = False) -> torch.optim.Optimizer:
     # Weight decay on conv/FC weights only: decaying BN scales and biases hurts small nets.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": fid.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr, momentum=fid.momentum, nesterov=fid.nesterov and fid.momentum > 0)
-
-
-def _schedule(fid: Fidelity, frac: float) -> float:
-    """LR multiplier at training fraction `frac` in [0, 1]: linear warm-up, then the decay."""
-    frac = min(max(frac, 0.0), 1.0)
-    warm = fid.warmup_fraction
-    if frac < warm:
-        start = 0.04 if fid.schedule == "onecycle" else 0.0
-        return start + (1 - start) * (frac + 1e-3) / warm
-    t = (frac - warm) / max(1e-9, 1 - warm)
-    if fid.schedule == "linear":
-        return 1 - t
-    return 0.5 * (1 + math.cos(math.pi * t))
+    # fused (CUDA): one kernel per step, and the fp16 scaler's inf check stays on the GPU instead of a host sync.
+    return torch.optim.SGD(groups, lr=lr, momentum=fid.momentum, nesterov=fid.nesterov and fid.momentum > 0,
+                           fused=fused or None)  # fmt: skip
 
 
 @torch.no_grad()
 def _evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, fid: Fidelity
-) -> tuple[float, float]:
-    """Top-1 and mean cross-entropy (no smoothing) over (x, y)."""
+) -> tuple[float, float, float]:
+    """Top-1, top-5 and mean cross-entropy (no smoothing) over (x, y); one read back from the device."""
     model.eval()
-    correct, loss = 0, 0.0
+    dev = x.device
+    exact = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+    correct1 = torch.zeros((), dtype=torch.int64, device=dev)
+    correct5 = torch.zeros((), dtype=torch.int64, device=dev)
+    loss = torch.zeros((), dtype=exact, device=dev)
     for i in range(0, len(y), 500):
         xb = ((x[i : i + 500].float() - mean) / std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fid.bf16):
+        with _autocast(dev, fid.precision):
             logits = model(xb).float()
-        correct += int((logits.argmax(1) == y[i : i + 500]).sum())
-        loss += float(F.cross_entropy(logits, y[i : i + 500], reduction="sum"))
-    return correct / len(y), loss / len(y)
+        yb = y[i : i + 500]
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (logits.argmax(1) == yb).sum()
+        correct5 += (top == yb[:, None]).any(1).sum()
+        loss += F.cross_entropy(logits, yb, reduction="sum").to(exact)
+    c1, c5, total = torch.stack([correct1.to(exact), correct5.to(exact), loss]).tolist()
+    return int(c1) / len(y), int(c5) / len(y), total / len(y)

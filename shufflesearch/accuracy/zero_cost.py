@@ -86,8 +86,9 @@ def zero_cost_scores(
     labels: torch.Tensor,
     names: Sequence[str] = ZERO_COST_SCORES,
     seed: int = 0,
+    device: str = "cpu",
 ) -> ZeroCostResult:
-    """Score a freshly initialised network for `spec` (initialised from `seed`) on one minibatch.
+    """Score a freshly initialised network for `spec` (initialised from `seed`) on one minibatch, on `device`.
 
     `images` is N x C x H x W matching `spec.in_channels` and `spec.resolution`; float images
     are used as given, uint8 images are scaled to [0, 1] and normalised per channel with the
@@ -99,11 +100,15 @@ def zero_cost_scores(
     >>> r.scores["synflow"] > 0
     True
     """
+    from .devices import resolve_device
+
     names = _check_names(names)
+    dev = torch.device(resolve_device(device))
     x, y = _prepare_batch(spec, images, labels)
+    x, y = x.to(dev), y.to(dev)
     with torch.random.fork_rng(devices=[]):  # seed the init without moving the caller's RNG
         torch.manual_seed(seed)
-        model = build_model(spec)
+        model = build_model(spec).to(dev)
     scorers = {
         "synflow": lambda: synflow_score(model, tuple(x.shape[1:])),
         "grad_norm": lambda: grad_norm_score(model, x, y),
@@ -123,13 +128,16 @@ def synflow_score(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     >>> synflow_score(nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False)), (4,)) >= 0
     True
     """
-    net = copy.deepcopy(model).double()
+    net = copy.deepcopy(model)
+    if next(net.parameters()).device.type == "mps":
+        net = net.cpu()  # MPS has no float64; one image of batch 1 costs little on the CPU
+    net = net.double()
     _bypass_batchnorm(net)
     with torch.no_grad():
         for p in net.parameters():
             p.abs_()
     net.zero_grad(set_to_none=True)
-    net(torch.ones((1, *input_shape), dtype=torch.float64)).sum().backward()
+    net(torch.ones((1, *input_shape), dtype=torch.float64, device=next(net.parameters()).device)).sum().backward()
     total = sum(
         (m.weight * m.weight.grad).abs().sum().item()
         for m in net.modules()
@@ -157,14 +165,14 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> float:
     -inf when two samples share a code, e.g. duplicate images (K_H singular). Needs a batch of at least 2.
     """
     kernel = relu_code_kernel(model, images)
-    sign, logdet = np.linalg.slogdet(kernel.numpy())
+    sign, logdet = np.linalg.slogdet(kernel.double().cpu().numpy())
     return float(logdet) if sign > 0 else -math.inf
 
 
 def relu_code_kernel(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """K_H = N_A - Hamming distance between the ReLU codes of every pair of samples (float64, N x N)."""
     net = copy.deepcopy(model).train()
-    recorder = _ReluCodeRecorder(images.shape[0])
+    recorder = _ReluCodeRecorder(images.shape[0], images.device)
     with torch.no_grad(), recorder:
         net(images)
     if recorder.relus == 0:
@@ -175,9 +183,10 @@ def relu_code_kernel(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class _ReluCodeRecorder(TorchFunctionMode):
     """Accumulates c c^T + (1 - c)(1 - c)^T (= N_A - Hamming) over every ReLU input seen while active."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, device: torch.device | None = None) -> None:
         super().__init__()
-        self.kernel = torch.zeros(batch_size, batch_size, dtype=torch.float64)
+        self.exact = torch.float32 if device is not None and device.type == "mps" else torch.float64  # MPS: no float64
+        self.kernel = torch.zeros(batch_size, batch_size, dtype=self.exact, device=device)
         self.relus = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -188,7 +197,7 @@ class _ReluCodeRecorder(TorchFunctionMode):
             # one matmul; float32 sums of +-1 are exact below 2**24 bits per sample.
             dtype = torch.float32 if codes.shape[1] < 2**24 else torch.float64
             signs = codes.to(dtype) * 2 - 1
-            self.kernel += (codes.shape[1] + (signs @ signs.T).double()) / 2
+            self.kernel += (codes.shape[1] + (signs @ signs.T).to(self.exact)) / 2
             self.relus += 1
         return func(*args, **kwargs)
 
@@ -294,6 +303,7 @@ def score_on_dataset(
     batch_size: int = 64,
     names: Sequence[str] = ZERO_COST_SCORES,
     seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[ShuffleNetSpec, ZeroCostResult]:
     """Zero-cost scores of `spec` as the proxy trainer would train it on `dataset`.
 
@@ -308,4 +318,4 @@ def score_on_dataset(
     images = dataset.train_images[keep].float()
     if images.shape[-1] != trained.resolution:
         images = F.interpolate(images, size=trained.resolution, mode="bilinear", antialias=True, align_corners=False)
-    return trained, zero_cost_scores(trained, images / 255.0, dataset.train_labels[keep], names, seed)
+    return trained, zero_cost_scores(trained, images / 255.0, dataset.train_labels[keep], names, seed, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,7 +11,18 @@ from ..accuracy.recipe import DEFAULT_FIDELITY, SEED_MAX
 from ..spec import ShuffleNetSpec
 from . import render
 from .app import app
-from .options import AsJson, DataDir, Dataset, ImageSize, Resolution, given, seed_list, spec_options
+from .options import (
+    AsJson,
+    DataDir,
+    Dataset,
+    Device,
+    ImageSize,
+    Resolution,
+    given,
+    output_file,
+    seed_list,
+    spec_options,
+)
 
 # The spec options a training run takes: resolution, classes, stem and input channels come from the data and recipe.
 TRAINED_SPEC = ("preset", "groups", "scale", "repeats", "stage_channels", "stem_channels", "bottleneck", "shuffle")
@@ -33,22 +45,41 @@ def train(
     ] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1)] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
+    device: Device = "auto",
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (with a gradient scaler).")] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(help="Keep the trained weights in this safetensors checkpoint (trains even if cached)."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Proxy accuracy: short, seeded training on a real dataset (the default recipe: docs/fidelity.md).
 
     Example: shufflesearch train --groups 3 --scale 0.5 --dataset fashion-mnist --epochs 2 --subset 10000
+
+    Example: shufflesearch train --groups 3 --scale 0.5 --epochs 2 --subset 10000 --save reports/model.safetensors
     """
     from ..accuracy.cache import ResultCache
     from ..accuracy.datasets import load_dataset
+    from ..accuracy.devices import resolve_device
     from ..accuracy.trainer import train_proxy
+    from ..atomic import check_writable
 
+    where = resolve_device(device)  # a missing GPU: one line, before the data loads
     fidelity = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, batch_size=batch_size,
-                                                resolution=resolution, time_budget_s=time_budget))  # fmt: skip
+                                                resolution=resolution, time_budget_s=time_budget,
+                                                precision=precision))  # fmt: skip
+    if save is not None:
+        check_writable(output_file(save).parent)  # fail now, not after the training
     data = load_dataset(dataset, data_dir, image_size)
     cache = None if no_cache else ResultCache()
+    run = {"seed": seed, "cache": cache, "threads": threads, "device": where, "keep_weights": save is not None}
     if as_json:
-        render.print_json(train_proxy(spec, data, fidelity, seed=seed, cache=cache, threads=threads).to_dict())
+        result = train_proxy(spec, data, fidelity, **run)
+        out = result.to_dict()
+        if save is not None and result.status == "ok":
+            out["checkpoint"] = str(_save(save, result))
+        render.print_json(out)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -60,21 +91,37 @@ def train(
         def progress(p) -> None:
             bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
 
-        result = train_proxy(spec, data, fidelity, seed=seed, progress=progress, cache=cache, threads=threads)
+        result = train_proxy(spec, data, fidelity, progress=progress, **run)
     console = render.console()
     trained = ShuffleNetSpec.from_dict(result.spec).label
     if result.status != "ok":
         console.print(f"{trained}: training {render.esc(result.status)} after {result.images_seen:,} images; "
                       "try a lower learning rate or more warm-up")  # fmt: skip
         raise SystemExit(1)
-    source = "cached result" if result.cached else f"{result.seconds:.0f} s, {result.images_seen:,} images seen"
+    source = (
+        "cached result"
+        if result.cached
+        else f"{result.seconds:.0f} s on {result.device}, {result.images_seen:,} images seen"
+    )
     console.print(f"{trained} on {render.esc(dataset)}: proxy top-1 [bold]{render.pct(result.top1)}[/bold] on the "
                   f"held-out test split ({source}); not an ImageNet accuracy")  # fmt: skip
+    if save is not None:
+        console.print(f"weights, spec, recipe and metrics saved to {render.esc(str(_save(save, result)))}")
     rows = [{"epoch": round(p["epoch"], 2), "images seen": p["images_seen"], "train loss": round(p["train_loss"], 4),
              "top-1 (curve subset) %": round(100 * p["top1"], 2) if p.get("top1") is not None else "-"}
             for p in result.curve]  # fmt: skip
     if rows:
         console.print(render.rich_table(rows, "Learning curve"))
+
+
+def _save(path: Path, result) -> Path:
+    """`train --save`: the run's weights with their spec, recipe, dataset fingerprint and metrics."""
+    from ..checkpoint import save_checkpoint
+
+    metrics = {k: getattr(result, k) for k in ("top1", "top5", "test_loss", "images_seen", "seconds", "device", "seed")}
+    return save_checkpoint(path, result.weights, ShuffleNetSpec.from_dict(result.spec), recipe=result.fidelity,
+                           dataset=result.dataset, metrics=metrics, input_mean=result.input_mean,
+                           input_std=result.input_std)  # fmt: skip
 
 
 @app.command()
@@ -88,6 +135,7 @@ def score(
     zero_cost: Annotated[str, typer.Option(help="Comma-separated scores.")] = "synflow,grad_norm,naswot",
     batch: Annotated[int, typer.Option(help="Minibatch size.", min=2)] = 64,
     seed: Annotated[int, typer.Option(help="Seed for init and the minibatch.", min=0, max=SEED_MAX)] = 0,
+    device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
     """Training-free scores on one minibatch (a pre-filter, not an accuracy).
@@ -95,14 +143,17 @@ def score(
     Example: shufflesearch score --groups 3 --scale 0.5 --zero-cost synflow,grad_norm,naswot
     """
     from ..accuracy.datasets import load_dataset
+    from ..accuracy.devices import resolve_device
     from ..accuracy.zero_cost import score_on_dataset
+
+    where = resolve_device(device)
 
     fidelity = DEFAULT_FIDELITY.replace(**given(resolution=resolution or None))
     data = load_dataset(dataset, data_dir, image_size)
     if batch > len(data.train_labels):
         raise typer.BadParameter(f"{batch} is more than the {len(data.train_labels)} training images of {dataset}; "
                                  f"e.g. --batch {min(64, len(data.train_labels))}", param_hint="--batch")  # fmt: skip
-    trained, result = score_on_dataset(spec, data, fidelity, batch, tuple(zero_cost.split(",")), seed)
+    trained, result = score_on_dataset(spec, data, fidelity, batch, tuple(zero_cost.split(",")), seed, where)
     if as_json:
         render.print_json({"spec": trained.to_dict(), **result.to_dict()})
         return
@@ -122,6 +173,7 @@ def fidelity(
     zero_cost: Annotated[
         bool, typer.Option("--zero-cost", help="Also rank zero-cost scores against the proxy.")
     ] = False,
+    device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
     """How well proxy accuracy ranks the paper's 15 Table 2 models (Spearman vs ImageNet).
@@ -130,13 +182,16 @@ def fidelity(
     """
     from ..accuracy.cache import ResultCache
     from ..accuracy.datasets import load_dataset
+    from ..accuracy.devices import worker_devices
     from ..accuracy.fidelity import run_fidelity, zero_cost_ranking
 
+    worker_devices(device, workers)  # a missing GPU: one line, before the data loads
     fid = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, resolution=resolution))
     data = load_dataset(dataset, data_dir)
     seed_tuple = seed_list(seeds, SEED_MAX)
     progress = None if as_json else (lambda p: render.say(f"  {p}", err=True))
-    report = run_fidelity(data, fid, seeds=seed_tuple, progress=progress, cache=ResultCache(), workers=workers)
+    report = run_fidelity(data, fid, seeds=seed_tuple, progress=progress, cache=ResultCache(), workers=workers,
+                          device=device)  # fmt: skip
     result = report.to_dict()
     if zero_cost:
         result["zero_cost_spearman_vs_proxy"] = zero_cost_ranking(report, data, fid)

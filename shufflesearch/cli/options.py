@@ -27,6 +27,7 @@ __all__ = [
     "AsJson",
     "DataDir",
     "Dataset",
+    "Device",
     "ImageSize",
     "Resolution",
     "build_spec",
@@ -190,6 +191,9 @@ def spec_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 # -- other shared options -------------------------------------------------------------
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+Device = Annotated[
+    str, typer.Option(help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps; checked before any work.")
+]
 Dataset = Annotated[str, typer.Option(help="fashion-mnist (default), cifar10 or imagefolder.")]
 DataDir = Annotated[
     Path | None, typer.Option(help="Folder with the dataset files (IDX, cifar-10-batches-py, class folders).")
