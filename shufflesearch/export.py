@@ -8,20 +8,26 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch  # already loaded by .model; the wrapper below is a module
+
 from .atomic import check_writable, write_atomically
+from .checkpoint import Checkpoint, check_weights
 from .errors import MachineError, UsageError
 from .memory import weight_count_floor
 from .model import build_model
 from .spec import ShuffleNetSpec
 
 OPSET = 17
-TOLERANCE = 1e-4
+MAX_OPSET = 20  # the newest opset torch's TorchScript exporter writes
+MAX_BATCH = 4096
+TOLERANCE = 1e-4  # times the logits' scale (at least 1)
 
 
 ONNX_MAX_BYTES = 2**31  # one protobuf message: weights stored inside the file cannot exceed it
@@ -39,8 +45,10 @@ class TooLargeForOnnx(UsageError):
 class ExportResult:
     path: Path
     bytes: int
-    max_abs_diff: float  # ONNX Runtime vs PyTorch on one seeded input
+    max_abs_diff: float  # ONNX Runtime vs PyTorch on seeded inputs
     opset: int
+    batch: int | None = 1  # None: a dynamic batch axis
+    takes_pixels: bool = False  # the graph takes float pixels in 0-255 (normalisation baked in, or none needed)
 
 
 def onnx_bytes(
@@ -54,18 +62,27 @@ def onnx_bytes(
 
     >>> data, model = onnx_bytes(ShuffleNetSpec(groups=3, scale=0.5), input_hw=(480, 640))  # doctest: +SKIP
     """
+    height, width = input_hw or (spec.resolution, spec.resolution)
+    model = _seeded_model(spec, seed, randomize_bn)
+    return _export(model, (1, spec.in_channels, height, width), "image", "logits", spec.label), model
+
+
+def _seeded_model(spec: ShuffleNetSpec, seed: int, randomize_bn: bool) -> Any:
     import torch
 
-    weights = 4 * weight_count_floor(spec)
-    if weights >= ONNX_MAX_BYTES:  # refuse before minutes of building and tracing, not in protobuf after them
-        raise TooLargeForOnnx(f"{spec.label} has over {weights / 2**30:.1f} GiB of weights; an ONNX file holds under "
-                              "2 GiB: lower the widths or the number of classes")  # fmt: skip
-    height, width = input_hw or (spec.resolution, spec.resolution)
+    _check_onnx_size(spec)
     torch.manual_seed(seed)
     model = build_model(spec).eval()
     if randomize_bn:
         randomize_batch_norm(model)
-    return _export(model, (1, spec.in_channels, height, width), "image", "logits", spec.label), model
+    return model
+
+
+def _check_onnx_size(spec: ShuffleNetSpec) -> None:
+    weights = 4 * weight_count_floor(spec)
+    if weights >= ONNX_MAX_BYTES:  # refuse before minutes of building and tracing, not in protobuf after them
+        raise TooLargeForOnnx(f"{spec.label} has over {weights / 2**30:.1f} GiB of weights; an ONNX file holds under "
+                              "2 GiB: lower the widths or the number of classes")  # fmt: skip
 
 
 def module_onnx_bytes(
@@ -80,18 +97,28 @@ def module_onnx_bytes(
     return _export(module, input_shape, input_name, output_name, type(module).__name__)
 
 
-def _export(module: Any, input_shape: tuple[int, ...], input_name: str, output_name: str, what: str) -> bytes:
-    """The one call to torch's exporter: opset, names and the error every export raises."""
+def _export(
+    module: Any,
+    input_shape: tuple[int, ...],
+    input_name: str,
+    output_name: str,
+    what: str,
+    opset: int = OPSET,
+    dynamic_batch: bool = False,
+) -> bytes:
+    """The one call to torch's exporter: opset, names, the batch axis and the error every export raises."""
     import io
 
     import torch
 
     buffer = io.BytesIO()
+    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (torch.zeros(input_shape),), buffer, input_names=[input_name],
-                              output_names=[output_name], opset_version=OPSET, dynamo=False)  # fmt: skip
+                              output_names=[output_name], opset_version=opset, dynamic_axes=axes,
+                              dynamo=False)  # fmt: skip
         except Exception as exc:  # e.g. protobuf's 2 GiB limit, reached by weights the floor did not count
             raise ExportError(f"ONNX export of {what} failed: {' '.join(str(exc).split())[:300]}") from None
     return buffer.getvalue()
@@ -114,23 +141,96 @@ def randomize_batch_norm(model) -> None:
                 m.running_var.uniform_(0.5, 1.5)
 
 
-def export_onnx(spec: ShuffleNetSpec, path: str | os.PathLike, seed: int = 0) -> ExportResult:
-    """Write `spec`'s network to `path` (atomically) after checking it in ONNX Runtime."""
+def export_onnx(
+    spec: ShuffleNetSpec,
+    path: str | os.PathLike,
+    seed: int = 0,
+    weights: dict[str, Any] | None = None,
+    batch: int | None = 1,
+    opset: int = OPSET,
+    input_mean: list[float] | None = None,
+    input_std: list[float] | None = None,
+) -> ExportResult:
+    """Write `spec`'s network to `path` (atomically) after checking it in ONNX Runtime.
+
+    `weights` (a state dict, e.g. `load_checkpoint(...).weights`) are loaded strictly; without
+    them the network is seeded and its batch norm randomised (a shape-and-speed stand-in).
+    `batch=None` gives the graph a dynamic batch axis (checked at two batch sizes). With
+    `input_mean`/`input_std` (0-255 units, per channel) the graph takes float pixels in 0-255
+    and normalises them itself. The check allows `TOLERANCE` times the logits' scale (at least 1).
+
+    >>> ckpt = load_checkpoint("m.safetensors")  # doctest: +SKIP
+    >>> export_onnx(ckpt.spec, "m.onnx", weights=ckpt.weights, batch=None,
+    ...             input_mean=ckpt.preprocessing.mean, input_std=ckpt.preprocessing.std)  # doctest: +SKIP
+    """
+    if batch is not None and (type(batch) is not int or not 1 <= batch <= MAX_BATCH):
+        raise UsageError(f"batch={batch!r} must be an integer in [1, {MAX_BATCH}], or None for a dynamic batch axis")
+    if not 7 <= opset <= MAX_OPSET:
+        raise UsageError(f"opset={opset!r} must be in [7, {MAX_OPSET}] (torch's exporter); e.g. {OPSET}")
+    if (input_mean is None) != (input_std is None):
+        raise UsageError("input_mean and input_std go together: give both or neither")
     path = Path(path)
     check_writable(path.parent)  # a read-only or full folder fails before the export, not after it
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    data, model = onnx_bytes(spec, seed)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution, generator=generator)
-    with torch.no_grad():
-        expected = model(x).numpy()
+    if weights is None:
+        model = _seeded_model(spec, seed, randomize_bn=True)
+    else:
+        _check_onnx_size(spec)
+        model = build_model(spec)
+        model.load_state_dict(check_weights(weights, spec, "weights"), strict=True)
+        model.eval()
+    if input_mean is not None:
+        model = Normalised(model, input_mean, input_std).eval()
+    traced = batch or 1
+    shape = (traced, spec.in_channels, spec.resolution, spec.resolution)
+    data = _export(model, shape, "image", "logits", spec.label, opset, dynamic_batch=batch is None)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": x.numpy()})[0]
-    diff = float(np.max(np.abs(got - expected)))
-    if not diff <= TOLERANCE:
-        raise ExportError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {TOLERANCE:g})")
+    generator = torch.Generator().manual_seed(seed)
+    diff = 0.0
+    for n in (traced,) if batch is not None else (1, 3):
+        x = torch.randn(n, *shape[1:], generator=generator)
+        if input_mean is not None:  # 0-255 pixels, as the graph expects
+            x = torch.rand(n, *shape[1:], generator=generator) * 255
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"image": x.numpy()})[0]
+        bound = TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+        err = float(np.max(np.abs(got - expected)))
+        if not err <= bound:
+            raise ExportError(f"ONNX Runtime output differs from PyTorch by {err:.2e} (> {bound:.1e}) at batch {n}")
+        diff = max(diff, err)
     write_atomically(path, data)
-    return ExportResult(path, len(data), diff, OPSET)
+    return ExportResult(path, len(data), diff, opset, batch, input_mean is not None)
+
+
+def export_checkpoint(
+    ckpt: Checkpoint, path: str | os.PathLike, batch: int | None = 1, opset: int = OPSET, resolution: int | None = None
+) -> ExportResult:
+    """`ckpt`'s trained network to ONNX, its normalisation baked in (the graph takes 0-255 float
+    pixels in `ckpt.preprocessing.channels` order); `resolution` traces another input size (the
+    network is fully convolutional up to its global pool, so the weights fit any size)."""
+    spec = ckpt.spec if resolution is None else ckpt.spec.replace(resolution=resolution)
+    prep = ckpt.preprocessing
+    identity = all(m == 0 for m in prep.mean) and all(s == 1 for s in prep.std)  # official: raw pixels already
+    mean, std = (None, None) if identity else (list(prep.mean), list(prep.std))
+    result = export_onnx(spec, path, weights=ckpt.weights, batch=batch, opset=opset, input_mean=mean, input_std=std)
+    return dataclasses.replace(result, takes_pixels=True)
+
+
+class Normalised(torch.nn.Module):
+    """(x - mean) / std, then the network: a graph that takes float pixels in 0-255."""
+
+    def __init__(self, net: torch.nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        channels = net.spec.in_channels
+        if not len(mean) == len(std) == channels or not all(s > 0 for s in std):
+            raise UsageError(f"input_mean/input_std need {channels} values (one per input channel), std > 0")
+        self.net = net
+        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)

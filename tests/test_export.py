@@ -64,3 +64,77 @@ def test_onnx_bytes_traces_any_input_size_and_any_module():
 
     graph = onnx.load_model_from_string(module_onnx_bytes(torch.nn.ReLU(), (1, 2, 3, 3), "x", "y")).graph
     assert [graph.input[0].name, graph.output[0].name] == ["x", "y"]
+
+
+def _onnx_logits(path, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": x.numpy()})[0]
+
+
+@pytest.mark.parametrize("batch", [4, None])
+def test_export_with_trained_weights_equals_pytorch_on_pixels(tmp_path, fashion, batch):
+    """Real (1-epoch) weights, normalisation baked in: the graph takes 0-255 pixels and gives the checkpoint's logits."""
+    import numpy as np
+    import torch
+
+    from shufflesearch.accuracy import Fidelity, train_proxy
+    from shufflesearch.checkpoint import load_checkpoint, save_checkpoint, trained_model
+
+    quick = Fidelity(train_images=200, epochs=1, resolution=28, stem="small", eval_images=200, curve_eval_images=0)
+    result = train_proxy(ShuffleNetSpec(groups=3, scale=0.25, repeats=(1, 1, 1)), fashion, quick, keep_weights=True)
+    spec = ShuffleNetSpec.from_dict(result.spec)
+    save_checkpoint(tmp_path / "m.safetensors", result.weights, spec, recipe=result.fidelity, dataset=result.dataset,
+                    metrics={}, input_mean=result.input_mean, input_std=result.input_std)  # fmt: skip
+    ckpt = load_checkpoint(tmp_path / "m.safetensors")
+    prep = ckpt.preprocessing
+    out = export_onnx(ckpt.spec, tmp_path / "m.onnx", weights=ckpt.weights, batch=batch, input_mean=prep.mean,
+                      input_std=prep.std)  # fmt: skip
+    assert out.max_abs_diff <= 1e-4 and out.batch == batch and out.takes_pixels
+    dims = onnx.load(str(out.path)).graph.input[0].type.tensor_type.shape.dim
+    assert (dims[0].dim_param or dims[0].dim_value) == ("batch" if batch is None else 4)
+    pixels = fashion.test_images[: 5 if batch is None else 4].float()
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (prep.mean, prep.std))
+    with torch.no_grad():
+        expected = trained_model(ckpt)((pixels - mean) / std).numpy()
+    got = _onnx_logits(out.path, pixels)
+    assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_export_refuses_weights_that_do_not_fit_and_bad_batches(tmp_path):
+    from shufflesearch.checkpoint import CheckpointError
+    from shufflesearch.errors import UsageError
+    from shufflesearch.model import build_model
+
+    spec = ShuffleNetSpec(groups=3, scale=0.25, resolution=32, repeats=(1, 1, 1))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        export_onnx(spec, tmp_path / "m.onnx", weights=build_model(spec.replace(num_classes=10)).state_dict())
+    with pytest.raises(UsageError, match="batch=0 must be"):
+        export_onnx(spec, tmp_path / "m.onnx", batch=0)
+    with pytest.raises(UsageError, match="opset=99"):
+        export_onnx(spec, tmp_path / "m.onnx", opset=99)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_of_an_official_checkpoint_gives_its_logits(tmp_path):
+    """`export --preset shufflenet_v1_x1_0_g3 --weights official.pth.tar`: the official network's logits (BGR, 0-255)."""
+    import numpy as np
+    import torch
+
+    from shufflesearch.checkpoint import load_checkpoint
+    from shufflesearch.model import build_model
+    from shufflesearch.presets import get_preset
+
+    preset = "shufflenet_v1_x0_5_g3"  # the smallest official layout: same code path as x1_0, a quarter of the work
+    torch.manual_seed(1)
+    official = build_model(get_preset(preset)).eval()
+    state = {"module." + k.replace("classifier.", "classifier.0."): v for k, v in official.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "official.pth.tar")
+    ckpt = load_checkpoint(tmp_path / "official.pth.tar", preset=preset)
+    out = export_onnx(ckpt.spec, tmp_path / "m.onnx", weights=ckpt.weights)
+    x = torch.rand(1, 3, 224, 224) * 255
+    with torch.no_grad():
+        expected = official(x).numpy()
+    assert np.abs(_onnx_logits(out.path, x) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())

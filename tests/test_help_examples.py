@@ -37,12 +37,14 @@ HEAVY_CALLS = {
         "shufflesearch.latency.lut.LatencyTable.load",
     ],
     ("train",): ["shufflesearch.accuracy.trainer.train_proxy"],
+    ("evaluate",): ["shufflesearch.checkpoint.load_checkpoint"],
     ("score",): ["shufflesearch.accuracy.zero_cost.score_on_dataset"],
     ("lut", "build"): ["shufflesearch.latency.lut.build_lut"],
     ("lut", "validate"): ["shufflesearch.latency.lut.LatencyTable.load"],
     ("fidelity",): ["shufflesearch.accuracy.fidelity.run_fidelity"],
     ("setup",): ["shufflesearch.latency.emulated.sysroot.ensure_sysroot"],
     ("search",): ["shufflesearch.search.workers.run_search", "shufflesearch.search.workers.check_resumable"],
+    ("finish",): ["shufflesearch.finish.winner.finish_winner"],
     ("studies", "list"): ["shufflesearch.search.results.summarize_studies"],
     ("report",): [
         "shufflesearch.report.study.study_attrs",
@@ -52,7 +54,7 @@ HEAVY_CALLS = {
 }
 NEEDS_DATASET = {("train",), ("score",), ("fidelity",)}
 INPUT_OPTIONS = {"--space", "--lut", "--data-dir"}
-OUTPUT_OPTIONS = {"--out"}
+OUTPUT_OPTIONS = {"--out", "--save"}
 
 
 def command_paths() -> list[tuple[str, ...]]:

@@ -13,6 +13,7 @@ from ..spec import ShuffleNetSpec
 from . import render
 from .app import app
 from .options import (
+    SPEC_OPTIONS,
     AsJson,
     Bottleneck,
     Classes,
@@ -143,21 +144,99 @@ def table(
 @app.command()
 @spec_options()
 def export(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where to write the ONNX model.")],
     spec: ShuffleNetSpec,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trained weights: our .safetensors (spec from the file) or an official ShuffleNet-Series "
+            ".pth.tar (name its --preset)."
+        ),
+    ] = None,
+    study: Annotated[
+        Path | None, typer.Option(help="A study file: export a trial's kept weights (with --trial).")
+    ] = None,
+    trial: Annotated[int | None, typer.Option(help="Trial number in --study, as reports list it.", min=0)] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="MFLOPs budget window of --trial, if the study has several.")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Storage URL of --study, e.g. postgresql://user@db/nas.")] = None,
+    batch: Annotated[int, typer.Option(help="Fixed batch size of the graph.", min=1, max=4096)] = 1,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="A dynamic batch axis instead.")] = False,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset, 7-20. [default: 17]")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Export a variant to ONNX, checked against PyTorch in ONNX Runtime (max abs diff <= 1e-4).
+    """Export a variant to ONNX, checked against PyTorch in ONNX Runtime (max abs diff <= 1e-4 x the logits' scale).
+
+    With --weights (or --study/--trial) the trained network is exported: the spec comes from our
+    checkpoint (--resolution may trace another size), or from --preset for an official one, and
+    the graph takes float pixels in 0-255 (normalisation baked in). Without, seeded random weights.
+
+    Official weights: --preset shufflenet_v1_x1_0_g3 --weights official.pth.tar (the official logits).
 
     Example: shufflesearch export --groups 3 --scale 1.0 --out reports/model.onnx
     """
-    from ..export import export_onnx
+    from ..export import OPSET, export_checkpoint, export_onnx
 
-    result = export_onnx(spec, output_file(out))
+    output_file(out)
+    described = [n for n in SPEC_OPTIONS if n not in ("preset", "resolution") and _given(ctx, n)]
+    if dynamic_batch and _given(ctx, "batch"):
+        raise typer.BadParameter("--batch N or --dynamic-batch, not both")
+    if weights is not None and study is not None:
+        raise typer.BadParameter("--weights FILE or --study FILE --trial N, not both")
+    if study is None and (trial is not None or budget is not None):
+        raise typer.BadParameter("--trial and --budget name a trial of --study FILE")
+    size, opset = None if dynamic_batch else batch, OPSET if opset is None else opset
+    ckpt = None
+    if weights is not None or study is not None:
+        if described:
+            raise typer.BadParameter(f"--{described[0].replace('_', '-')}: with trained weights the network comes "
+                                     "from the checkpoint (an official one: --preset); drop it")  # fmt: skip
+        from ..checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(weights if weights is not None else _trial_weights(study, trial, budget, storage),
+                               ctx.params["preset"])  # fmt: skip
+        result = export_checkpoint(ckpt, out, batch=size, opset=opset, resolution=ctx.params["resolution"])
+        spec = ckpt.spec if ctx.params["resolution"] is None else ckpt.spec.replace(resolution=ctx.params["resolution"])
+    else:
+        result = export_onnx(spec, out, batch=size, opset=opset)
     data = {"path": str(result.path), "bytes": result.bytes, "max_abs_diff": result.max_abs_diff,
-            "opset": result.opset, "spec": spec.to_dict()}  # fmt: skip
+            "opset": result.opset, "batch": "dynamic" if result.batch is None else result.batch,
+            "spec": spec.to_dict(), "weights": str(ckpt.path) if ckpt else None,
+            "input": _input_description(ckpt, spec)}  # fmt: skip
     if as_json:
         render.print_json(data)
-    else:
-        render.console().print(f"wrote {render.esc(result.path)} ({result.bytes / 1e6:.2f} MB, opset {result.opset}); "
-                               f"ONNX Runtime matches PyTorch (max abs diff {result.max_abs_diff:.1e})")  # fmt: skip
+        return
+    what = "trained weights from " + render.esc(str(ckpt.path)) if ckpt else "seeded random weights"
+    render.console().print(f"wrote {render.esc(result.path)} ({result.bytes / 1e6:.2f} MB, opset {result.opset}, "
+                           f"batch {data['batch']}; {what}); ONNX Runtime matches PyTorch (max abs diff "
+                           f"{result.max_abs_diff:.1e}); input: {data['input']}")  # fmt: skip
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)  # by name: typer may vendor its own click, with its own enum
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _trial_weights(study: Path, trial: int | None, budget: float | None, storage: str | None) -> Path:
+    if trial is None:
+        raise typer.BadParameter("--study needs --trial N: the trial whose kept weights to export")
+    from ..search.artifacts import trial_checkpoint
+    from ..search.storage import check_storage_url
+    from ..search.study_file import load_study
+    from ..search.workers import storage_url_for
+
+    config = load_study(study)
+    return trial_checkpoint(config, check_storage_url(storage_url_for(config, storage)), trial, budget)
+
+
+def _input_description(ckpt, spec: ShuffleNetSpec) -> str:
+    if ckpt is None:
+        return f"{spec.in_channels} x {spec.resolution} x {spec.resolution} normalised floats"
+    prep = ckpt.preprocessing
+    how = "no normalisation" if ckpt.kind == "official" else "normalised inside the graph"
+    crop = f"shorter side {prep.resize} px, centre crop {spec.resolution}" if prep.resize != prep.resolution else (
+        f"{spec.resolution} x {spec.resolution} px")  # fmt: skip
+    channels = {"L": "grayscale", "RGB": "RGB", "BGR": "BGR (official order)"}[prep.channels]
+    return f"{channels} float pixels 0-255, {crop}, {how}"
