@@ -1,4 +1,5 @@
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def write(tmp_path, text: str, name: str = "s.toml"):
             "[objective]\nsecond = 'latency'\n[study]\nmode='pareto'\n",
             ":2: objective.second: a latency objective needs",
         ),
+        ("[budget]\nmflops = [40]\n[accuracy]\ndevice = 'gpu'\n", ":4: accuracy.device: 'gpu' is not a device"),
+        ("[budget]\nmflops = [40]\n[study]\nkeep_weights = 'some'\n", ":4: study.keep_weights: 'some' is not one of"),
+        ("[budget]\nmflops = [40]\n[study]\nartifacts = ' '\n", ":4: study.artifacts: is empty"),
     ],
 )
 def test_invalid_study_files_name_the_line_and_key(tmp_path, text, fragment):
@@ -120,6 +124,15 @@ def test_pipe_device_folder_or_huge_study_file_is_refused_unread(tmp_path):
     for path, fragment in cases.items():
         with pytest.raises(StudyFileError, match=fragment):
             load_study(path)
+
+
+def test_study_files_name_a_device_a_weights_policy_and_an_artifact_store(tmp_path):
+    config = load_study(write(tmp_path, "[budget]\nmflops = [40]\n"))
+    assert (config.device, config.keep_weights) == ("auto", "best")
+    assert config.artifact_location() == str(tmp_path / "s.artifacts")  # beside the study file, like its .db
+    text = "[study]\nkeep_weights = 'all'\nartifacts = 's3://team-bucket'\n[budget]\nmflops = [40]\n[accuracy]\ndevice = 'cuda:1'\n"
+    config = load_study(write(tmp_path, text))
+    assert (config.device, config.keep_weights, config.artifact_location()) == ("cuda:1", "all", "s3://team-bucket")
 
 
 def test_shipped_studies_are_valid():
@@ -178,7 +191,7 @@ def test_the_trainer_reports_per_epoch_top1_for_pruning(tmp_path, monkeypatch):
     load_dataset("fashion-mnist")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cached result would train nothing and report nothing
     tiny = Fidelity(train_images=256, epochs=2, batch_size=64, eval_images=200, curve_eval_images=100)
-    config = StudyConfig(name="p", path=Path("p.toml"), fidelity=tiny)
+    config = StudyConfig(name="p", path=Path("p.toml"), fidelity=tiny, keep_weights="none")
     reports = []
     evaluate = proxy_accuracy_evaluator(config)
     evaluate(SMALL_SPACE.spec(3, (1, 1, 1), 0.25), lambda step, top1: reports.append((step, top1)))
@@ -259,3 +272,64 @@ def test_lut_validation_specs_are_ones_the_table_can_predict():
     assert len(specs) == 5 and specs == specs_for_table(SMALL_SPACE, table, 5, seed=1)
     assert {(s.resolution, s.num_classes, s.in_channels, s.stem) for s in specs} == {(96, 10, 1, "small")}
     assert {s.groups for s in specs} <= set(SMALL_SPACE.groups)
+
+
+def _weights_evaluator(tmp_path, top1s):
+    """An evaluator that 'trains' to the given top-1s in turn and leaves a checkpoint file for the objective."""
+    scores = iter(top1s)
+
+    def evaluate(spec, report):
+        folder = Path(tempfile.mkdtemp(dir=tmp_path))
+        top1 = next(scores)
+        (folder / "model.safetensors").write_text(f"weights of a net with top-1 {top1}")
+        return {"top1": top1, "checkpoint": folder / "model.safetensors"}
+
+    return evaluate
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("best", [2]), ("all", [0, 1, 2, 3]), ("none", [])])
+def test_the_weights_policy_bounds_the_artifact_store(tmp_path, monkeypatch, policy, kept):
+    from shufflesearch.search.artifacts import NoWeights, trial_checkpoint
+    from shufflesearch.search.queue import run_worker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text = f"[study]\nname = 'w'\ntrials = 4\nenqueue_presets = false\nkeep_weights = '{policy}'\n[budget]\nmflops = [40]\n"
+    config = load_study(write(tmp_path, text, "w.toml"))
+    url = config.default_storage()
+    run_worker(config, url, 4, _weights_evaluator(tmp_path, [0.5, 0.7, 0.8, 0.6]))
+    store = tmp_path / "w.artifacts"
+    assert len(list(store.iterdir()) if store.exists() else []) == len(kept)  # 0.5 and 0.7 were removed when beaten
+    for number in range(4):
+        if number in kept:
+            path = trial_checkpoint(config, url, number)
+            assert path.read_text() == f"weights of a net with top-1 {[0.5, 0.7, 0.8, 0.6][number]}"
+            assert trial_checkpoint(config, url, number) == path  # cached by artifact id
+        else:
+            with pytest.raises(NoWeights) as error:
+                trial_checkpoint(config, url, number)
+            assert "\n" not in str(error.value)
+            if policy == "best":
+                assert str(error.value).endswith("trials with weights: 2")
+                if number in (0, 1):
+                    assert f"removed when trial {number + 1} beat it" in str(error.value)
+    assert not list(tmp_path.glob("tmp*/*"))  # the objective cleans up every temporary checkpoint
+
+
+def test_a_winner_is_found_per_budget_and_a_missing_one_named(tmp_path):
+    from shufflesearch.search.queue import run_worker
+    from shufflesearch.search.results import NoSuchTrial, find_trial
+
+    text = "[study]\nname = 'b'\ntrials = 2\nenqueue_presets = false\n[budget]\nmflops = [13, 40]\n"
+    config = load_study(write(tmp_path, text, "b.toml"))
+    url = config.default_storage()
+    with pytest.raises(NoSuchTrial, match="has no trials"):
+        find_trial(config, url, budget=40)
+    scores = iter([0.3, 0.4, 0.9, 0.2])
+    run_worker(config, url, 2, lambda spec, report: {"top1": next(scores)})
+    assert [find_trial(config, url, budget=b)[1]["top1"] for b in (13, 40)] == [0.4, 0.9]
+    assert find_trial(config, url, budget=40, trial=1)[1]["top1"] == 0.2
+    for kwargs, fragment in [({}, "has budgets 13, 40 MFLOPs: name one with --budget"),
+                             ({"budget": 20}, "--budget 20: study b has budgets 13, 40"),
+                             ({"budget": 13, "trial": 7}, "trial 7 of b-13M does not exist")]:  # fmt: skip
+        with pytest.raises(NoSuchTrial, match=fragment):
+            find_trial(config, url, **kwargs)

@@ -14,7 +14,7 @@ import importlib
 from .app import app, main
 
 # Importing a family registers its commands on `app`; `--help` lists them in this order.
-for _family in ("complexity", "latency", "accuracy", "setup", "search", "report"):
+for _family in ("complexity", "latency", "accuracy", "weights", "setup", "search", "finish", "report"):
     importlib.import_module(f"{__name__}.{_family}")
 del _family
 

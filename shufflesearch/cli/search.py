@@ -10,7 +10,7 @@ import typer
 
 from . import render
 from .app import app
-from .options import AsJson
+from .options import AsJson, Device
 
 StudyFile = Annotated[Path, typer.Argument(help="A study file (TOML), e.g. studies/frontier.toml.")]
 
@@ -24,6 +24,7 @@ def search(
     workers: Annotated[int, typer.Option(help="Local worker processes.", min=1, max=64)] = 1,
     storage: Annotated[str | None, typer.Option(help="Storage URL, e.g. postgresql://user@db/nas.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a study that has trials (error if none).")] = False,
+    device: Device = None,  # None: the study file's [accuracy] device
     as_json: AsJson = False,
 ) -> None:
     """Budget-constrained architecture search with Optuna (every machine may run the same command).
@@ -35,23 +36,29 @@ def search(
     # Ctrl-C is noted from here on and acted on where it is safe: the search imports torch and optuna,
     # and a KeyboardInterrupt inside such an import can abort the process.
     with interrupt.deferred():
-        _search(study_file, trials, workers, storage, resume, as_json)
+        _search(study_file, trials, workers, storage, resume, device, as_json)
 
 
-def _search(study_file: Path, trials: int | None, workers: int, storage: str | None, resume: bool, as_json: bool):
+def _search(study_file: Path, trials: int | None, workers: int, storage: str | None, resume: bool,
+            device: str | None, as_json: bool):  # fmt: skip
+    import dataclasses
+
     from ..search.results import study_finished
     from ..search.storage import check_storage_url, redact
     from ..search.study_file import load_study
     from ..search.workers import check_resumable, run_search, storage_url_for
 
     config = load_study(study_file)
+    if device is not None:  # each local worker then takes its own GPU of this kind (see search.workers)
+        config = dataclasses.replace(config, device=device)
     url = check_storage_url(storage_url_for(config, storage))
     if resume:
         check_resumable(config, url)
     wanted = trials or config.trials
     again = " ".join([f"shufflesearch search {study_file}", *([f"--trials {trials}"] if trials else []),
                       *([f"--workers {workers}"] if workers > 1 else []),
-                      *([f"--storage {redact(storage)}"] if storage else [])])  # fmt: skip
+                      *([f"--storage {redact(storage)}"] if storage else []),
+                      *([f"--device {device}"] if device else [])])  # fmt: skip
     if not as_json and study_finished(config, url, wanted):
         render.say(f"study {config.name} is complete ({wanted} trials per budget) in {redact(url)}; "
                    f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip

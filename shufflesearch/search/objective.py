@@ -7,8 +7,11 @@ is the measuring side and works on specs only.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from .. import interrupt
 from ..complexity import count_complexity
@@ -31,17 +34,23 @@ def latency_table(config: StudyConfig):
     return table
 
 
-def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
+def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, device: str | None = None):
     """An Evaluator that trains each spec on the study's dataset and reports per-epoch top-1.
 
+    `device` (default: the study's, resolved here) is where it trains. When the study keeps
+    weights, the outcome's "checkpoint" is a temporary safetensors file for the objective to
+    keep or drop; training then runs even on a cache hit, which carries no weights.
     Ctrl-C (see `shufflesearch.interrupt`) stops a trial at its next optimiser step.
     """
     import optuna
 
     from ..accuracy.cache import ResultCache
     from ..accuracy.datasets import load_dataset
+    from ..accuracy.devices import resolve_device
     from ..accuracy.trainer import train_proxy
 
+    device = resolve_device(device or config.device)
+    keep = config.keep_weights != "none"
     dataset = load_dataset(config.dataset, config.data_dir)
     fidelity = config.fidelity
     cache = ResultCache()
@@ -55,10 +64,12 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
                 report(max(1, round(p.epoch)), top1)
 
         latency = {} if table is None else {"latency_ms": table.predict_ms(spec), "latency_kind": "lut-predicted"}
-        result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache, threads=threads)
+        result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache,
+                             threads=threads, device=device, keep_weights=keep)  # fmt: skip
         if result.status != "ok":
             # Deterministic for this spec and recipe: retrying would diverge again.
             raise optuna.TrialPruned(f"training {result.status}")
+        checkpoint = {"checkpoint": _write_checkpoint(result)} if keep and result.weights is not None else {}
         return {
             "top1": result.top1,
             "test_loss": result.test_loss,
@@ -68,10 +79,26 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None):
             "cached": result.cached,
             "curve": result.curve,
             "dataset": result.dataset,
+            "top5": result.top5,
+            "device": result.device,
             **latency,
+            **checkpoint,
         }
 
     return evaluate
+
+
+def _write_checkpoint(result) -> Path:
+    """The run's weights as a checkpoint in a fresh temporary folder (the objective keeps or drops it)."""
+    from ..checkpoint import save_checkpoint
+    from ..spec import ShuffleNetSpec
+
+    path = Path(tempfile.mkdtemp(prefix="shufflesearch-weights-")) / "model.safetensors"
+    save_checkpoint(path, result.weights, ShuffleNetSpec.from_dict(result.spec), recipe=result.fidelity,
+                    dataset=result.dataset, metrics={"top1": result.top1, "top5": result.top5,
+                                                     "test_loss": result.test_loss, "device": result.device},
+                    input_mean=list(result.input_mean), input_std=list(result.input_std))  # fmt: skip
+    return path
 
 
 def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_claim: Callable[[], None]):
@@ -101,15 +128,24 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_cla
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}")
 
+        checkpoint = None
         try:
             outcome = evaluate(spec, report)
+            checkpoint = outcome.pop("checkpoint", None)
+            for key, value in outcome.items():
+                trial.set_user_attr(key, value)
+            if checkpoint is not None:
+                from .artifacts import keep_trial_weights
+
+                keep_trial_weights(config, trial, checkpoint, {**outcome, "mflops": cost.mflops})
         except Exception as exc:
             if not isinstance(exc, optuna.TrialPruned):  # counted across retries: the attrs are inherited
                 trial.set_user_attr("errors", trial.user_attrs.get("errors", 0) + 1)
                 trial.set_user_attr("error", " ".join(str(exc).split())[:500] or type(exc).__name__)
             raise
-        for key, value in outcome.items():
-            trial.set_user_attr(key, value)
+        finally:
+            if checkpoint is not None:
+                shutil.rmtree(Path(checkpoint).parent, ignore_errors=True)
         if config.mode == "per-budget":
             return outcome["top1"]
         second = outcome["latency_ms"] if config.second_objective == "latency" else cost.mflops

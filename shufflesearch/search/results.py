@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ..errors import UsageError
 from .storage import NoSuchStorage, StorageError, check_storage_url, open_storage, redact
 
 
@@ -33,6 +34,8 @@ class TrialRecord(TypedDict):
     mflops: float | None
     params: float | None
     top1: float | None  # proxy accuracy, a fraction in [0, 1]
+    top5: float | None
+    device: str | None  # where it trained, e.g. cpu, cuda:0
     latency_ms: float | None
     latency_kind: str | None  # e.g. lut-predicted
     train_seconds: float | None
@@ -89,6 +92,8 @@ def trial_record(study_name: str, trial) -> TrialRecord:
         "mflops": _number(attrs.get("mflops")),
         "params": _number(attrs.get("params")),
         "top1": _number(attrs.get("top1")),
+        "top5": _number(attrs.get("top5")),
+        "device": _text(attrs.get("device")),
         "latency_ms": _number(attrs.get("latency_ms")),
         "latency_kind": _text(attrs.get("latency_kind")),
         "train_seconds": _number(attrs.get("train_seconds")),
@@ -208,6 +213,52 @@ def study_finished(config, url: str, wanted: int) -> bool:
     )
 
 
+class NoSuchTrial(UsageError):
+    """A budget or trial that the study does not hold (or that did not finish)."""
+
+
+def find_trial(config, url: str, *, budget: float | None = None, trial: int | None = None) -> tuple[str, TrialRecord]:
+    """(Optuna study name, record) of trial `trial` of a budget window, or of the window's winner.
+
+    The winner is the complete trial with the best proxy top-1; in pareto mode `budget` is an
+    MFLOPs cap on the front instead of a window's name. `budget` may be left out when the study
+    has one window (pareto, or a single budget).
+    """
+    windows = config.budget_windows()
+    if config.mode == "pareto" or (len(windows) == 1 and budget is None):
+        name = next(iter(windows))
+    elif budget is None:
+        raise NoSuchTrial(f"study {config.name} has budgets {_budget_list(config)} MFLOPs: name one with --budget")
+    else:
+        name = next((n for n, b in zip(windows, config.budgets, strict=True) if math.isclose(b, budget)), None)
+        if name is None:
+            raise NoSuchTrial(f"--budget {budget:g}: study {config.name} has budgets {_budget_list(config)} MFLOPs")
+    try:
+        records = load_records(url, [name]).get(name, [])
+    except NoSuchStorage:
+        records = []
+    if not records:
+        raise NoSuchTrial(f"study {name} has no trials in {redact(url)}; run it first: shufflesearch search "
+                          f"{config.path}")  # fmt: skip
+    if trial is not None:
+        found = next((r for r in records if r["trial"] == trial), None)
+        if found is None or found["state"] != "complete" or found["spec"] is None:
+            what = "does not exist" if found is None else f"is {found['state']}, not complete"
+            raise NoSuchTrial(f"trial {trial} of {name} {what} (trials 0-{len(records) - 1})")
+        return name, found
+    done = [r for r in records if r["state"] == "complete" and r["top1"] is not None and r["spec"] is not None]
+    if config.mode == "pareto" and budget is not None:
+        done = [r for r in done if r["mflops"] is not None and r["mflops"] <= budget]
+    if not done:
+        cap = f" under {budget:g} MFLOPs" if config.mode == "pareto" and budget is not None else ""
+        raise NoSuchTrial(f"study {name} has no complete trial{cap} yet")
+    return name, max(done, key=lambda r: r["top1"])
+
+
+def _budget_list(config) -> str:
+    return ", ".join(f"{b:g}" for b in config.budgets)
+
+
 def stored_studies(storage: str | None = None, folder: str | Path = "studies") -> tuple[list[dict], list[str]]:
     """The rows of `studies list` (one per study: {"storage": redacted URL, **StudySummary.to_dict()}) and warnings.
 
@@ -232,8 +283,10 @@ def stored_studies(storage: str | None = None, folder: str | Path = "studies") -
 
 
 __all__ = [
+    "NoSuchTrial",
     "StudySummary",
     "TrialRecord",
+    "find_trial",
     "load_records",
     "pareto_front",
     "stored_studies",

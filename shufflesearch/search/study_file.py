@@ -24,6 +24,9 @@ MODES = ("per-budget", "pareto")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 SECOND_OBJECTIVES = ("mflops", "latency")
+KEEP_WEIGHTS = ("best", "all", "none")  # best: per budget (pareto: the front); all: every complete trial
+# Checked here by shape only (no torch): `accuracy.devices.resolve_device` checks the machine at search start.
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$")
 MAX_BYTES = 2**20  # the shipped studies are under 1 kB; the cap only stops a device or a runaway file
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -52,6 +55,11 @@ class StudyConfig:
     dataset: str = "fashion-mnist"
     data_dir: Path | None = None
     fidelity: Fidelity = DEFAULT_FIDELITY  # the default recipe with the file's [accuracy.fidelity] overrides
+    # auto: a GPU when there is one (each local worker its own), else the CPU. Results record
+    # the device, and the result cache keeps CPU and GPU results apart.
+    device: str = "auto"
+    keep_weights: str = "best"
+    artifacts: str | None = None  # None: the folder beside the study file; else a folder, s3://bucket or gs://bucket
 
     def budget_windows(self) -> dict[str, tuple[float, float]]:
         """Optuna study name -> (min, max) MFLOPs: one per budget, or one for the whole front."""
@@ -62,14 +70,29 @@ class StudyConfig:
     def default_storage(self) -> str:
         return f"sqlite:///{self.path.with_suffix('.db')}"
 
+    def artifact_location(self) -> str:
+        """Where trials' weights go: the file's `artifacts`, else `<study file>.artifacts/` beside it."""
+        return self.artifacts or str(self.path.with_suffix(".artifacts"))
+
 
 # section -> the keys it may hold
 _SCHEMA: dict[str, set[str]] = {
-    "study": {"name", "mode", "trials", "seed", "sampler", "pruner", "storage", "enqueue_presets"},
+    "study": {
+        "name",
+        "mode",
+        "trials",
+        "seed",
+        "sampler",
+        "pruner",
+        "storage",
+        "enqueue_presets",
+        "keep_weights",
+        "artifacts",
+    },
     "budget": {"mflops", "min_fraction", "range"},
     "space": {"groups", "scale", "scale_step", "repeats", "bottleneck_ratio", "shuffle", "resolution", "num_classes"},
     "objective": {"second", "lut"},
-    "accuracy": {"dataset", "data_dir", "fidelity"},
+    "accuracy": {"dataset", "data_dir", "fidelity", "device"},
 }
 
 
@@ -200,13 +223,21 @@ class _Validator:
             self.fail("objective", "second", "a latency objective needs lut = 'path/to/device.lut.json'")
         fidelity = self._fidelity(self.get("accuracy", "fidelity", dict, {}))
         data_dir = self.path_text("accuracy", "data_dir")
+        device = self.get("accuracy", "device", str, "auto")
+        if not _DEVICE.match(device):
+            self.fail("accuracy", "device", f"{device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+        artifacts = self.path_text("study", "artifacts")
+        if artifacts is not None and not artifacts.strip():
+            self.fail("study", "artifacts", "is empty; name a folder, s3://bucket or gs://bucket")
         return StudyConfig(
             name=name, path=self.path, mode=mode, trials=trials, seed=seed,
             sampler=sampler, pruner=pruner, storage=self.path_text("study", "storage"),
             enqueue_presets=self.get("study", "enqueue_presets", bool, True), budgets=tuple(map(float, budgets)),
             min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
             lut=Path(lut) if lut else None, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
-            data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=fidelity,
+            data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=fidelity, device=device,
+            keep_weights=self.choice("study", "keep_weights", KEEP_WEIGHTS, "best"),
+            artifacts=str(Path(artifacts).expanduser()) if artifacts and "://" not in artifacts else artifacts,
         )  # fmt: skip
 
     def _fidelity(self, overrides: dict) -> Fidelity:
@@ -283,4 +314,13 @@ def _kind_name(kind: type | tuple) -> str:
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 
-__all__ = ["MODES", "PRUNERS", "SAMPLERS", "SECOND_OBJECTIVES", "StudyConfig", "StudyFileError", "load_study"]
+__all__ = [
+    "KEEP_WEIGHTS",
+    "MODES",
+    "PRUNERS",
+    "SAMPLERS",
+    "SECOND_OBJECTIVES",
+    "StudyConfig",
+    "StudyFileError",
+    "load_study",
+]

@@ -1,7 +1,11 @@
 """Start N local worker processes on a study and watch them until the queue is empty.
 
 Other machines join by running the same command against the same PostgreSQL URL: the
-queue and the claim lock live in the storage, not in this process.
+queue and the claim lock live in the storage, not in this process. Each local worker trains
+on its own device (`accuracy.devices.worker_devices`: with `device = "auto"` or "cuda" and k
+GPUs, worker i takes cuda:i mod k), so `--workers` equal to the GPU count gives one worker per
+GPU; across machines run one such command per machine (or `--device cuda:N` per GPU) on one
+PostgreSQL study, with `[study] artifacts` on a shared folder or bucket so weights are shared too.
 """
 
 from __future__ import annotations
@@ -66,8 +70,10 @@ def run_search(config: StudyConfig, storage_url: str, trials: int | None = None,
 
 def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s) -> list[StudySummary]:
     from ..accuracy.datasets import load_dataset
+    from ..accuracy.devices import worker_devices
     from .objective import latency_table
 
+    devices = worker_devices(config.device, workers)  # a GPU that is not there fails before any work
     load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before anything is written
     latency_table(config)  # and so does a missing or foreign latency table
     open_storage(storage_url)  # fail here, once, if the URL is wrong
@@ -76,9 +82,9 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
     names = list(config.budget_windows())
     interrupt.check()
     if workers == 1:  # in this process: one torch import, and Ctrl-C reaches the trial directly
-        _run_with_progress(config, storage_url, trials, names, on_progress, poll_s)
+        _run_with_progress(config, storage_url, trials, names, on_progress, poll_s, devices[0])
     else:
-        _run_processes(config, storage_url, trials, workers, names, on_progress, poll_s)
+        _run_processes(config, storage_url, trials, devices, names, on_progress, poll_s)
     interrupt.check()  # a Ctrl-C between trials ended the workers early: not a finished study
     summaries = summarize_studies(storage_url, names)
     if on_progress is not None:
@@ -86,7 +92,7 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
     return summaries
 
 
-def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s) -> None:
+def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s, device) -> None:
     import threading
 
     from .objective import proxy_accuracy_evaluator
@@ -101,7 +107,7 @@ def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s) 
     if watcher:
         watcher.start()
     try:
-        run_worker(config, storage_url, trials, proxy_accuracy_evaluator(config),
+        run_worker(config, storage_url, trials, proxy_accuracy_evaluator(config, device=device),
                    max_epochs=max(1, round(config.fidelity.epochs)), stop=interrupt.requested)  # fmt: skip
     finally:
         done.set()
@@ -109,14 +115,14 @@ def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s) 
             watcher.join()
 
 
-def _run_processes(config, storage_url, trials, workers, names, on_progress, poll_s) -> None:
+def _run_processes(config, storage_url, trials, devices, names, on_progress, poll_s) -> None:
     context = multiprocessing.get_context("spawn")  # no fork: torch's threads do not survive it
     errors = context.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
     procs = [
-        context.Process(target=_worker_main, args=(str(config.path), storage_url, trials, i, threads, errors),
+        context.Process(target=_worker_main, args=(str(config.path), storage_url, trials, i, threads, errors, device),
                         name=f"shufflesearch-worker-{i}")
-        for i in range(workers)
+        for i, device in enumerate(devices)
     ]  # fmt: skip
     with interrupt.sigint_blocked():
         for p in procs:
@@ -148,7 +154,8 @@ def _run_processes(config, storage_url, trials, workers, names, on_progress, pol
         raise SearchError(f"worker {failed[0].name} exited with code {failed[0].exitcode}")
 
 
-def _worker_main(config_path: str, storage_url: str, trials: int, index: int, threads: int, errors) -> None:
+def _worker_main(config_path: str, storage_url: str, trials: int, index: int, threads: int, errors,
+                 device: str = "cpu") -> None:  # fmt: skip
     try:
         with interrupt.deferred(escalate=False):
             import torch
@@ -157,7 +164,7 @@ def _worker_main(config_path: str, storage_url: str, trials: int, index: int, th
 
             torch.set_num_threads(threads)
             config = load_study(Path(config_path))
-            evaluate = proxy_accuracy_evaluator(config, threads)
+            evaluate = proxy_accuracy_evaluator(config, threads, device=device)
             run_worker(config, storage_url, trials, evaluate, worker_index=index,
                        max_epochs=max(1, round(config.fidelity.epochs)), stop=interrupt.requested)  # fmt: skip
             interrupt.check()

@@ -1,0 +1,216 @@
+"""Finish a study's winner: train long, save, export, evaluate, measure, describe; one folder out.
+
+The folder (`default_out`: `<study folder>/finished/<window>-trial<N>/`):
+- `model.safetensors`: the weights with the spec, recipe, dataset fingerprint and metrics;
+- `model.onnx`: the same weights, dynamic batch, takes 0-255 float pixels (normalisation inside);
+- `metrics.json`: top-1/top-5 on the test split, the ONNX check, latency, the recipe, the device;
+- `README.md`: what is there and how it was made;
+- `finish.json` and `training-state.pt`: what is being finished and the last epoch's training
+  state, so the same command after Ctrl-C or a kill resumes (safe to delete when done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import interrupt
+from ..atomic import write_atomically
+from ..errors import UsageError
+from ..search.study_file import StudyConfig
+from ..spec import ShuffleNetSpec
+from .recipe import FINISH_EPOCHS, finish_fidelity
+
+STATE_FILE = "training-state.pt"
+
+
+class FinishError(UsageError):
+    """The finishing run cannot go ahead as asked (its folder holds another run, the recipe diverged)."""
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    """What `finish_winner` made: the folder, the network and its measurements (fractions, ms)."""
+
+    out: Path
+    study: str  # the Optuna study (budget window), e.g. demo-40M
+    budget: float | None  # MFLOPs: the window's budget (pareto mode: the cap asked for, if any)
+    trial: int
+    label: str
+    spec: dict[str, Any]
+    proxy_top1: float | None  # what the search measured at its proxy recipe
+    top1: float
+    top5: float
+    images: int  # test images scored
+    onnx: dict[str, Any]  # images, agree, max_abs_diff
+    latency: dict[str, Any] | None  # kind (measured | estimated | lut-predicted), ms, target, and the full result
+    device: str
+    train_seconds: float
+    recipe: dict[str, Any]
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "out": str(self.out)}
+
+
+def default_out(config: StudyConfig, study: str, trial: int) -> Path:
+    """`<study folder>/finished/<window>-trial<N>`, e.g. studies/finished/demo-40M-trial3."""
+    return config.path.parent / "finished" / f"{study}-trial{trial}"
+
+
+def finish_winner(
+    config: StudyConfig,
+    url: str,
+    *,
+    budget: float | None = None,
+    trial: int | None = None,
+    out: str | Path | None = None,
+    epochs: float = FINISH_EPOCHS,
+    resolution: int | None = None,
+    augment: str | None = None,
+    device: str = "auto",
+    target: str | None = "local",
+    latency_runs: int | None = None,
+    train_images: int | None = None,
+    eval_images: int | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> FinishResult:
+    """Train the winner of `budget` (or trial `trial`) with the finishing recipe and write its folder.
+
+    `resolution`/`augment` None keep the study's; `train_images` None uses the whole training set
+    and `eval_images` None the whole test split. `target` is where latency is measured or
+    estimated (`latency.latency_on`: local, ssh://..., arm64-emulated); None skips it. The same
+    call after an interruption resumes from the last finished epoch and ends with the same weights.
+    """
+    from ..accuracy.datasets import load_dataset
+    from ..accuracy.devices import resolve_device
+    from ..search.results import find_trial
+
+    device = resolve_device(device)  # a GPU that is not there: one line, before any work
+    study, record = find_trial(config, url, budget=budget, trial=trial)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    fidelity = finish_fidelity(config.fidelity, len(dataset.train_labels), epochs=epochs, resolution=resolution,
+                               augment=augment, train_images=train_images, eval_images=eval_images)  # fmt: skip
+    spec = ShuffleNetSpec.from_dict(record["spec"])
+    out = Path(out) if out is not None else default_out(config, study, record["trial"])
+    _claim_folder(out, {"study_file": str(config.path), "study": study, "trial": record["trial"],
+                        "spec": spec.to_dict(), "recipe": fidelity.to_dict(), "seed": config.seed,
+                        "dataset": config.dataset})  # fmt: skip
+
+    result = _train(spec, dataset, fidelity, config.seed, device, out / STATE_FILE, progress)
+    trained = ShuffleNetSpec.from_dict(result.spec)
+    files = _write_network(out, trained, result)
+    measured = _evaluate(out, dataset, device, eval_images)
+    latency = _latency(trained, target, latency_runs)
+    finished = FinishResult(
+        out=out, study=study, budget=config.budget_windows()[study][1] if config.mode != "pareto" else budget,
+        trial=record["trial"], label=trained.label, spec=trained.to_dict(),
+        proxy_top1=record["top1"], top1=measured["top1"], top5=measured["top5"], images=measured["images"],
+        onnx=measured["onnx"], latency=latency, device=result.device, train_seconds=result.seconds,
+        recipe=fidelity.to_dict(), files=[*files, "metrics.json", "README.md"],
+    )  # fmt: skip
+    metrics = {**finished.to_dict(), "dataset": result.dataset, "seed": config.seed, "study_file": str(config.path),
+               "training_top1": result.top1, "input_mean": list(result.input_mean),
+               "input_std": list(result.input_std), "environment": result.environment}  # fmt: skip
+    write_atomically(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    from .readme import folder_readme
+
+    write_atomically(out / "README.md", folder_readme(finished, metrics))
+    return finished
+
+
+def _claim_folder(out: Path, identity: dict) -> None:
+    """Create `out`, or check it holds this same finishing run (then it resumes)."""
+    marker = out / "finish.json"
+    if marker.exists():
+        try:
+            stored = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if stored != json.loads(json.dumps(identity)):
+            differs = next((k for k in identity if not isinstance(stored, dict) or stored.get(k) != identity[k]), "?")
+            raise FinishError(f"{out} holds another finishing run (its {differs} differs); "
+                              "name a new folder with --out, or delete that one")  # fmt: skip
+        return
+    if out.exists() and any(out.iterdir()):
+        raise FinishError(f"{out} exists and is not a finishing run's folder; name a new one with --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(marker, json.dumps(identity, indent=2) + "\n")
+
+
+def _train(spec, dataset, fidelity, seed, device, state_file: Path, progress):
+    from ..accuracy.trainer import train_proxy
+
+    def report(p) -> None:
+        interrupt.check()  # Ctrl-C: stop at the next step; the last epoch's state is on disk
+        if progress is not None:
+            progress(p)
+
+    with interrupt.deferred():
+        result = train_proxy(spec, dataset, fidelity, seed=seed, progress=report, device=device, keep_weights=True,
+                             state_file=state_file)  # fmt: skip
+    if result.status != "ok" or result.weights is None:
+        raise FinishError(f"training {result.status} at the finishing recipe (lr {fidelity.lr:g}); "
+                          "lower the study's [accuracy.fidelity] lr, or finish with fewer --epochs")  # fmt: skip
+    return result
+
+
+def _write_network(out: Path, spec: ShuffleNetSpec, result) -> list[str]:
+    from ..checkpoint import save_checkpoint
+    from ..export import export_onnx
+
+    metrics = {"top1": result.top1, "top5": result.top5, "test_loss": result.test_loss, "device": result.device}
+    save_checkpoint(out / "model.safetensors", result.weights, spec, recipe=result.fidelity, dataset=result.dataset,
+                    metrics=metrics, input_mean=list(result.input_mean), input_std=list(result.input_std))  # fmt: skip
+    export_onnx(spec, out / "model.onnx", weights=result.weights, batch=None, input_mean=list(result.input_mean),
+                input_std=list(result.input_std))  # fmt: skip
+    return ["model.safetensors", "model.onnx"]
+
+
+def _evaluate(out: Path, dataset, device: str, limit: int | None) -> dict[str, Any]:
+    """Top-1/top-5 of the saved checkpoint on the test split, and its ONNX file's predictions checked against it."""
+    from ..accuracy.evaluate import evaluate_split
+    from ..checkpoint import load_checkpoint, trained_model
+    from .onnx_check import check_onnx_predictions
+
+    ckpt = load_checkpoint(out / "model.safetensors")
+    scores = evaluate_split(trained_model(ckpt, device), dataset, ckpt.preprocessing, device, limit=limit)
+    pixels = _test_pixels(dataset, ckpt.spec.resolution, limit)
+    onnx = check_onnx_predictions(out / "model.onnx", trained_model(ckpt), pixels, ckpt.preprocessing.mean,
+                                  ckpt.preprocessing.std)  # fmt: skip
+    return {"top1": scores["top1"], "top5": scores["top5"], "images": scores["images"], "onnx": onnx}
+
+
+def _test_pixels(dataset, resolution: int, limit: int | None):
+    """The test split as uint8 (N, C, H, W) at `resolution` (antialiased bilinear, as the trainer resizes)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(dataset.test_images)
+    if limit is not None:
+        x = x[:limit]
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x.float(), size=(resolution, resolution), mode="bilinear", antialias=True)
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    return x
+
+
+def _latency(spec: ShuffleNetSpec, target: str | None, runs: int | None) -> dict[str, Any] | None:
+    if target is None:
+        return None
+    from ..latency.targets import latency_on
+
+    measured = latency_on(spec, target, runs=runs)
+    data = measured.to_dict()
+    kind = data.get("kind") or "estimated"  # an emulated estimate is never a measurement
+    ms = next(data[k] for k in ("median_ms", "estimated_ms", "predicted_ms") if k in data)
+    where = data.get("target") or data.get("profile") or target
+    return {"kind": kind, "ms": ms if math.isfinite(ms) else None, "target": where, "result": data}
+
+
+__all__ = ["STATE_FILE", "FinishError", "FinishResult", "default_out", "finish_winner"]

@@ -1,0 +1,197 @@
+"""Trials' trained weights, kept in Optuna's artifact store so optuna-dashboard lists them.
+
+The store is `StudyConfig.artifact_location()`: a `FileSystemArtifactStore` folder beside the
+study file by default (`studies/demo.artifacts/`), or `s3://bucket` / `gs://bucket` (Optuna's
+Boto3 and GCS stores) so that workers on many machines share one. Optuna records which
+artifact belongs to which trial in the study's storage; it does not record the store, so
+every machine must name the same one (`[study] artifacts = ...`).
+
+The study's `keep_weights` bounds the disk:
+- `best` (default): a trial's checkpoint is uploaded only if it beats every finished trial of
+  its budget window (pareto mode: if it is on the front), and the checkpoints it supersedes
+  are removed, so a budget holds one (plus at most one per worker that finished at the same
+  moment, removed by the next upload). Optuna cannot edit a finished trial, so a removed
+  checkpoint's entry stays in the trial and the study notes the removal;
+- `all`: every complete trial's checkpoint;
+- `none`: no weights (and cached results are served without training again).
+
+>>> from shufflesearch.search import load_study
+>>> trial_checkpoint(load_study("studies/demo.toml"), "sqlite:///studies/demo.db", 3, budget=40)  # doctest: +SKIP
+PosixPath('/home/me/.cache/shufflesearch/artifacts/5c0f...-trial-3.safetensors')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import MachineError, UsageError
+from .storage import open_storage
+from .study_file import StudyConfig
+
+FILENAME = "trial-{number}.safetensors"  # what optuna-dashboard offers for download
+_REMOVED = "shufflesearch:weights-removed:"  # + artifact id: a study system attr, the superseding trial
+
+
+class NoWeights(UsageError):
+    """The trial asked for has no kept weights (the policy removed them, or never kept them)."""
+
+
+class ArtifactStoreError(MachineError):
+    """The artifact store cannot be opened, written or read."""
+
+
+def artifact_store(config: StudyConfig):
+    """The study's Optuna artifact store (a folder is created on first use)."""
+    location = config.artifact_location()
+    if location.startswith(("s3://", "gs://")):
+        bucket = location.split("://", 1)[1].strip("/")
+        try:
+            if location.startswith("s3://"):
+                from optuna.artifacts import Boto3ArtifactStore
+
+                return Boto3ArtifactStore(bucket)
+            from optuna.artifacts import GCSArtifactStore
+
+            return GCSArtifactStore(bucket)
+        except ImportError as exc:
+            raise ArtifactStoreError(f"artifacts = {location!r} needs {exc.name}: pip install {exc.name}") from None
+    from optuna.artifacts import FileSystemArtifactStore
+
+    folder = Path(location)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactStoreError(f"cannot create the artifact folder {folder}: {exc.strerror or exc}") from None
+    return FileSystemArtifactStore(folder)
+
+
+def keep_trial_weights(config: StudyConfig, trial, checkpoint: Path, values: dict) -> str | None:
+    """Upload `checkpoint` for the running `trial` if the policy keeps it; return the artifact id (None: not kept).
+
+    `values` holds the trial's `top1` (and `mflops` / `latency_ms` in pareto mode). Under `best`,
+    the checkpoints of the window's other trials that this one beats are removed.
+    """
+    if config.keep_weights == "none":
+        return None
+    import optuna
+
+    study, storage = trial.study, trial.storage
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if config.keep_weights == "best" and not _is_best(config, values, [t.user_attrs for t in finished]):
+        return None
+    store = artifact_store(config)
+    named = Path(checkpoint).with_name(FILENAME.format(number=trial.number))
+    os.replace(checkpoint, named)
+    try:
+        artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(named),
+                                                       study_or_trial=trial)  # fmt: skip
+    except OSError as exc:
+        raise ArtifactStoreError(f"cannot keep trial {trial.number}'s weights in {config.artifact_location()}: "
+                                 f"{exc.strerror or exc}") from None  # fmt: skip
+    finally:
+        named.unlink(missing_ok=True)
+    trial.set_user_attr("weights", artifact_id)
+    if config.keep_weights == "best":
+        _remove_superseded(config, study, storage, store, trial.number, values, finished)
+    return artifact_id
+
+
+def _is_best(config: StudyConfig, values: dict, others: list[dict]) -> bool:
+    top1 = values.get("top1")
+    if top1 is None:
+        return False
+    if config.mode != "pareto":
+        return all(not isinstance(o.get("top1"), int | float) or top1 > o["top1"] for o in others)
+    second = "latency_ms" if config.second_objective == "latency" else "mflops"
+    mine = values.get(second)
+    return mine is not None and not any(
+        isinstance(o.get("top1"), int | float) and isinstance(o.get(second), int | float)
+        and o["top1"] >= top1 and o[second] <= mine and (o["top1"], o[second]) != (top1, mine)
+        for o in others
+    )  # fmt: skip
+
+
+def _remove_superseded(config, study, storage, store, number: int, values: dict, finished) -> None:
+    """Remove the kept checkpoints of the window's trials that are no longer best (after `number` was kept)."""
+    from optuna.artifacts import get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    removed = {k[len(_REMOVED) :] for k in storage.get_study_system_attrs(study._study_id) if k.startswith(_REMOVED)}
+    by_number = {t.number: t.user_attrs for t in finished}
+    by_number[number] = values
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            continue
+        rest = [a for n, a in by_number.items() if n != t.number]
+        if t.state.name == "COMPLETE" and _is_best(config, by_number.get(t.number, t.user_attrs), rest):
+            continue  # still on the pareto front
+        for meta in get_all_artifact_meta(t, storage=storage):
+            if meta.artifact_id in removed:
+                continue
+            with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+                store.remove(meta.artifact_id)
+            storage.set_study_system_attr(study._study_id, _REMOVED + meta.artifact_id, number)
+
+
+def trial_checkpoint(config: StudyConfig, url: str, trial: int, budget: float | None = None) -> Path:
+    """Download trial `trial`'s kept checkpoint to the local cache and return its path.
+
+    `budget` (MFLOPs) names the budget window when the study has several; trial numbers
+    count per window, as in reports and optuna-dashboard.
+    """
+    import optuna
+    from optuna.artifacts import get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from .results import find_trial
+
+    name, _ = find_trial(config, url, budget=budget, trial=trial)
+    storage = open_storage(url, create=False)
+    study = optuna.load_study(study_name=name, storage=storage)
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial)
+    removed = storage.get_study_system_attrs(study._study_id)
+    metas = [m for m in get_all_artifact_meta(frozen, storage=storage) if m.filename.endswith(".safetensors")]
+    live = [m for m in metas if _REMOVED + m.artifact_id not in removed]
+    if not live:
+        kept = [t.number for t in study.get_trials(deepcopy=False) if any(
+            _REMOVED + m.artifact_id not in removed for m in get_all_artifact_meta(t, storage=storage))]  # fmt: skip
+        raise NoWeights(_no_weights_message(config, name, trial, metas, removed, kept))
+    meta = live[-1]
+    cached = _cache_folder() / f"{meta.artifact_id}.safetensors"
+    if cached.exists():  # an artifact never changes: its id names its content
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=cached.parent)) / meta.filename
+    try:
+        optuna.artifacts.download_artifact(artifact_store=artifact_store(config), file_path=str(partial),
+                                           artifact_id=meta.artifact_id)  # fmt: skip
+        os.replace(partial, cached)
+    except ArtifactNotFound:
+        raise NoWeights(
+            f"trial {trial} of {name}: its weights ({meta.artifact_id}) are not in the artifact store "
+            f"{config.artifact_location()}; name the store the search used ([study] artifacts)"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.parent.rmdir()
+    return cached
+
+
+def _no_weights_message(config: StudyConfig, name: str, trial: int, metas, removed: dict, kept: list[int]) -> str:
+    have = f"trials with weights: {', '.join(map(str, kept))}" if kept else "no trial of it has weights"
+    if metas:
+        by = removed.get(_REMOVED + metas[-1].artifact_id)
+        return (f"trial {trial} of {name}: its weights were removed when trial {by} beat it (keep_weights = "
+                f"'{config.keep_weights}' keeps the best per budget); {have}")  # fmt: skip
+    return f"trial {trial} of {name} kept no weights (keep_weights = '{config.keep_weights}'); {have}"
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "shufflesearch" / "artifacts"
+
+
+__all__ = ["FILENAME", "ArtifactStoreError", "NoWeights", "artifact_store", "keep_trial_weights", "trial_checkpoint"]
