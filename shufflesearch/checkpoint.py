@@ -4,9 +4,7 @@ Ours is a safetensors file (tensors only, nothing unpickled) whose header carrie
 the spec, the training recipe, the dataset fingerprint, the metrics and the preprocessing the
 network expects, so the file alone rebuilds and evaluates the network:
 
->>> path = save_checkpoint("m.safetensors", result.weights, spec, recipe=result.fidelity,
-...                        dataset=result.dataset, metrics={"top1": result.top1},
-...                        input_mean=result.input_mean, input_std=result.input_std)  # doctest: +SKIP
+>>> path = save_result("m.safetensors", train_proxy(spec, data, keep_weights=True))  # doctest: +SKIP
 >>> model = trained_model(load_checkpoint(path))  # doctest: +SKIP
 
 An official megvii-model/ShuffleNet-Series ShuffleNetV1 checkpoint (``torch.save`` of
@@ -42,12 +40,15 @@ __all__ = [
     "load_checkpoint",
     "official_state_dict",
     "save_checkpoint",
+    "save_result",
     "trained_model",
 ]
 
 FORMAT = "shufflesearch-checkpoint/1"
 MAX_CHECKPOINT_BYTES = 8 * 2**30  # 2x the largest network that still exports to one ONNX file
 Channels = Literal["RGB", "BGR", "L"]
+# What a checkpoint's `metrics` holds of a training run (TrainResult's fields of the same names).
+RESULT_METRICS = ("top1", "top5", "test_loss", "images_seen", "seconds", "device", "seed")
 _PLAIN = ("format", "shufflesearch_version")  # header values stored as text; the others are JSON
 
 
@@ -128,6 +129,21 @@ def save_checkpoint(
               "dataset": dataset, "metrics": metrics, "preprocessing": prep.to_dict()}  # fmt: skip
     metadata = {key: value if key in _PLAIN else json.dumps(value) for key, value in header.items()}
     return write_atomically(path, save(tensors, metadata))
+
+
+def save_result(path: str | os.PathLike, result: Any, spec: ShuffleNetSpec | None = None) -> Path:
+    """Write a training run's kept weights (a ``TrainResult`` from ``train_proxy(..., keep_weights=True)``)
+    with its spec (`spec`, default ``result.spec``), recipe, dataset fingerprint, metrics and input statistics.
+
+    >>> save_result("m.safetensors", train_proxy(spec, data, keep_weights=True))  # doctest: +SKIP
+    """
+    if result.weights is None:
+        raise CheckpointError(f"{path}: the run kept no weights (status {result.status}); train with keep_weights=True")
+    spec = spec if spec is not None else ShuffleNetSpec.from_dict(result.spec)
+    metrics = {k: getattr(result, k) for k in RESULT_METRICS}
+    return save_checkpoint(path, result.weights, spec, recipe=result.fidelity, dataset=result.dataset,
+                           metrics=metrics, input_mean=list(result.input_mean),
+                           input_std=list(result.input_std))  # fmt: skip
 
 
 def load_checkpoint(path: str | os.PathLike, preset: str | None = None) -> Checkpoint:

@@ -71,6 +71,22 @@ def test_cli_refuses_a_missing_gpu_before_loading_data(monkeypatch):
         assert "is not available: torch sees cpu" in err.getvalue()
 
 
+def test_cli_refuses_an_unsupported_precision_before_loading_data(monkeypatch):
+    import io
+    from contextlib import redirect_stderr
+
+    from shufflesearch.accuracy import datasets
+    from shufflesearch.cli import main
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a CPU without native bf16
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("loaded data before the precision check"))
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, redirect_stderr(err):
+        main(["train", "--device", "cpu", "--precision", "bf16"])
+    assert exit_info.value.code == 2 and err.getvalue().count("\n") == 1, err.getvalue()
+    assert "needs a CPU with native bf16" in err.getvalue()
+
+
 @pytest.mark.gpu
 def test_a_gpu_that_is_there_resolves():
     assert resolve_device("cuda") == "cuda:0" == worker_devices("auto", 1)[0]

@@ -78,6 +78,7 @@ def test_the_finished_winner_is_one_folder_to_hand_on(study, finished):
     assert finished.latency["kind"] == "measured" and finished.latency["ms"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["top1"] == finished.top1 and metrics["recipe"]["train_images"] == 128
+    assert metrics["training_top1"] == finished.top1  # the trainer's score, on the images the ONNX check used
     assert metrics["dataset"].startswith("fashion-mnist:") and metrics["device"] == "cpu"
     readme = (out / "README.md").read_text()
     assert f"trial {winner['trial']} of tiny-13M" in readme and "model.onnx" in readme and "measured on local" in readme

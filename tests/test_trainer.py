@@ -290,6 +290,25 @@ def test_cache_keys_of_gpu_runs_and_fp16_stand_apart(fashion):
         Fidelity(bf16=True, precision="fp16")
 
 
+def test_the_older_bf16_spelling_reads_and_replaces_the_precision(fashion):
+    spec = adapt_spec(TINY_SPEC, fashion, TINY)
+    bf16 = TINY.replace(precision="bf16")
+    assert bf16.bf16 and not TINY.bf16 and not TINY.replace(precision="fp16").bf16
+    assert bf16.replace(bf16=False) == TINY and bf16.replace(bf16=False).precision == "fp32"
+    assert TINY.replace(bf16=True) == bf16 and TINY.replace(precision="fp16").replace(bf16=True) == bf16
+    assert Fidelity(bf16=False) == Fidelity() and bf16.replace(precision="fp32") == TINY
+    assert "bf16" not in bf16.to_dict() and bf16.to_dict()["precision"] == "bf16"
+    key = result_key(spec, "abc", bf16, 0, TRAINER_VERSION)
+    assert result_key(spec, "abc", TINY.replace(bf16=True), 0, TRAINER_VERSION) == key
+    assert result_key(spec, "abc", bf16.replace(bf16=False), 0, TRAINER_VERSION) == result_key(
+        spec, "abc", TINY, 0, TRAINER_VERSION
+    )
+    with pytest.raises(FidelityError, match="bf16=False contradicts precision='bf16'"):
+        Fidelity(bf16=False, precision="bf16")
+    with pytest.raises(FidelityError, match="bf16='yes' must be True or False"):
+        TINY.replace(bf16="yes")
+
+
 def test_asking_for_a_missing_gpu_fails_before_any_work(fashion):
     from shufflesearch.accuracy.devices import DeviceUnavailable
 
@@ -339,9 +358,42 @@ def test_gpu_loop_reads_back_only_at_sync_points(fashion):
 def test_gpu_state_file_resumes(fashion, tmp_path):
     state = tmp_path / "state.pt"
     fid = TINY.replace(epochs=2)
+    # Another run with a state file (deterministic kernels), never interrupted.
+    whole = train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", state_file=tmp_path / "whole.pt",
+                        keep_weights=True)  # fmt: skip
+    benchmark = torch.backends.cudnn.benchmark
     with pytest.raises(_Killed):
         train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", state_file=state, progress=_kill_after_epoch(1))
-    resumed = train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", state_file=state)
+    resumed = train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cuda", state_file=state, keep_weights=True)
     assert resumed.status == "ok" and [p["epoch"] for p in resumed.curve] == [1.0, 2.0]
+    assert _weights_equal(resumed.weights, whole.weights)
+    assert (resumed.top1, resumed.top5, resumed.test_loss) == (whole.top1, whole.top5, whole.test_loss)
+    assert torch.backends.cudnn.benchmark == benchmark and not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(Exception, match="device 'cuda' there, 'cpu' here"):
         train_proxy(TINY_SPEC, fashion, fid, seed=0, device="cpu", state_file=state)
+
+
+def test_resumable_cuda_runs_use_deterministic_kernels_and_restore_the_settings(monkeypatch):
+    from shufflesearch.accuracy.devices import cuda_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    with cuda_kernels("cuda:0", reproducible=True):  # only flags: runs without a GPU
+        assert not cudnn.benchmark and cudnn.deterministic and torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    with cuda_kernels("cuda:0", reproducible=False):
+        assert cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == before
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_a_limited_evaluation_scores_a_class_balanced_subset_not_the_first_images():
+    from shufflesearch.accuracy.evaluate import count_correct, eval_indices
+
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, as an image folder lists them
+    keep = eval_indices(labels, 200)
+    assert torch.bincount(labels[keep]).tolist() == [20] * 10
+    assert eval_indices(labels, None) is None and eval_indices(labels, 1000) is None
+    logits = torch.tensor([[0.0, 3.0, 2.0, 1.0, 0.5, 0.1], [5.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    assert [int(c) for c in count_correct(logits, torch.tensor([1, 5]))] == [1, 2]

@@ -16,6 +16,8 @@ shufflesearch.errors.UsageError: device 'gpu' is not one of auto, cpu, cuda, cud
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "DEVICE_NAMES",
     "DeviceUnavailable",
     "check_precision",
+    "cuda_kernels",
     "device_info",
     "device_kind",
     "resolve_device",
@@ -102,11 +105,17 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse, before any work, a mixed precision this device has no native support for."""
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Refuse, before any work, a mixed precision this device has no native support for.
+
+    >>> check_precision("fp16", "cpu")  # autocast to fp16 runs (slowly) anywhere; bf16 needs native support
+    """
+    device = torch.device(device)
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     if precision == "bf16" and device.type == "cpu" and not native:
-        raise FidelityError("bf16=True needs a CPU with native bf16 (e.g. AVX512-BF16 or AMX); use bf16=False")
+        raise FidelityError(
+            "precision='bf16' needs a CPU with native bf16 (e.g. AVX512-BF16 or AMX); use precision='fp32'"
+        )
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise FidelityError(f"precision='bf16' needs a GPU with bf16 (Ampere or newer), not "
                             f"{torch.cuda.get_device_name(device)}; use precision='fp16'")  # fmt: skip
@@ -137,3 +146,35 @@ def _what_torch_sees() -> str:
         why = (f" (torch {torch.__version__} is built with CUDA {build}, but no GPU or driver answers)" if build
                else f" (torch {torch.__version__} is a CPU-only build; install a CUDA build of torch for a GPU)")  # fmt: skip
     return f"torch sees {', '.join(seen)}{why}"
+
+
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+
+
+@contextlib.contextmanager
+def cuda_kernels(where: str, reproducible: bool):
+    """cuDNN's fastest kernels for a CUDA run; deterministic ones when it must resume bit for bit.
+
+    cuDNN's benchmark may pick another algorithm in the resumed process, and some of its kernels
+    (and cuBLAS's without a fixed workspace) sum in a run-dependent order: a resumed run would
+    drift from an uninterrupted one. Every setting is restored afterwards.
+    """
+    cudnn = torch.backends.cudnn
+    old = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled(), os.environ.get(CUBLAS_WORKSPACE))  # fmt: skip
+    cuda = where.startswith("cuda")
+    cudnn.benchmark = cuda and not reproducible  # fixed shapes: let cuDNN pick its fastest kernels
+    if cuda and reproducible:
+        cudnn.deterministic = True
+        # deterministic cuBLAS (CUDA >= 10.2); torch reads it at its first matmul, so a user may set it earlier
+        os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # an op without a deterministic kernel warns
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = old[0], old[1]
+        torch.use_deterministic_algorithms(old[2], warn_only=old[3])
+        if old[4] is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE] = old[4]

@@ -22,8 +22,10 @@ from ..checkpoint import Checkpoint, Preprocessing, trained_model
 from ..errors import UsageError
 from .datasets import DatasetError, ImageDataset, train_subset
 from .datasets.image_folder import IMAGE_SUFFIXES
+from .images import as_tensor, resize_images
 
-__all__ = ["evaluate_checkpoint", "evaluate_folder", "evaluate_split", "folder_images", "load_image"]
+__all__ = ["count_correct", "eval_indices", "evaluate_checkpoint", "evaluate_folder", "evaluate_split", "folder_images",
+           "load_image"]  # fmt: skip
 
 BATCH = 100
 
@@ -82,13 +84,13 @@ def evaluate_split(
     if dataset.in_channels != spec.in_channels or dataset.num_classes != spec.num_classes:
         raise DatasetError(f"{dataset.name} has {dataset.in_channels}-channel images in {dataset.num_classes} classes; "
                            f"the network takes {spec.in_channels} channels and predicts {spec.num_classes} classes")  # fmt: skip
-    x, y = dataset.test_images, dataset.test_labels
-    if limit is not None and limit < len(y):
-        keep = train_subset(y, limit, 0)
+    x, y = as_tensor(dataset.test_images), as_tensor(dataset.test_labels)
+    keep = eval_indices(y, limit)
+    if keep is not None:
         x, y = x[keep], y[keep]
     counts = _Counts()
     for i in range(0, len(y), BATCH):
-        xb = _resize_square(x[i : i + BATCH], preprocessing.resolution)
+        xb = resize_images(x[i : i + BATCH], preprocessing.resolution)
         counts.add(model, _to_input(xb, preprocessing, device), y[i : i + BATCH].to(device))
     return counts.result()
 
@@ -102,19 +104,42 @@ def evaluate_folder(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5 (fractions) over an ImageNet-style folder: one sub-folder per class, labels in
-    sorted folder order (ImageNet's `n01440764`... is the official order)."""
+    sorted folder order (ImageNet's `n01440764`... is the official order). `limit` scores the
+    class-balanced subset of that many images (seed 0, as `evaluate_split`), not the first classes."""
     items, classes = folder_images(folder)
     model.eval()
     if len(classes) != model.spec.num_classes:
         raise DatasetError(f"{folder} has {len(classes)} class folders; the network predicts "
                            f"{model.spec.num_classes} classes: give one folder per class, in its training order")  # fmt: skip
-    items = items[:limit]
+    keep = eval_indices(torch.tensor([c for _, c in items]), limit)
+    if keep is not None:
+        items = [items[i] for i in keep.tolist()]
     counts = _Counts()
     for i in range(0, len(items), BATCH):
         chunk = items[i : i + BATCH]
         xb = torch.stack([load_image(path, preprocessing) for path, _ in chunk])
         counts.add(model, _to_input(xb, preprocessing, device), torch.tensor([c for _, c in chunk], device=device))
     return {**counts.result(), "classes": len(classes)}
+
+
+def eval_indices(labels: Any, limit: int | None) -> torch.Tensor | None:
+    """The test images `limit` scores: the class-balanced subset of seed 0, whatever the run's seed,
+    so the trainer, a checkpoint's evaluation and the ONNX check all score the same images.
+    None: every image (no limit, or one at least the split's size).
+
+    >>> eval_indices(torch.tensor([0, 0, 0, 1, 1, 1]), 2).tolist()  # one of each class, not the first two
+    [2, 5]
+    """
+    labels = as_tensor(labels)
+    if limit is None or limit >= len(labels):
+        return None
+    return train_subset(labels, limit, 0)
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct top-1 (argmax) and top-5 predictions in a batch, as tensors on its device (no host read)."""
+    best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return (logits.argmax(1) == labels).sum(), (best == labels[:, None]).any(1).sum()
 
 
 def folder_images(folder: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -164,14 +189,6 @@ def _chw(pixels: Any) -> torch.Tensor:
     return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
 
 
-def _resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The trainer's resize of a dataset split (antialiased bilinear, rounded back to uint8)."""
-    if x.shape[-1] == size:
-        return x
-    out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
 def _to_input(x: torch.Tensor, prep: Preprocessing, device: str) -> torch.Tensor:
     x = x.to(device).float()
     if prep.channels == "BGR":
@@ -188,11 +205,8 @@ class _Counts:
         self.top1 = self.top5 = self.n = 0
 
     def add(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        logits = model(x).float()
-        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = best == y[:, None]
-        self.top1 = self.top1 + hit[:, 0].sum()
-        self.top5 = self.top5 + hit.any(1).sum()
+        top1, top5 = count_correct(model(x).float(), y)
+        self.top1, self.top5 = self.top1 + top1, self.top5 + top5
         self.n += len(y)
 
     def result(self) -> dict[str, Any]:

@@ -15,8 +15,9 @@ shufflesearch.accuracy.recipe.FidelityError: epochs=0.0 must be a positive numbe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
@@ -55,8 +56,12 @@ class Fidelity:
     makes the result depend on the machine's speed: `images_seen` records what it got.
 
     `precision` is the autocast dtype of the forward pass: "fp32" (none), "bf16", or "fp16"
-    (with a gradient scaler). `bf16=True`, the older spelling, still means precision="bf16"
-    (the cache key spells it as before, so stored results keep their keys).
+    (with a gradient scaler). The older spelling still works: `bf16=True`/`False` (in the
+    constructor, `from_dict` and `replace`) means precision "bf16"/"fp32", and `.bf16` reads
+    `precision == "bf16"` (the cache key spells it as before, so stored results keep their keys).
+
+    >>> Fidelity(precision="bf16").bf16, Fidelity(precision="bf16").replace(bf16=False).precision
+    (True, 'fp32')
     """
 
     train_images: int = 30_000
@@ -77,9 +82,8 @@ class Fidelity:
     curve_eval_images: int = 1000  # per-epoch top-1 on this many evaluation images (0: no per-epoch eval)
     time_budget_s: float | None = None
     precision: str = "fp32"
-    bf16: InitVar[bool] = False  # the older spelling of precision="bf16": read `precision`
 
-    def __post_init__(self, bf16: bool) -> None:
+    def __post_init__(self) -> None:
         def bad(name: str, rule: str, example: Any) -> FidelityError:
             return FidelityError(f"{name}={getattr(self, name)!r} {rule}; e.g. {name}={example}")
 
@@ -113,16 +117,17 @@ class Fidelity:
             raise bad("curve_eval_images", "must be a non-negative integer", 1000)
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", "'bf16'")
-        if bf16 not in (True, False):
-            raise FidelityError(f"bf16={bf16!r} must be True or False; e.g. precision='bf16'")
-        if bf16 and self.precision == "fp16":
-            raise FidelityError("bf16=True contradicts precision='fp16'; give precision alone")
-        if bf16:
-            object.__setattr__(self, "precision", "bf16")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
             raise bad("time_budget_s", "must be None or a positive number of seconds", 120)
 
+    @property
+    def bf16(self) -> bool:
+        """The older spelling of the precision: True when it is "bf16"."""
+        return self.precision == "bf16"
+
     def replace(self, **changes: Any) -> Fidelity:
+        if "bf16" in changes and "precision" not in changes:  # the older spelling replaces the precision
+            changes["precision"] = _bf16_precision(changes.pop("bf16"))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +141,30 @@ class Fidelity:
             raise FidelityError(f"unknown fidelity key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
         return cls(**data)
 
+
+def _bf16_precision(bf16: Any) -> str:
+    if bf16 not in (True, False):
+        raise FidelityError(f"bf16={bf16!r} must be True or False; e.g. precision='bf16'")
+    return "bf16" if bf16 else "fp32"
+
+
+def _accept_bf16(init: Any) -> Any:
+    """The dataclass's __init__, also taking the older `bf16=True|False` (a keyword, not a field:
+    `dataclasses.replace` and `to_dict` never see it, so the precision has one home)."""
+
+    @functools.wraps(init)
+    def __init__(self: Fidelity, *args: Any, bf16: bool | None = None, **kwargs: Any) -> None:
+        if bf16 is not None:
+            wanted, given = _bf16_precision(bf16), kwargs.get("precision", "fp32")
+            if given not in ("fp32", wanted):
+                raise FidelityError(f"bf16={bf16} contradicts precision={given!r}; give precision alone")
+            kwargs["precision"] = wanted
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+Fidelity.__init__ = _accept_bf16(Fidelity.__init__)  # type: ignore[method-assign]
 
 # The recipe chosen by the fidelity study (docs/fidelity.md has the numbers): Fashion-MNIST
 # upsampled to 48 px keeps the ImageNet stem's real downsampling and costs 1/5 of 28 px with the

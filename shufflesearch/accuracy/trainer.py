@@ -39,7 +39,8 @@ from ..memory import TooLargeForThisMachine, check_fits_in_memory
 from ..model import build_model
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset, train_subset
-from .devices import check_precision, device_info, device_kind, resolve_device
+from .devices import check_precision, cuda_kernels, device_info, device_kind, resolve_device
+from .evaluate import count_correct, eval_indices
 from .images import as_tensor as _as_tensor
 from .images import augment as _augment
 from .images import channel_stats as _channel_stats
@@ -133,8 +134,11 @@ def train_proxy(
     `device`: "cpu", "cuda", "cuda:N", "mps" or "auto", checked before any work.
     `state_file`: the run's full state is written there at every epoch end, and a run that finds
     the file (written by this same run: spec, recipe, seed, dataset) resumes from it, ending
-    with the weights and metrics of an uninterrupted run. The file stays after the run, so
-    running again only re-evaluates.
+    with the weights and metrics of an uninterrupted run. On a GPU such a run uses deterministic
+    kernels (no cuDNN benchmark), so it equals another run with a state file, bit for bit, not
+    necessarily a faster run without one. With `fidelity.time_budget_s` a resumed run is not
+    bit-identical: where it stops and how it anneals depend on the clock. The file stays after
+    the run, so running again only re-evaluates.
     """
     where = resolve_device(device)
     trained = adapt_spec(spec, dataset, fidelity)
@@ -147,18 +151,16 @@ def train_proxy(
         if hit is not None:
             return dataclasses.replace(TrainResult.from_dict(hit), cached=True)
     old_threads = torch.get_num_threads()
-    old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        torch.backends.cudnn.benchmark = where.startswith("cuda")  # fixed shapes: let cuDNN pick its fastest kernels
-        result = _Run(trained, dataset, fidelity, seed, progress, where, state_file).run(keep_weights)
+        with cuda_kernels(where, reproducible=state_file is not None):
+            result = _Run(trained, dataset, fidelity, seed, progress, where, state_file).run(keep_weights)
     except torch.OutOfMemoryError:
         raise TooLargeForThisMachine(f"{trained.label} at batch {fidelity.batch_size} does not fit in the memory of "
                                      f"{where}; lower the batch size or train a smaller net") from None  # fmt: skip
     finally:
         torch.set_num_threads(old_threads)
-        torch.backends.cudnn.benchmark = old_benchmark
     if cache is not None:
         cache.put(key, result.to_dict())
     return result
@@ -342,9 +344,8 @@ class _Run:
 
     def _eval_split(self, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _as_tensor(self.dataset.test_images), _as_tensor(self.dataset.test_labels)
-        if limit is not None and limit < len(y):
-            # Seed 0, not the run's seed: every run is scored on the same images.
-            keep = train_subset(y, limit, 0)
+        keep = eval_indices(y, limit)  # seed 0, not the run's seed: every run is scored on the same images
+        if keep is not None:
             x, y = x[keep], y[keep]
         return _resize(x, self.spec.resolution).to(self.device), y.to(self.device)
 
@@ -384,9 +385,9 @@ def _evaluate(
         with _autocast(dev, fid.precision):
             logits = model(xb).float()
         yb = y[i : i + 500]
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (logits.argmax(1) == yb).sum()
-        correct5 += (top == yb[:, None]).any(1).sum()
+        top1, top5 = count_correct(logits, yb)
+        correct1 += top1
+        correct5 += top5
         loss += F.cross_entropy(logits, yb, reduction="sum").to(exact)
     c1, c5, total = torch.stack([correct1.to(exact), correct5.to(exact), loss]).tolist()
     return int(c1) / len(y), int(c5) / len(y), total / len(y)

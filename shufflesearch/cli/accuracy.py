@@ -43,7 +43,7 @@ def train(
     seed: Annotated[
         int, typer.Option(help="Seed for init, subset and order (same seed: same result).", min=0, max=SEED_MAX)
     ] = 0,
-    threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1)] = 1,
+    threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1, max=1024)] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
     device: Device = "auto",
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (with a gradient scaler).")] = None,
@@ -61,14 +61,15 @@ def train(
     """
     from ..accuracy.cache import ResultCache
     from ..accuracy.datasets import load_dataset
-    from ..accuracy.devices import resolve_device
+    from ..accuracy.devices import check_precision, resolve_device
     from ..accuracy.trainer import train_proxy
     from ..atomic import check_writable
 
-    where = resolve_device(device)  # a missing GPU: one line, before the data loads
+    where = resolve_device(device)  # a missing GPU or an unsupported precision: one line, before the data loads
     fidelity = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, batch_size=batch_size,
                                                 resolution=resolution, time_budget_s=time_budget,
                                                 precision=precision))  # fmt: skip
+    check_precision(fidelity.precision, where)
     if save is not None:
         check_writable(output_file(save).parent)  # fail now, not after the training
     data = load_dataset(dataset, data_dir, image_size)
@@ -116,12 +117,9 @@ def train(
 
 def _save(path: Path, result) -> Path:
     """`train --save`: the run's weights with their spec, recipe, dataset fingerprint and metrics."""
-    from ..checkpoint import save_checkpoint
+    from ..checkpoint import save_result
 
-    metrics = {k: getattr(result, k) for k in ("top1", "top5", "test_loss", "images_seen", "seconds", "device", "seed")}
-    return save_checkpoint(path, result.weights, ShuffleNetSpec.from_dict(result.spec), recipe=result.fidelity,
-                           dataset=result.dataset, metrics=metrics, input_mean=result.input_mean,
-                           input_std=result.input_std)  # fmt: skip
+    return save_result(path, result)
 
 
 @app.command()

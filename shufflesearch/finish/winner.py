@@ -88,10 +88,11 @@ def finish_winner(
     call after an interruption resumes from the last finished epoch and ends with the same weights.
     """
     from ..accuracy.datasets import load_dataset
-    from ..accuracy.devices import resolve_device
+    from ..accuracy.devices import check_precision, resolve_device
     from ..search.results import find_trial
 
     device = resolve_device(device)  # a GPU that is not there: one line, before any work
+    check_precision(config.fidelity.precision, device)  # nor a precision it lacks
     study, record = find_trial(config, url, budget=budget, trial=trial)
     dataset = load_dataset(config.dataset, config.data_dir)
     fidelity = finish_fidelity(config.fidelity, len(dataset.train_labels), epochs=epochs, resolution=resolution,
@@ -105,13 +106,13 @@ def finish_winner(
     result = _train(spec, dataset, fidelity, config.seed, device, out / STATE_FILE, progress)
     trained = ShuffleNetSpec.from_dict(result.spec)
     files = _write_network(out, trained, result)
-    measured = _evaluate(out, dataset, device, eval_images)
+    onnx = _check_onnx(out, dataset, fidelity.eval_images)
     latency = _latency(trained, target, latency_runs)
     finished = FinishResult(
         out=out, study=study, budget=config.budget_windows()[study][1] if config.mode != "pareto" else budget,
         trial=record["trial"], label=trained.label, spec=trained.to_dict(),
-        proxy_top1=record["top1"], top1=measured["top1"], top5=measured["top5"], images=measured["images"],
-        onnx=measured["onnx"], latency=latency, device=result.device, train_seconds=result.seconds,
+        proxy_top1=record["top1"], top1=result.top1, top5=result.top5, images=onnx["images"],
+        onnx=onnx, latency=latency, device=result.device, train_seconds=result.seconds,
         recipe=fidelity.to_dict(), files=[*files, "metrics.json", "README.md"],
     )  # fmt: skip
     metrics = {**finished.to_dict(), "dataset": result.dataset, "seed": config.seed, "study_file": str(config.path),
@@ -161,43 +162,29 @@ def _train(spec, dataset, fidelity, seed, device, state_file: Path, progress):
 
 
 def _write_network(out: Path, spec: ShuffleNetSpec, result) -> list[str]:
-    from ..checkpoint import save_checkpoint
+    from ..checkpoint import save_result
     from ..export import export_onnx
 
-    metrics = {"top1": result.top1, "top5": result.top5, "test_loss": result.test_loss, "device": result.device}
-    save_checkpoint(out / "model.safetensors", result.weights, spec, recipe=result.fidelity, dataset=result.dataset,
-                    metrics=metrics, input_mean=list(result.input_mean), input_std=list(result.input_std))  # fmt: skip
+    save_result(out / "model.safetensors", result, spec)
     export_onnx(spec, out / "model.onnx", weights=result.weights, batch=None, input_mean=list(result.input_mean),
                 input_std=list(result.input_std))  # fmt: skip
     return ["model.safetensors", "model.onnx"]
 
 
-def _evaluate(out: Path, dataset, device: str, limit: int | None) -> dict[str, Any]:
-    """Top-1/top-5 of the saved checkpoint on the test split, and its ONNX file's predictions checked against it."""
-    from ..accuracy.evaluate import evaluate_split
+def _check_onnx(out: Path, dataset, limit: int | None) -> dict[str, Any]:
+    """The saved checkpoint's and the ONNX file's predictions compared on the test images the trainer's
+    top-1 scored (the same class-balanced subset for a `limit`), so the reported top-1 is the shipped file's."""
+    from ..accuracy.evaluate import eval_indices
+    from ..accuracy.images import as_tensor, resize_images
     from ..checkpoint import load_checkpoint, trained_model
     from .onnx_check import check_onnx_predictions
 
     ckpt = load_checkpoint(out / "model.safetensors")
-    scores = evaluate_split(trained_model(ckpt, device), dataset, ckpt.preprocessing, device, limit=limit)
-    pixels = _test_pixels(dataset, ckpt.spec.resolution, limit)
-    onnx = check_onnx_predictions(out / "model.onnx", trained_model(ckpt), pixels, ckpt.preprocessing.mean,
+    x = as_tensor(dataset.test_images)
+    keep = eval_indices(dataset.test_labels, limit)
+    pixels = resize_images(x if keep is None else x[keep], ckpt.spec.resolution)
+    return check_onnx_predictions(out / "model.onnx", trained_model(ckpt), pixels, ckpt.preprocessing.mean,
                                   ckpt.preprocessing.std)  # fmt: skip
-    return {"top1": scores["top1"], "top5": scores["top5"], "images": scores["images"], "onnx": onnx}
-
-
-def _test_pixels(dataset, resolution: int, limit: int | None):
-    """The test split as uint8 (N, C, H, W) at `resolution` (antialiased bilinear, as the trainer resizes)."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.as_tensor(dataset.test_images)
-    if limit is not None:
-        x = x[:limit]
-    if x.shape[-1] != resolution:
-        x = F.interpolate(x.float(), size=(resolution, resolution), mode="bilinear", antialias=True)
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-    return x
 
 
 def _latency(spec: ShuffleNetSpec, target: str | None, runs: int | None) -> dict[str, Any] | None:
