@@ -12,7 +12,7 @@ setup: system $(STAMP)
 system:
 	@scripts/install-system-deps
 
-# torch first, pinned to the CPU release we test: pyproject's range (torch>=2.4, so a user's own
+# torch first, pinned to the CPU release we test: pyproject's range (torch>=2.5, so a user's own
 # CUDA build is kept) is then met, and pip does not go looking for the newest CUDA build.
 # Order-only on `system`: the Debian packages (python3-venv among them) come first, without
 # forcing a reinstall of the venv every time.

@@ -49,6 +49,9 @@ class ExportResult:
     opset: int
     batch: int | None = 1  # None: a dynamic batch axis
     takes_pixels: bool = False  # the graph takes float pixels in 0-255 (normalisation baked in, or none needed)
+    spec: ShuffleNetSpec | None = None  # the exported network (its resolution: the traced input's)
+    weights: Path | None = None  # the checkpoint the weights came from (None: seeded random weights)
+    input: str = ""  # what the graph takes, in words: channels, pixel range, crop, normalisation
 
 
 def onnx_bytes(
@@ -150,6 +153,7 @@ def export_onnx(
     opset: int = OPSET,
     input_mean: list[float] | None = None,
     input_std: list[float] | None = None,
+    pixels: bool = False,
 ) -> ExportResult:
     """Write `spec`'s network to `path` (atomically) after checking it in ONNX Runtime.
 
@@ -157,7 +161,9 @@ def export_onnx(
     them the network is seeded and its batch norm randomised (a shape-and-speed stand-in).
     `batch=None` gives the graph a dynamic batch axis (checked at two batch sizes). With
     `input_mean`/`input_std` (0-255 units, per channel) the graph takes float pixels in 0-255
-    and normalises them itself. The check allows `TOLERANCE` times the logits' scale (at least 1).
+    and normalises them itself; `pixels=True` says it takes them without normalising (official
+    weights). Such a graph is checked on uniform 0-255 inputs, any other on standard normal ones.
+    The check allows `TOLERANCE` times the logits' scale (at least 1).
 
     >>> ckpt = load_checkpoint("m.safetensors")  # doctest: +SKIP
     >>> export_onnx(ckpt.spec, "m.onnx", weights=ckpt.weights, batch=None,
@@ -189,11 +195,13 @@ def export_onnx(
     data = _export(model, shape, "image", "logits", spec.label, opset, dynamic_batch=batch is None)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(seed)
+    pixels = pixels or input_mean is not None
     diff = 0.0
     for n in (traced,) if batch is not None else (1, 3):
-        x = torch.randn(n, *shape[1:], generator=generator)
-        if input_mean is not None:  # 0-255 pixels, as the graph expects
+        if pixels:  # what the graph will be fed: a check on unit-scale inputs would miss 0-255's range
             x = torch.rand(n, *shape[1:], generator=generator) * 255
+        else:
+            x = torch.randn(n, *shape[1:], generator=generator)
         with torch.no_grad():
             expected = model(x).numpy()
         got = session.run(None, {"image": x.numpy()})[0]
@@ -203,7 +211,9 @@ def export_onnx(
             raise ExportError(f"ONNX Runtime output differs from PyTorch by {err:.2e} (> {bound:.1e}) at batch {n}")
         diff = max(diff, err)
     write_atomically(path, data)
-    return ExportResult(path, len(data), diff, opset, batch, input_mean is not None)
+    described = (f"{spec.in_channels} x {spec.resolution} x {spec.resolution} "
+                 + ("float pixels 0-255" if pixels else "normalised floats"))  # fmt: skip
+    return ExportResult(path, len(data), diff, opset, batch, pixels, spec, input=described)
 
 
 def export_checkpoint(
@@ -216,8 +226,38 @@ def export_checkpoint(
     prep = ckpt.preprocessing
     identity = all(m == 0 for m in prep.mean) and all(s == 1 for s in prep.std)  # official: raw pixels already
     mean, std = (None, None) if identity else (list(prep.mean), list(prep.std))
-    result = export_onnx(spec, path, weights=ckpt.weights, batch=batch, opset=opset, input_mean=mean, input_std=std)
-    return dataclasses.replace(result, takes_pixels=True)
+    result = export_onnx(spec, path, weights=ckpt.weights, batch=batch, opset=opset, input_mean=mean, input_std=std,
+                         pixels=True)  # fmt: skip
+    return dataclasses.replace(result, weights=ckpt.path, input=_describe_input(ckpt, spec))
+
+
+def export_trained(
+    out: str | os.PathLike,
+    weights: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    batch: int | None = 1,
+    opset: int = OPSET,
+    resolution: int | None = None,
+) -> ExportResult:
+    """The checkpoint at `weights` exported to `out`: ours (spec from the file) or an official
+    ShuffleNet-Series one loaded into `preset`; see `export_checkpoint` for the rest.
+
+    >>> export_trained("m.onnx", "official.pth.tar", preset="shufflenet_v1_x1_0_g3").input  # doctest: +SKIP
+    'BGR (official order) float pixels 0-255, shorter side 256 px, centre crop 224, no normalisation'
+    """
+    from .checkpoint import load_checkpoint
+
+    return export_checkpoint(load_checkpoint(weights, preset), out, batch=batch, opset=opset, resolution=resolution)
+
+
+def _describe_input(ckpt: Checkpoint, spec: ShuffleNetSpec) -> str:
+    prep = ckpt.preprocessing
+    how = "no normalisation" if ckpt.kind == "official" else "normalised inside the graph"
+    crop = f"shorter side {prep.resize} px, centre crop {spec.resolution}" if prep.resize != prep.resolution else (
+        f"{spec.resolution} x {spec.resolution} px")  # fmt: skip
+    channels = {"L": "grayscale", "RGB": "RGB", "BGR": "BGR (official order)"}[prep.channels]
+    return f"{channels} float pixels 0-255, {crop}, {how}"
 
 
 class Normalised(torch.nn.Module):

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from official_shufflenet import official_checkpoint
 
 from shufflesearch.accuracy import Fidelity, train_proxy
 from shufflesearch.accuracy.evaluate import evaluate_folder, evaluate_split, load_image
@@ -61,29 +62,26 @@ def test_checkpoint_is_plain_safetensors_with_json_metadata(trained):
     assert meta["format"] == "shufflesearch-checkpoint/1" and '"groups": 3' in meta["spec"]
 
 
-def _official(spec, dataparallel=True):
-    """`spec`'s network and its weights under the official names and wrapping ({'state_dict': ...})."""
-    torch.manual_seed(0)
-    model = build_model(spec).eval()
-    prefix = "module." if dataparallel else ""
-    state = {prefix + k.replace("classifier.", "classifier.0."): v for k, v in model.state_dict().items()}
-    return model, {"state_dict": state}
-
-
-@pytest.mark.parametrize("dataparallel", [True, False])
-def test_an_official_layout_loads_strictly_and_gives_the_same_logits(tmp_path, dataparallel):
-    preset = "shufflenet_v1_x0_5_g3"
-    model, official = _official(get_preset(preset), dataparallel)
+@pytest.mark.parametrize(("preset", "dataparallel"), [("shufflenet_v1_x0_5_g3", True),
+                                                     ("shufflenet_v1_x0_5_g3", False),
+                                                     ("shufflenet_v1_x0_5_g8", True)])  # fmt: skip
+def test_an_official_checkpoint_loads_strictly_and_gives_the_official_networks_logits(tmp_path, preset, dataparallel):
+    spec = get_preset(preset)
+    reference, official = official_checkpoint(spec.groups, f"{spec.scale}x", dataparallel=dataparallel)
+    assert "classifier.0.weight" in "".join(official["state_dict"])  # theirs: a one-layer Sequential
     torch.save(official, tmp_path / "official.pth.tar")
     ckpt = load_checkpoint(tmp_path / "official.pth.tar", preset=preset)
     assert ckpt.kind == "official" and ckpt.preprocessing == OFFICIAL_PREPROCESSING
-    x = torch.rand(2, 3, 224, 224) * 255
-    with torch.no_grad():  # same weights; channels-last sums in another order: equal up to rounding
-        torch.testing.assert_close(trained_model(ckpt)(x), model(x), rtol=1e-4, atol=1e-4)
+    x = torch.rand(2, 3, 224, 224) * 255  # what their evaluation feeds: float pixels 0-255, no normalisation
+    with torch.no_grad():
+        expected, got = reference(x), trained_model(ckpt)(x)
+    # same weights, another summation order (channels-last): equal up to rounding at the logits' scale
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(expected.abs().max())))
+    assert torch.equal(got.argmax(1), expected.argmax(1))
 
 
 def test_a_wrong_size_checkpoint_is_refused_in_one_line_naming_key_and_preset(tmp_path):
-    _, official = _official(get_preset("shufflenet_v1_x0_5_g3"))
+    _, official = official_checkpoint(3, "0.5x")
     torch.save(official, tmp_path / "half.pth.tar")
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path / "half.pth.tar", preset="shufflenet_v1_x1_0_g3")
@@ -94,8 +92,7 @@ def test_a_wrong_size_checkpoint_is_refused_in_one_line_naming_key_and_preset(tm
 
 
 def test_official_checks_name_missing_and_unexpected_keys_and_need_a_preset(tmp_path):
-    spec = get_preset("shufflenet_v1_x0_5_g8")
-    _, official = _official(spec)
+    _, official = official_checkpoint(8, "0.5x")
     state = official["state_dict"]
     torch.save(official, tmp_path / "ok.pth.tar")
     with pytest.raises(CheckpointError, match=r"without a spec.*--preset shufflenet_v1_x1_0_g3"):
@@ -110,7 +107,7 @@ def test_official_checks_name_missing_and_unexpected_keys_and_need_a_preset(tmp_
 
 
 def test_checkpoints_from_before_num_batches_tracked_still_load(tmp_path):
-    _, official = _official(get_preset("shufflenet_v1_x0_5_g3"))
+    _, official = official_checkpoint(3, "0.5x")
     old = {k: v for k, v in official["state_dict"].items() if not k.endswith("num_batches_tracked")}
     torch.save(old, tmp_path / "old.pth")
     assert load_checkpoint(tmp_path / "old.pth", preset="shufflenet_v1_x0_5_g3").spec.groups == 3
@@ -189,11 +186,16 @@ def test_official_preprocessing_resizes_the_shorter_side_crops_the_centre_and_fe
 
 
 def test_evaluate_folder_runs_a_bgr_network_on_mixed_sizes(tmp_path):
-    spec = ShuffleNetSpec(groups=3, scale=0.25, resolution=32, num_classes=3, repeats=(1, 1, 1))
+    spec = ShuffleNetSpec(groups=3, scale=0.25, resolution=32, num_classes=6, repeats=(1, 1, 1))
     torch.manual_seed(0)
     model = build_model(spec).eval()
+    # Known predictions: the pooled features are >= 0 (a ReLU's), so classifier rows c_k * ones rank
+    # the classes by c_k for every image: 1, 3, 4, 5, 2, then 0 (last, outside the top 5).
+    ranking = torch.tensor([0.1, 0.6, 0.2, 0.5, 0.4, 0.3])
+    with torch.no_grad():
+        model.classifier.weight.copy_(ranking[:, None].expand_as(model.classifier.weight))
     rng = np.random.default_rng(0)
-    for c in range(3):
+    for c in range(6):
         for i, (h, w) in enumerate([(40, 60), (70, 45)]):
             folder = tmp_path / f"class{c}"
             folder.mkdir(exist_ok=True)
@@ -202,7 +204,8 @@ def test_evaluate_folder_runs_a_bgr_network_on_mixed_sizes(tmp_path):
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
     prep = dataclasses.replace(OFFICIAL_PREPROCESSING, resolution=32, resize=40)
     scores = evaluate_folder(model, tmp_path, prep)
-    assert scores["images"] == 6 and scores["classes"] == 3 and scores["top5"] == 1.0
+    assert scores["images"] == 12 and scores["classes"] == 6
+    assert scores["top1"] == pytest.approx(2 / 12) and scores["top5"] == pytest.approx(10 / 12)  # class 1; all but 0
     assert isinstance(Preprocessing.from_dict(prep.to_dict()), Preprocessing)
 
 

@@ -118,23 +118,31 @@ def test_export_refuses_weights_that_do_not_fit_and_bad_batches(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_export_of_an_official_checkpoint_gives_its_logits(tmp_path):
+def test_export_of_an_official_checkpoint_gives_its_logits(tmp_path, monkeypatch):
     """`export --preset shufflenet_v1_x1_0_g3 --weights official.pth.tar`: the official network's logits (BGR, 0-255)."""
     import numpy as np
     import torch
+    from official_shufflenet import official_checkpoint
 
-    from shufflesearch.checkpoint import load_checkpoint
-    from shufflesearch.model import build_model
-    from shufflesearch.presets import get_preset
+    from shufflesearch import export
+    from shufflesearch.export import export_trained
 
+    seen = []  # the inputs PyTorch computes on: the trace's zeros, then the check's, which must be pixels too
+    build = export.build_model
+    monkeypatch.setattr(export, "build_model", lambda spec: _record_inputs(build(spec), seen))
     preset = "shufflenet_v1_x0_5_g3"  # the smallest official layout: same code path as x1_0, a quarter of the work
-    torch.manual_seed(1)
-    official = build_model(get_preset(preset)).eval()
-    state = {"module." + k.replace("classifier.", "classifier.0."): v for k, v in official.state_dict().items()}
-    torch.save({"state_dict": state}, tmp_path / "official.pth.tar")
-    ckpt = load_checkpoint(tmp_path / "official.pth.tar", preset=preset)
-    out = export_onnx(ckpt.spec, tmp_path / "m.onnx", weights=ckpt.weights)
+    reference, official = official_checkpoint(3, "0.5x", seed=1)  # their network, not ours under their names
+    torch.save(official, tmp_path / "official.pth.tar")
+    out = export_trained(tmp_path / "m.onnx", tmp_path / "official.pth.tar", preset=preset)
+    assert out.takes_pixels and out.weights == tmp_path / "official.pth.tar" and "no normalisation" in out.input
+    checked = [x for x in seen if x.any()]
+    assert checked and all(x.min() >= 0 and 128 < x.max() <= 255 for x in checked)  # uniform 0-255, not randn
     x = torch.rand(1, 3, 224, 224) * 255
     with torch.no_grad():
-        expected = official(x).numpy()
+        expected = reference(x).numpy()
     assert np.abs(_onnx_logits(out.path, x) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def _record_inputs(model, seen):
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    return model

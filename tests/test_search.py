@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 import textwrap
 from pathlib import Path
@@ -333,3 +334,85 @@ def test_a_winner_is_found_per_budget_and_a_missing_one_named(tmp_path):
                              ({"budget": 13, "trial": 7}, "trial 7 of b-13M does not exist")]:  # fmt: skip
         with pytest.raises(NoSuchTrial, match=fragment):
             find_trial(config, url, **kwargs)
+
+
+TINY_STUDY = """[study]
+name = '{name}'
+trials = {trials}
+enqueue_presets = false
+keep_weights = 'best'
+[budget]
+mflops = [40]
+[accuracy.fidelity]
+train_images = 256
+epochs = 1
+batch_size = 64
+eval_images = 200
+curve_eval_images = 100
+"""
+
+
+def test_a_cached_result_trains_again_only_for_weights_the_policy_keeps(tmp_path, monkeypatch):
+    from shufflesearch.accuracy import trainer
+    from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
+    from shufflesearch.search import objective
+    from shufflesearch.search.queue import run_worker
+
+    if not FASHION_MNIST_DIR.exists():
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a real cache, empty at first
+    spec = SMALL_SPACE.spec(3, (1, 1, 1), 0.25)
+    monkeypatch.setattr(objective, "suggest_spec", lambda trial, space, window: spec)  # every trial: this spec
+    trained = []
+    real = trainer.train_proxy
+    monkeypatch.setattr(trainer, "train_proxy", lambda *a, **k: trained.append(k["keep_weights"]) or real(*a, **k))
+
+    def trials_of(config):
+        (name,) = config.budget_windows()
+        return optuna.load_study(study_name=name, storage=config.default_storage()).get_trials()
+
+    beaten = load_study(write(tmp_path, TINY_STUDY.format(name="beaten", trials=2), "beaten.toml"))
+    evaluate = objective.proxy_accuracy_evaluator(beaten)
+    first = evaluate(spec, lambda step, top1: None)  # fills the cache
+    shutil.rmtree(first["checkpoint"].parent)
+    assert trained == [True] and first["top1"] < 1.0
+    run_worker(beaten, beaten.default_storage(), 1, lambda spec, report: {"top1": 1.0})  # the best so far
+    run_worker(beaten, beaten.default_storage(), 2, evaluate)
+    served = trials_of(beaten)[1].user_attrs
+    assert trained == [True]  # not trained again: its weights would not be kept
+    assert served["cached"] and served["top1"] == first["top1"] and "weights" not in served
+
+    best = load_study(write(tmp_path, TINY_STUDY.format(name="best", trials=1), "best.toml"))
+    run_worker(best, best.default_storage(), 1, evaluate)  # the same cached result, now its window's best
+    kept = trials_of(best)[0].user_attrs
+    assert trained == [True, True]  # trained again, for the weights it keeps
+    assert not kept["cached"] and kept["top1"] == first["top1"] and "weights" in kept
+
+
+class FailingStore:
+    """An artifact store whose bucket is gone: what a cloud client raises is not an OSError."""
+
+    def write(self, artifact_id, content_body):
+        raise RuntimeError("bucket team-weights does not exist")
+
+    def remove(self, artifact_id):
+        raise RuntimeError("bucket team-weights does not exist")
+
+
+def test_a_failing_artifact_store_costs_a_finished_trial_its_weights_not_its_score(tmp_path, monkeypatch):
+    from shufflesearch.search import artifacts
+    from shufflesearch.search.queue import run_worker
+
+    monkeypatch.setattr(artifacts, "artifact_store", lambda config: FailingStore())
+    config = load_study(write(tmp_path, TINY_STUDY.format(name="f", trials=2), "f.toml"))
+    with pytest.warns(artifacts.WeightsNotKept) as warned:
+        run_worker(config, config.default_storage(), 2, _weights_evaluator(tmp_path, [0.5, 0.7]))
+    (name,) = config.budget_windows()
+    trials = optuna.load_study(study_name=name, storage=config.default_storage()).get_trials()
+    assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 0.5), ("COMPLETE", 0.7)]
+    for t in trials:
+        assert "bucket team-weights does not exist" in t.user_attrs["weights_error"] and "weights" not in t.user_attrs
+        assert "errors" not in t.user_attrs
+    assert len(warned) == 2 and all("\n" not in str(w.message) for w in warned)
+    assert "cannot keep trial 0's weights" in str(warned[0].message)
+    assert not list(tmp_path.glob("tmp*/*"))  # the temporary checkpoints are still cleaned up

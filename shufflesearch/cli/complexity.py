@@ -177,7 +177,7 @@ def export(
 
     Example: shufflesearch export --groups 3 --scale 1.0 --out reports/model.onnx
     """
-    from ..export import OPSET, export_checkpoint, export_onnx
+    from ..export import OPSET, export_onnx, export_trained
 
     output_file(out)
     described = [n for n in SPEC_OPTIONS if n not in ("preset", "resolution") and _given(ctx, n)]
@@ -187,28 +187,25 @@ def export(
         raise typer.BadParameter("--weights FILE or --study FILE --trial N, not both")
     if study is None and (trial is not None or budget is not None):
         raise typer.BadParameter("--trial and --budget name a trial of --study FILE")
+    if (weights is not None or study is not None) and described:
+        raise typer.BadParameter(f"--{described[0].replace('_', '-')}: with trained weights the network comes "
+                                 "from the checkpoint (an official one: --preset); drop it")  # fmt: skip
     size, opset = None if dynamic_batch else batch, OPSET if opset is None else opset
-    ckpt = None
-    if weights is not None or study is not None:
-        if described:
-            raise typer.BadParameter(f"--{described[0].replace('_', '-')}: with trained weights the network comes "
-                                     "from the checkpoint (an official one: --preset); drop it")  # fmt: skip
-        from ..checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(weights if weights is not None else _trial_weights(study, trial, budget, storage),
-                               ctx.params["preset"])  # fmt: skip
-        result = export_checkpoint(ckpt, out, batch=size, opset=opset, resolution=ctx.params["resolution"])
-        spec = ckpt.spec if ctx.params["resolution"] is None else ckpt.spec.replace(resolution=ctx.params["resolution"])
+    if study is not None:
+        weights = _trial_weights(study, trial, budget, storage)
+    if weights is not None:
+        result = export_trained(out, weights, preset=ctx.params["preset"], batch=size, opset=opset,
+                                resolution=ctx.params["resolution"])  # fmt: skip
     else:
         result = export_onnx(spec, out, batch=size, opset=opset)
     data = {"path": str(result.path), "bytes": result.bytes, "max_abs_diff": result.max_abs_diff,
             "opset": result.opset, "batch": "dynamic" if result.batch is None else result.batch,
-            "spec": spec.to_dict(), "weights": str(ckpt.path) if ckpt else None,
-            "input": _input_description(ckpt, spec)}  # fmt: skip
+            "spec": result.spec.to_dict(), "weights": str(result.weights) if result.weights else None,
+            "input": result.input}  # fmt: skip
     if as_json:
         render.print_json(data)
         return
-    what = "trained weights from " + render.esc(str(ckpt.path)) if ckpt else "seeded random weights"
+    what = "trained weights from " + render.esc(str(result.weights)) if result.weights else "seeded random weights"
     render.console().print(f"wrote {render.esc(result.path)} ({result.bytes / 1e6:.2f} MB, opset {result.opset}, "
                            f"batch {data['batch']}; {what}); ONNX Runtime matches PyTorch (max abs diff "
                            f"{result.max_abs_diff:.1e}); input: {data['input']}")  # fmt: skip
@@ -229,14 +226,3 @@ def _trial_weights(study: Path, trial: int | None, budget: float | None, storage
 
     config = load_study(study)
     return trial_checkpoint(config, check_storage_url(storage_url_for(config, storage)), trial, budget)
-
-
-def _input_description(ckpt, spec: ShuffleNetSpec) -> str:
-    if ckpt is None:
-        return f"{spec.in_channels} x {spec.resolution} x {spec.resolution} normalised floats"
-    prep = ckpt.preprocessing
-    how = "no normalisation" if ckpt.kind == "official" else "normalised inside the graph"
-    crop = f"shorter side {prep.resize} px, centre crop {spec.resolution}" if prep.resize != prep.resolution else (
-        f"{spec.resolution} x {spec.resolution} px")  # fmt: skip
-    channels = {"L": "grayscale", "RGB": "RGB", "BGR": "BGR (official order)"}[prep.channels]
-    return f"{channels} float pixels 0-255, {crop}, {how}"

@@ -13,7 +13,12 @@ The study's `keep_weights` bounds the disk:
   moment, removed by the next upload). Optuna cannot edit a finished trial, so a removed
   checkpoint's entry stays in the trial and the study notes the removal;
 - `all`: every complete trial's checkpoint;
-- `none`: no weights (and cached results are served without training again).
+- `none`: no weights.
+
+A cached proxy result has no weights: it is trained again only when the policy would keep it
+(`would_keep`: under `best`, a new best of its window), else served from the cache. A store
+that fails (full disk, lost bucket) costs the trial its weights, not its score: the objective
+warns (WeightsNotKept) and records the reason as the trial's `weights_error`.
 
 >>> from shufflesearch.search import load_study
 >>> trial_checkpoint(load_study("studies/demo.toml"), "sqlite:///studies/demo.db", 3, budget=40)  # doctest: +SKIP
@@ -43,6 +48,10 @@ class ArtifactStoreError(MachineError):
     """The artifact store cannot be opened, written or read."""
 
 
+class WeightsNotKept(UserWarning):
+    """A finished trial's weights could not be kept (the store failed): its score stands without them."""
+
+
 def artifact_store(config: StudyConfig):
     """The study's Optuna artifact store (a folder is created on first use)."""
     location = config.artifact_location()
@@ -68,18 +77,29 @@ def artifact_store(config: StudyConfig):
     return FileSystemArtifactStore(folder)
 
 
+def would_keep(config: StudyConfig, trial, values: dict) -> bool:
+    """Whether the policy keeps a checkpoint with these `values` (see `keep_trial_weights`) for `trial` now.
+
+    Asked before training only for weights: a cached result that the policy would drop is served as it is.
+    """
+    if config.keep_weights != "best":
+        return config.keep_weights == "all"
+    return _is_best(config, values, [t.user_attrs for t in _finished(trial)])
+
+
 def keep_trial_weights(config: StudyConfig, trial, checkpoint: Path, values: dict) -> str | None:
     """Upload `checkpoint` for the running `trial` if the policy keeps it; return the artifact id (None: not kept).
 
     `values` holds the trial's `top1` (and `mflops` / `latency_ms` in pareto mode). Under `best`,
-    the checkpoints of the window's other trials that this one beats are removed.
+    the checkpoints of the window's other trials that this one beats are removed. Any failure of
+    the store (whatever its client raises) is an ArtifactStoreError.
     """
     if config.keep_weights == "none":
         return None
     import optuna
 
     study, storage = trial.study, trial.storage
-    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    finished = _finished(trial)
     if config.keep_weights == "best" and not _is_best(config, values, [t.user_attrs for t in finished]):
         return None
     store = artifact_store(config)
@@ -88,15 +108,30 @@ def keep_trial_weights(config: StudyConfig, trial, checkpoint: Path, values: dic
     try:
         artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(named),
                                                        study_or_trial=trial)  # fmt: skip
-    except OSError as exc:
+    except Exception as exc:  # OSError from a folder; a cloud client raises its own kinds
         raise ArtifactStoreError(f"cannot keep trial {trial.number}'s weights in {config.artifact_location()}: "
-                                 f"{exc.strerror or exc}") from None  # fmt: skip
+                                 f"{_reason(exc)}") from None  # fmt: skip
     finally:
         named.unlink(missing_ok=True)
     trial.set_user_attr("weights", artifact_id)
     if config.keep_weights == "best":
-        _remove_superseded(config, study, storage, store, trial.number, values, finished)
+        try:
+            _remove_superseded(config, study, storage, store, trial.number, values, finished)
+        except Exception as exc:
+            raise ArtifactStoreError(f"kept trial {trial.number}'s weights, but cannot remove the ones it beat from "
+                                     f"{config.artifact_location()}: {_reason(exc)}") from None  # fmt: skip
     return artifact_id
+
+
+def _finished(trial) -> list:
+    import optuna
+
+    return trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def _reason(exc: Exception) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _is_best(config: StudyConfig, values: dict, others: list[dict]) -> bool:
@@ -194,4 +229,13 @@ def _cache_folder() -> Path:
     return Path(base) / "shufflesearch" / "artifacts"
 
 
-__all__ = ["FILENAME", "ArtifactStoreError", "NoWeights", "artifact_store", "keep_trial_weights", "trial_checkpoint"]
+__all__ = [
+    "FILENAME",
+    "ArtifactStoreError",
+    "NoWeights",
+    "WeightsNotKept",
+    "artifact_store",
+    "keep_trial_weights",
+    "trial_checkpoint",
+    "would_keep",
+]

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from ..spec import ShuffleNetSpec
 from .space import NoFeasibleWidth, suggest_spec
 from .study_file import StudyConfig
 
-# An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned.
+# An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned. Its
+# outcome may hold "checkpoint" (a temporary weights file) and "retrain" (see proxy_accuracy_evaluator).
 Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
 
 
@@ -39,15 +41,20 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
 
     `device` (default: the study's, resolved here) is where it trains. When the study keeps
     weights, the outcome's "checkpoint" is a temporary safetensors file for the objective to
-    keep or drop; training then runs even on a cache hit, which carries no weights.
+    keep or drop. A cached result carries no weights: it is served as it is, with a "retrain"
+    callable that trains the spec again for its weights, which the objective calls only when
+    the policy would keep them (so a search under `best` pays again only for a new best).
     Ctrl-C (see `shufflesearch.interrupt`) stops a trial at its next optimiser step.
     """
+    import dataclasses
+
     import optuna
 
-    from ..accuracy.cache import ResultCache
+    from ..accuracy.cache import ResultCache, result_key
     from ..accuracy.datasets import load_dataset
     from ..accuracy.devices import resolve_device
-    from ..accuracy.trainer import train_proxy
+    from ..accuracy.recipe import adapt_spec
+    from ..accuracy.trainer import TRAINER_VERSION, TrainResult, train_proxy
 
     device = resolve_device(device or config.device)
     keep = config.keep_weights != "none"
@@ -56,16 +63,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
     cache = ResultCache()
     table = latency_table(config)
 
-    def evaluate(spec, report) -> dict:
-        def progress(p) -> None:
-            interrupt.check()
-            top1 = getattr(p, "top1", None)
-            if p.epoch_end and top1 is not None:
-                report(max(1, round(p.epoch)), top1)
-
-        latency = {} if table is None else {"latency_ms": table.predict_ms(spec), "latency_kind": "lut-predicted"}
-        result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache,
-                             threads=threads, device=device, keep_weights=keep)  # fmt: skip
+    def outcome(result) -> dict:
         if result.status != "ok":
             # Deterministic for this spec and recipe: retrying would diverge again.
             raise optuna.TrialPruned(f"training {result.status}")
@@ -81,24 +79,39 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
             "dataset": result.dataset,
             "top5": result.top5,
             "device": result.device,
-            **latency,
             **checkpoint,
         }
+
+    def evaluate(spec, report) -> dict:
+        def progress(p) -> None:
+            interrupt.check()
+            top1 = getattr(p, "top1", None)
+            if p.epoch_end and top1 is not None:
+                report(max(1, round(p.epoch)), top1)
+
+        def train() -> dict:
+            result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache,
+                                 threads=threads, device=device, keep_weights=keep)  # fmt: skip
+            return {**outcome(result), **latency}
+
+        latency = {} if table is None else {"latency_ms": table.predict_ms(spec), "latency_kind": "lut-predicted"}
+        if keep:  # train_proxy skips the cache when it must keep weights: look it up here, by its own key
+            key = result_key(adapt_spec(spec, dataset, fidelity), dataset.fingerprint, fidelity, config.seed,
+                             TRAINER_VERSION, device)  # fmt: skip
+            hit = cache.get(key)
+            if hit is not None:
+                cached = dataclasses.replace(TrainResult.from_dict(hit), cached=True)
+                return {**outcome(cached), **latency, "retrain": train}
+        return train()
 
     return evaluate
 
 
 def _write_checkpoint(result) -> Path:
     """The run's weights as a checkpoint in a fresh temporary folder (the objective keeps or drops it)."""
-    from ..checkpoint import save_checkpoint
-    from ..spec import ShuffleNetSpec
+    from ..checkpoint import save_result
 
-    path = Path(tempfile.mkdtemp(prefix="shufflesearch-weights-")) / "model.safetensors"
-    save_checkpoint(path, result.weights, ShuffleNetSpec.from_dict(result.spec), recipe=result.fidelity,
-                    dataset=result.dataset, metrics={"top1": result.top1, "top5": result.top5,
-                                                     "test_loss": result.test_loss, "device": result.device},
-                    input_mean=list(result.input_mean), input_std=list(result.input_std))  # fmt: skip
-    return path
+    return save_result(Path(tempfile.mkdtemp(prefix="shufflesearch-weights-")) / "model.safetensors", result)
 
 
 def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_claim: Callable[[], None]):
@@ -131,13 +144,17 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_cla
         checkpoint = None
         try:
             outcome = evaluate(spec, report)
+            retrain = outcome.pop("retrain", None)
+            if retrain is not None:
+                from .artifacts import would_keep
+
+                if would_keep(config, trial, {**outcome, "mflops": cost.mflops}):
+                    outcome = retrain()  # a cached result has no weights, and these would be kept
             checkpoint = outcome.pop("checkpoint", None)
             for key, value in outcome.items():
                 trial.set_user_attr(key, value)
             if checkpoint is not None:
-                from .artifacts import keep_trial_weights
-
-                keep_trial_weights(config, trial, checkpoint, {**outcome, "mflops": cost.mflops})
+                _keep_weights(config, trial, checkpoint, {**outcome, "mflops": cost.mflops})
         except Exception as exc:
             if not isinstance(exc, optuna.TrialPruned):  # counted across retries: the attrs are inherited
                 trial.set_user_attr("errors", trial.user_attrs.get("errors", 0) + 1)
@@ -152,6 +169,18 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_cla
         return outcome["top1"], second
 
     return objective
+
+
+def _keep_weights(config: StudyConfig, trial, checkpoint: Path, values: dict) -> None:
+    """Keep the trial's weights if the policy says so; a store that fails costs the weights, not the trial."""
+    from .artifacts import ArtifactStoreError, WeightsNotKept, keep_trial_weights
+
+    try:
+        keep_trial_weights(config, trial, checkpoint, values)
+    except ArtifactStoreError as exc:
+        message = " ".join(str(exc).split())[:500]
+        trial.set_user_attr("weights_error", message)
+        warnings.warn(f"{message}; the trial's score is recorded without weights", WeightsNotKept, stacklevel=2)
 
 
 __all__ = ["Evaluator", "latency_table", "make_objective", "proxy_accuracy_evaluator"]
