@@ -178,11 +178,12 @@ def until_heavy(real, fake):
 FAKE_ONNX = b"fake onnx model"
 
 
-def fake_export(spec, path, seed=0):
+def fake_export(spec, path, seed=0, **options):
     from shufflesearch.atomic import write_atomically
     from shufflesearch.export import ExportResult
 
-    return ExportResult(write_atomically(path, FAKE_ONNX), len(FAKE_ONNX), 0.0, 17)
+    return ExportResult(write_atomically(path, FAKE_ONNX), len(FAKE_ONNX), 0.0, options.get("opset", 17),
+                        options.get("batch", 1), spec=spec)  # fmt: skip
 
 
 def fake_timing(spec, *args, **kwargs):
@@ -218,14 +219,14 @@ def fake_validation(table, specs, *args, **kwargs):
     return LutValidation(0.0, 1.0, 1.0, rows, table.clock, table.statistic, 0.0)
 
 
-def fake_training(run):
+def fake_training(run, keep_weights=False):  # no weights: a run that kept none ends in one line
     from shufflesearch.accuracy.trainer import TrainResult
 
     top1 = 0.5 + run.spec.groups / 100 + run.spec.scale / 10  # distinct per Table 2 model: Spearman is defined
     return TrainResult(top1, 1.0, [], 0.01, 1, "ok", run.spec.to_dict(), run.dataset.name, run.fid.to_dict(), run.seed)
 
 
-def fake_scores(spec, dataset, fidelity=None, batch_size=64, names=("synflow",), seed=0):
+def fake_scores(spec, dataset, fidelity=None, batch_size=64, names=("synflow",), seed=0, device="cpu"):
     """score_on_dataset's checks (spec adaptation, the minibatch, the score names), then made-up scores.
 
     Its heavy part starts with resizing the minibatch (1 GB at 2048 px), hence a wrapper, not a stop."""

@@ -80,7 +80,7 @@ PATHS = [
     "out/m.onnx", "out/t.csv", "out/t.md", "out/lut.json", "reports/r", ".", "..", "/", "/dev/null", "/dev/zero",
     "x" * 300, "a/" * 600, "[/].md", "<b>.csv", f"$(touch {CANARY}).md",
 ]  # fmt: skip
-OUTPUT_OPTIONS = {"--out"}  # paths a command writes: absolute system paths are left out of these
+OUTPUT_OPTIONS = {"--out", "--save"}  # paths a command writes: absolute system paths are left out of these
 SSH_TARGETS = [
     "local", "arm64-emulated", "ssh://pi@board", "ssh://pi@127.0.0.1:1", "ssh://[::1]:22", "ssh://board",
     "ssh://pi@board:0", "ssh://pi@board:99999", "ssh://-oProxyCommand=touch@board", f"ssh://pi@board;touch {CANARY}",
@@ -132,7 +132,9 @@ VALID = {  # values each option accepts, so that half the cases get past validat
     "--space": ["studies/tiny.toml", "studies/pareto.toml"], "--storage": ["sqlite:///studies/s.db"],
     "--python": ["python3"], "--ssh-options": ["-i key"], "--profile": ["snapdragon820"], "--study": ["tiny-13M"],
     "study_file": ["studies/tiny.toml", "studies/pareto.toml", "studies/latency.toml"], "component": ["arm64"],
-    "table_file": ["luts/tiny.lut.json"], "--specs": ["2", "5"],
+    "table_file": ["luts/tiny.lut.json"], "--specs": ["2", "5"], "--device": ["cpu", "auto", "cuda"],
+    "--precision": ["fp32", "bf16"], "--save": ["out/m.safetensors"], "--trial": ["0", "1"], "--budget": ["13", "40"],
+    "--opset": ["17"], "--limit": ["10"], "--weights": ["out/m.safetensors", "keep.txt"],
 }  # fmt: skip
 
 
@@ -228,7 +230,7 @@ def heavy(world, monkeypatch):
     mp = monkeypatch
     mp.setenv("XDG_CACHE_HOME", str(world / "cache"))  # results cache and arm64 sysroot: never the user's
     mp.setattr(fashion_mnist, "FASHION_MNIST_DIR", world / "template" / "data" / "fmnist")
-    mp.setattr(export, "onnx_bytes", raise_heavy)  # export, latency local/ssh/emulated: torch export
+    mp.setattr(export, "_export", raise_heavy)  # export, latency local/ssh/emulated: every torch.onnx.export
     mp.setattr(export, "export_onnx", until_heavy(export.export_onnx, fake_export))
     mp.setattr(measure, "measure_latency", until_heavy(measure.measure_latency, fake_timing))
     mp.setattr(ssh, "measure_remote", until_heavy(ssh.measure_remote, fake_timing))
@@ -282,6 +284,16 @@ def _snapshot(root: Path) -> dict[str, bytes | str]:
 
 
 STORAGE_FILES = (".db", ".db-wal", ".db-shm", ".lock")  # open_storage creates SQLite files: not outputs
+
+
+def _resumable(argv: list[str], path: str) -> bool:
+    """`finish` keeps its folder's run description and training state on failure: the same command resumes."""
+    if argv[0] != "finish":
+        return False
+    out = argv[argv.index("--out") + 1] if "--out" in argv[:-1] else "studies/finished/"
+    return path.startswith(("studies/finished/", out.rstrip("/") + "/"))
+
+
 CASE_SECONDS = 60  # a case takes milliseconds; one still running after this is hanging (a FIFO, a lock)
 
 
@@ -344,8 +356,8 @@ def check_case(world: Path, argv: list[str], name: str, prepare=None) -> tuple[i
         changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
         if _reads_only(argv, code):  # a reader leaves every database as it was, and creates none
             assert not {p for p in changed if p.endswith(".db")}, (argv, code, err, changed)
-        if code:  # a failed command changes nothing but storage files
-            assert all(p.endswith(STORAGE_FILES) for p in changed), (argv, err, changed)
+        if code:  # a failed command changes nothing but storage files (and the folder `finish` resumes from)
+            assert all(p.endswith(STORAGE_FILES) or _resumable(argv, p) for p in changed), (argv, err, changed)
         else:
             _check_outputs_complete(case / "w", argv)
     finally:
@@ -392,6 +404,7 @@ GROUPS = {  # one test per group keeps each under a minute on a slow machine
     "accuracy": (["train", "score", "fidelity"], 200),
     "search": (["search", "studies list", "setup"], 200),
     "report": (["report"], 60),
+    "ship": (["evaluate", "finish"], 100),
 }
 
 
@@ -417,6 +430,7 @@ test_fuzzed_latency_commands_end_in_a_result_or_one_line = _fuzz_group("latency"
 test_fuzzed_accuracy_commands_end_in_a_result_or_one_line = _fuzz_group("accuracy")
 test_fuzzed_search_commands_end_in_a_result_or_one_line = _fuzz_group("search")
 test_fuzzed_report_commands_end_in_a_result_or_one_line = _fuzz_group("report")
+test_fuzzed_ship_commands_end_in_a_result_or_one_line = _fuzz_group("ship")
 
 
 # -- 2. hostile study files, stored records (spec JSON) and dataset files, through the CLI ----------
