@@ -82,16 +82,7 @@ def train(
             out["checkpoint"] = str(_save(save, result))
         render.print_json(out)
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("epoch {task.fields[epoch]:.2f}/{task.fields[epochs]}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[speed]:.0f} img/s"), TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=render.console(), transient=True) as bar:
-        task = bar.add_task("train", total=1.0, epoch=0.0, epochs=f"{fidelity.epochs:g}", loss=float("nan"), speed=0.0)
-
-        def progress(p) -> None:
-            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
-
+    with render.training_bar("train", fidelity.epochs) as progress:
         result = train_proxy(spec, data, fidelity, progress=progress, **run)
     console = render.console()
     trained = ShuffleNetSpec.from_dict(result.spec).label

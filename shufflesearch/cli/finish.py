@@ -77,16 +77,7 @@ def _finish(study_file, budget, trial, epochs, resolution, augment, out, device,
 
 
 def _with_progress(config, url, kwargs, epochs):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..finish import finish_winner
 
-    columns = (TextColumn("epoch {task.fields[epoch]:.2f}/{task.fields[epochs]}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[speed]:.0f} img/s"), TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=render.console(), transient=True) as bar:
-        task = bar.add_task("finish", total=1.0, epoch=0.0, epochs=f"{epochs:g}", loss=float("nan"), speed=0.0)
-
-        def progress(p) -> None:
-            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
-
+    with render.training_bar("finish", epochs) as progress:
         return finish_winner(config, url, progress=progress, **kwargs)

@@ -9,13 +9,15 @@ One convention for accuracy: a person reads percent with the unit (`pct(0.8123)`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 
-__all__ = ["console", "esc", "fmt", "pct", "print_json", "rich_table", "say"]
+__all__ = ["console", "esc", "fmt", "pct", "print_json", "rich_table", "say", "training_bar"]
 
 
 def console():
@@ -67,3 +69,19 @@ def rich_table(rows: list[dict[str, Any]], title: str | None = None, columns: li
     for row in rows:
         table.add_row(*(Text(fmt(row[c])) for c in columns))
     return table
+
+
+@contextlib.contextmanager
+def training_bar(name: str, epochs: float) -> Iterator[Callable]:
+    """A transient progress bar for a training run; yields the `progress` callback `train_proxy` takes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("epoch {task.fields[epoch]:.2f}/{task.fields[epochs]}"), BarColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[speed]:.0f} img/s"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console(), transient=True) as bar:
+        task = bar.add_task(name, total=1.0, epoch=0.0, epochs=f"{epochs:g}", loss=float("nan"), speed=0.0)
+
+        def progress(p) -> None:
+            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
+
+        yield progress
