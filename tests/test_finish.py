@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -157,8 +156,6 @@ def test_finish_command_line_errors_are_one_line_before_any_work(study):
 
 
 def test_finish_package_imports_light():
-    code = ("import sys, shufflesearch.finish, shufflesearch.finish.recipe; "
-            "print(sorted(m for m in ('torch', 'optuna', 'onnx') if m in sys.modules))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1]).stdout  # fmt: skip
-    assert out.strip() == "[]"
+    from fresh_process import heavy_imports
+
+    assert heavy_imports("import shufflesearch.finish, shufflesearch.finish.recipe", ("torch", "optuna", "onnx")) == []

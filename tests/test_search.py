@@ -214,14 +214,10 @@ def test_latency_objective_needs_a_readable_table(tmp_path):
 
 
 def test_loading_a_study_file_imports_neither_torch_nor_optuna():
-    import subprocess
-    import sys
+    from fresh_process import heavy_imports
 
-    code = ("import sys; from shufflesearch.search.study_file import load_study; load_study('studies/demo.toml'); "
-            "print(sorted(m for m in ('torch', 'optuna', 'matplotlib', 'typer') if m in sys.modules))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1]).stdout  # fmt: skip
-    assert out.strip() == "[]"
+    code = "from shufflesearch.search.study_file import load_study; load_study('studies/demo.toml')"
+    assert heavy_imports(code, ("torch", "optuna", "matplotlib", "typer")) == []
 
 
 def test_storage_urls_are_checked_before_anything_is_opened(tmp_path):

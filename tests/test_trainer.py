@@ -175,9 +175,9 @@ def test_cache_keys_keep_their_meaning():
 
 
 def test_recipe_imports_no_heavy_library():
-    code = "import sys, shufflesearch.accuracy.recipe; print(sorted({'torch', 'numpy', 'optuna'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    from fresh_process import heavy_imports
+
+    assert heavy_imports("import shufflesearch.accuracy.recipe", ("torch", "numpy", "optuna")) == []
 
 
 def test_fidelity_round_trips_and_rejects_unknown_keys():
