@@ -45,17 +45,29 @@ def memory_floor_bytes(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int 
     return 4 * (weight_copies * weight_count_floor(spec) + batch * largest)
 
 
-def check_fits_in_memory(spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1) -> None:
-    """Raise `TooLargeForThisMachine` if the floor exceeds the memory available; silent where unknown."""
+def check_fits_in_memory(
+    spec: ShuffleNetSpec, batch: int = 1, weight_copies: int = 1, data_bytes: int = 0, purpose: str | None = None
+) -> None:
+    """Raise `TooLargeForThisMachine` if the floor (plus `data_bytes` the caller will hold: a run's
+    images) exceeds the memory available; silent where unknown. `purpose` says what for, in words
+    ("to export it to ONNX"); by default, running one image or training on batches of `batch`."""
     available = _available_bytes()
-    need = memory_floor_bytes(spec, batch, weight_copies)
+    need = memory_floor_bytes(spec, batch, weight_copies) + data_bytes
     if available is not None and need > available:
-        what = "to run one image" if batch == weight_copies == 1 else f"to train on batches of {batch}"
+        what = purpose or ("to run one image" if batch == weight_copies == 1 else f"to train on batches of {batch}")
+        images = data_bytes >= need / 10  # worth naming: the images are a good part of it
+        if images:
+            what += f" ({_size(data_bytes)} of it images)"
+        hints = ", or the batch size" if batch > 1 else ""
+        hints += ", the training subset or the evaluation images" if images else ""
         raise TooLargeForThisMachine(
-            f"{spec.label} needs at least {need / 2**30:.1f} GiB {what}; this machine has "
-            f"{available / 2**30:.1f} GiB available: lower the widths, scale or resolution"
-            + ("" if batch == 1 else ", or the batch size")
+            f"{spec.label} needs at least {_size(need)} {what}; this machine has "
+            f"{_size(available)} available: lower the widths, scale or resolution{hints}"
         )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def _available_bytes() -> int | None:

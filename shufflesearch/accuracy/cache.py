@@ -8,7 +8,9 @@ version, and the device kind of a GPU run: see `result_key`); values are the res
 A cache that cannot be written (a full disk, a read-only folder, a damaged file) is not an
 error: a result is as correct uncached, and a search left running overnight must not die
 because ~/.cache filled up. It warns once (CacheWarning, naming the file and the reason) and
-acts as an empty cache that keeps nothing; entries already stored are untouched.
+acts as an empty cache that keeps nothing; entries already stored are untouched. A damaged entry
+(not JSON, or not the result it should be: `train_result.cached_result`) is a miss: it warns once
+and the run that trains again overwrites it.
 
 >>> cache = ResultCache("/tmp/example-cache.sqlite")
 >>> cache.put("k", {"top1": 0.9})
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import check_writable
+from ..cache_dir import cache_root
 
 __all__ = ["CacheWarning", "ResultCache", "default_cache_path", "result_key"]
 
@@ -41,9 +44,8 @@ class CacheWarning(UserWarning):
 
 
 def default_cache_path() -> Path:
-    """$XDG_CACHE_HOME/shufflesearch/proxy-results.sqlite (else ~/.cache/...)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "shufflesearch" / "proxy-results.sqlite"
+    """$XDG_CACHE_HOME/shufflesearch/proxy-results.sqlite (else ~/.cache/...: `cache_dir.cache_root`)."""
+    return cache_root() / "proxy-results.sqlite"
 
 
 def result_key(spec: Any, dataset_fingerprint: str, fidelity: Any, seed: int, version: int, device: str = "cpu") -> str:
@@ -79,7 +81,7 @@ class ResultCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
-        self._warned = False
+        self._warned = self._warned_damaged = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.closing(self._connect()) as db, db:
@@ -95,14 +97,39 @@ class ResultCache:
         return sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored value, or None (also when the cache cannot be read: a miss costs time, not correctness)."""
+        """The stored value, or None (also when the cache cannot be read: a miss costs time, not correctness).
+
+        A stored value that is not a JSON object (or not finite JSON) is a miss too, with one warning.
+        """
         try:
             with contextlib.closing(self._connect()) as db:
                 row = db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, MemoryError) as exc:  # a damaged file or page, a huge row
             self._cannot_use(exc)
             return None
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0], parse_constant=_no_constant)
+        except (TypeError, ValueError, RecursionError) as exc:  # NULL, a blob of junk, NaN, nesting too deep
+            self.damaged(key, f"not JSON: {type(exc).__name__}")
+            return None
+        if not isinstance(value, dict):
+            self.damaged(key, f"a JSON {type(value).__name__}, not an object")
+            return None
+        return value
+
+    def damaged(self, key: str, reason: str) -> None:
+        """Say once that an entry is damaged; the caller treats it as a miss, and its next `put` replaces it."""
+        if self._warned_damaged:
+            return
+        self._warned_damaged = True
+        warnings.warn(
+            f"proxy-result cache {self.path}: entry {key[:12]} is damaged ({' '.join(reason.split())[:200]}); "
+            "training again, and the new result replaces it",
+            CacheWarning,
+            stacklevel=3,
+        )
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store `value` in one transaction (whole or not at all); a write that fails only warns."""
@@ -114,8 +141,13 @@ class ResultCache:
             self._cannot_use(exc)
 
     def __len__(self) -> int:
-        with contextlib.closing(self._connect()) as db:
-            return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        """Entries stored (0 when the cache cannot be read)."""
+        try:
+            with contextlib.closing(self._connect()) as db:
+                return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        except sqlite3.Error as exc:
+            self._cannot_use(exc)
+            return 0
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -124,13 +156,20 @@ class ResultCache:
         if self._warned:
             return
         self._warned = True
+        # A file SQLite cannot read as a database is damaged (or someone else's): space will not help.
+        fix = ("delete it to start an empty cache" if isinstance(exc, sqlite3.DatabaseError)
+               and not isinstance(exc, sqlite3.OperationalError) else "free space there")  # fmt: skip
         warnings.warn(
             f"proxy-result cache {self.path} cannot be used ({_reason(exc, self.path.parent)}); training goes on "
-            "without it (results stay correct, they are only not kept): free space there, or set XDG_CACHE_HOME "
+            f"without it (results stay correct, they are only not kept): {fix}, or set XDG_CACHE_HOME "
             "to a writable folder",
             CacheWarning,
             stacklevel=3,
         )
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # put() never writes NaN or Infinity
 
 
 def _reason(exc: Exception, folder: Path) -> str:

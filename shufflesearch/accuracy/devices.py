@@ -28,6 +28,7 @@ from .recipe import FidelityError
 
 __all__ = [
     "DEVICE_NAMES",
+    "MAX_WORKERS",
     "DeviceUnavailable",
     "check_precision",
     "cuda_kernels",
@@ -71,6 +72,9 @@ def resolve_device(name: str = "auto") -> str:
     return f"cuda:{index}"
 
 
+MAX_WORKERS = 256  # worker processes one machine may start; more machines run the same command
+
+
 def worker_devices(device: str, workers: int) -> list[str]:
     """One device per worker: with "auto"/"cuda" and k GPUs, cuda:0..k-1 round-robin; else the one device.
 
@@ -79,6 +83,8 @@ def worker_devices(device: str, workers: int) -> list[str]:
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers={workers!r} must be a positive integer, e.g. workers=2")
+    if workers > MAX_WORKERS:  # each worker is a process with its own copy of torch: 2**31 would be a list of 17 GB
+        raise UsageError(f"workers={workers} is more than {MAX_WORKERS} worker processes on one machine; e.g. workers=2")
     kind, index = _parse(device)
     first = resolve_device(device)
     if kind in ("auto", "cuda") and index is None and first.startswith("cuda"):

@@ -9,7 +9,7 @@ standard library and the spec, so parsing a study file costs milliseconds.
 >>> Fidelity(epochs=0)
 Traceback (most recent call last):
 ...
-shufflesearch.accuracy.recipe.FidelityError: epochs=0.0 must be a positive number; e.g. epochs=1.0
+shufflesearch.accuracy.recipe.FidelityError: epochs=0.0 must be a positive number at most 1000; e.g. epochs=1.0
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from ..spec import ShuffleNetSpec
 if TYPE_CHECKING:
     from .datasets import ImageDataset
 
-__all__ = ["DEFAULT_FIDELITY", "SEED_MAX", "Fidelity", "FidelityError", "adapt_spec", "lr_multiplier", "peak_lr"]
+__all__ = ["BATCH_MAX", "DEFAULT_FIDELITY", "EPOCHS_MAX", "IMAGES_MAX", "LR_MAX", "SEED_MAX", "Fidelity", "FidelityError",
+           "adapt_spec", "lr_multiplier", "peak_lr"]  # fmt: skip
 
 # The one seed bound: torch and numpy take it, and so do Optuna's samplers (seeds below
 # 2**32), even after each local worker adds 1000 to the study's seed (64 workers fit).
@@ -35,6 +36,16 @@ SCHEDULES = ("cosine", "onecycle", "linear")
 STEMS = ("auto", "small", "imagenet", "keep")
 AUGMENTS = ("none", "crop", "crop-flip")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Bounds on what one proxy run may ask for, each far past any sensible recipe: past them a run
+# only runs for days (epochs = 1e12), overflows float32 (lr = 1e300) or asks for more images than
+# any dataset we read can hold (a subset or an evaluation is clamped to the dataset's size anyway).
+EPOCHS_MAX = 1000.0
+LR_MAX = 1000.0  # a peak learning rate this high already diverges at the first step
+LR_WIDTH_EXPONENT_MAX = 2.0
+IMAGES_MAX = 10_000_000
+BATCH_MAX = 65_536
+# BatchNorm normalises a training batch by its own statistics: one image (at a 1x1 map) has none.
+BATCH_MIN = 2
 # Below this input size the imagenet stem would leave Stage4 at 3x3 or less: use the small stem.
 SMALL_STEM_BELOW = 112
 
@@ -62,6 +73,14 @@ class Fidelity:
 
     >>> Fidelity(precision="bf16").bf16, Fidelity(precision="bf16").replace(bf16=False).precision
     (True, 'fp32')
+
+    What a run refuses up front (`FidelityError`, one line, exit 2) and what it handles: a training
+    batch holds at least 2 images (`train_images` and `batch_size` >= 2: BatchNorm normalises a
+    batch by its own statistics, and one image at a 1x1 map has none); the ragged last batch of an
+    epoch is dropped (the order is reshuffled every epoch, so no image is always left out); epochs,
+    the learning rate, the images and the batch are bounded (`EPOCHS_MAX`, `LR_MAX`, `IMAGES_MAX`,
+    `BATCH_MAX`). A learning rate within the bound that still blows up the loss is a result, not an
+    error: the run ends with status "diverged" (a search prunes it; `train` says so in one line).
     """
 
     train_images: int = 30_000
@@ -85,36 +104,48 @@ class Fidelity:
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str, example: Any) -> FidelityError:
-            return FidelityError(f"{name}={getattr(self, name)!r} {rule}; e.g. {name}={example}")
+            shown = repr(getattr(self, name))
+            shown = shown if len(shown) <= 40 else f"{shown[:20]}... ({len(shown)} characters)"
+            return FidelityError(f"{name}={shown} {rule}; e.g. {name}={example}")
 
-        # epochs=2 and epochs=2.0 are equal dataclasses: make them one cache key too.
-        for name in _FLOAT_FIELDS:
+        for name in _FLOAT_FIELDS:  # a bool is no number here, whatever Python says
             value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
-
-        for name in ("train_images", "batch_size"):
+            if value is None and name == "time_budget_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(name, "must be a number", 1.0)
+            if isinstance(value, int):  # epochs=2 and epochs=2.0 are equal dataclasses: make them one cache key too
+                try:
+                    object.__setattr__(self, name, float(value))
+                except OverflowError:
+                    raise bad(name, "is too large", 1.0) from None
+        counts = {"train_images": (BATCH_MIN, IMAGES_MAX, 10_000), "batch_size": (BATCH_MIN, BATCH_MAX, 128),
+                  "curve_eval_images": (0, IMAGES_MAX, 1000), "eval_images": (1, IMAGES_MAX, 2000)}  # fmt: skip
+        for name, (lo, hi, example) in counts.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(name, "must be a positive integer", 128)
-        for name in ("epochs", "lr"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-                raise bad(name, "must be a positive number", 1.0)
+            if name == "eval_images" and value is None:
+                continue
+            if type(value) is not int or not lo <= value <= hi:
+                small = lo == BATCH_MIN and type(value) is int and value < lo
+                why = " (BatchNorm needs two images in a training batch)" if small else ""
+                none = "None (the whole split) or " if name == "eval_images" else ""
+                raise bad(name, f"must be {none}an integer in [{lo}, {hi:,}]{why}", example)
+        for name, hi in (("epochs", EPOCHS_MAX), ("lr", LR_MAX)):
+            if not 0 < getattr(self, name) <= hi:  # NaN fails too
+                raise bad(name, f"must be a positive number at most {hi:g}", 1.0)
+        if not abs(self.lr_width_exponent) <= LR_WIDTH_EXPONENT_MAX:
+            raise bad("lr_width_exponent", f"must lie in [-{LR_WIDTH_EXPONENT_MAX:g}, {LR_WIDTH_EXPONENT_MAX:g}]", 0.5)
         ranges = {"label_smoothing": 0.99, "weight_decay": 1.0, "momentum": 0.999, "warmup_fraction": 0.9}
         for name, hi in ranges.items():
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= hi:
-                raise bad(name, f"must lie in [0, {hi}]", 0.1)
-        if self.resolution is not None and (not isinstance(self.resolution, int) or not 28 <= self.resolution <= 512):
+            if not 0 <= getattr(self, name) <= hi:
+                raise bad(name, f"must lie in [0, {hi}]", 0.9 if name == "momentum" else 0.1)
+        if self.resolution is not None and (type(self.resolution) is not int or not 28 <= self.resolution <= 512):
             raise bad("resolution", "must be None (the dataset's size) or an integer in [28, 512] px", 56)
         for name, choices in (("schedule", SCHEDULES), ("stem", STEMS), ("augment", AUGMENTS)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"must be one of {', '.join(choices)}", choices[0])
-        if self.eval_images is not None and (not isinstance(self.eval_images, int) or self.eval_images < 1):
-            raise bad("eval_images", "must be None (the whole split) or a positive integer", 2000)
-        if not isinstance(self.curve_eval_images, int) or self.curve_eval_images < 0:
-            raise bad("curve_eval_images", "must be a non-negative integer", 1000)
+        if type(self.nesterov) is not bool:
+            raise bad("nesterov", "must be true or false", True)
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", "'bf16'")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):

@@ -2,9 +2,10 @@
 
 What to train is the fidelity (`recipe.Fidelity`: images, epochs, resolution, schedule, ...);
 this module is how: a seeded, cached run on a device (`devices.resolve_device`). Data stays
-in memory as uint8 tensors (on a GPU: in its memory, moved there once); augmentation is
-batched tensor ops; the model runs channels_last (measured faster on CPU, see
-benchmarks/bench_training.py).
+in memory as uint8 tensors (on a GPU: in its memory, moved there once), resized once up front,
+or per batch where the resized split would be large (`images.RunImages`); the memory check
+counts those images. Augmentation is batched tensor ops; the model runs channels_last
+(measured faster on CPU, see benchmarks/bench_training.py).
 
 On a GPU the loop never waits for the device inside a step: the loss is summed where it is
 computed and read back every `GPU_SYNC_EVERY` steps and at epoch ends, which is when the
@@ -22,13 +23,11 @@ step is checked and reported, as before devices existed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,11 +40,11 @@ from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset, train_subset
 from .devices import check_precision, cuda_kernels, device_info, device_kind, resolve_device
 from .evaluate import count_correct, eval_indices
+from .images import RunImages, split_bytes
 from .images import as_tensor as _as_tensor
 from .images import augment as _augment
-from .images import channel_stats as _channel_stats
-from .images import resize_images as _resize
-from .recipe import DEFAULT_FIDELITY, Fidelity, adapt_spec, lr_multiplier, peak_lr
+from .recipe import BATCH_MIN, DEFAULT_FIDELITY, Fidelity, FidelityError, adapt_spec, lr_multiplier, peak_lr
+from .train_result import TrainProgress, TrainResult, cached_result
 from .train_state import load_state, run_identity, save_state
 
 __all__ = ["GPU_SYNC_EVERY", "TRAINER_VERSION", "TrainProgress", "TrainResult", "train_proxy"]
@@ -57,60 +56,8 @@ DIVERGENCE_LOSS_FACTOR = 10.0
 # On a GPU the loss is read back (checked, reported) every this many steps: each read waits for the device.
 GPU_SYNC_EVERY = 50
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    """One progress report: after every optimiser step on the CPU (every `GPU_SYNC_EVERY` steps
-    on a GPU, with `train_loss` the mean since the last report) and at each epoch end."""
-
-    epoch: float
-    epochs: float
-    step: int
-    steps: int
-    train_loss: float
-    images_seen: int
-    images_per_s: float
-    epoch_end: bool = False
-    top1: float | None = None  # at an epoch end: top-1 on the curve subset (what a search prunes on)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Outcome of one proxy run. `top1`/`top5`/`test_loss` are None when the run diverged.
-
-    `input_mean`/`input_std`: per channel, in 0-255 pixel units, what the network's input was
-    normalised with. `weights` (CPU tensors, only with `keep_weights=True` and status "ok") is
-    not part of `to_dict()`: results are JSON, weights belong in a checkpoint.
-    """
-
-    top1: float | None
-    test_loss: float | None
-    curve: list[dict[str, Any]]
-    seconds: float
-    images_seen: int
-    status: Literal["ok", "diverged"]
-    spec: dict[str, Any]
-    dataset: str
-    fidelity: dict[str, Any]
-    seed: int
-    environment: dict[str, Any] = field(default_factory=dict)
-    cpu_seconds: float = 0.0
-    cached: bool = False
-    top5: float | None = None
-    device: str = "cpu"
-    input_mean: list[float] = field(default_factory=list)
-    input_std: list[float] = field(default_factory=list)
-    weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(dataclasses.replace(self, weights=None))
-        del data["weights"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        return cls(**data)
+# Evaluation runs this many images at a time up to 112 px, fewer above (the activations grow with the area).
+EVAL_CHUNK = 500
 
 
 def train_proxy(
@@ -147,9 +94,9 @@ def train_proxy(
         from .cache import result_key
 
         key = result_key(trained, dataset.fingerprint, fidelity, seed, TRAINER_VERSION, where)
-        hit = None if keep_weights else cache.get(key)
+        hit = None if keep_weights else cached_result(cache, key)  # a damaged entry: a miss, trained again
         if hit is not None:
-            return dataclasses.replace(TrainResult.from_dict(hit), cached=True)
+            return hit
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -195,19 +142,25 @@ class _Run:
         check_precision(fid.precision, self.device)
         # Reading the loss is free on the CPU and a wait for the device on a GPU.
         self.sync_every = 1 if self.device.type == "cpu" else GPU_SYNC_EVERY
+        self.n = min(fid.train_images, len(dataset.train_labels))
+        self.batch = min(fid.batch_size, self.n)
+        if self.batch < BATCH_MIN:  # the recipe asks for 2 or more: the dataset has fewer
+            raise FidelityError(f"{dataset.name} has {self.n} training image: a training batch needs at least "
+                                f"{BATCH_MIN} (BatchNorm normalises a batch by its own statistics)")  # fmt: skip
+        self.eval_chunk = EVAL_CHUNK if spec.resolution <= 112 else max(1, EVAL_CHUNK * 112**2 // spec.resolution**2)
+        if self.device.type == "cpu":
+            # Weights, gradients and momentum, a batch's activations and the images the run holds:
+            # refused before any is resized (on a GPU an out-of-memory error says it instead).
+            check_fits_in_memory(spec, self.batch, 2 + (fid.momentum > 0), self._data_bytes())
 
     def run(self, keep_weights: bool = False) -> TrainResult:
         fid, spec, dev = self.fid, self.spec, self.device
         start, cpu_start = time.perf_counter(), time.process_time()
         gen = torch.Generator(device=dev).manual_seed(self.seed)
-        if dev.type == "cpu":
-            # Weights, gradients and momentum, and a batch's activations: refused before the data is resized.
-            check_fits_in_memory(spec, min(fid.batch_size, fid.train_images), weight_copies=2 + (fid.momentum > 0))
-        idx = train_subset(self.dataset.train_labels, min(fid.train_images, len(self.dataset.train_labels)), self.seed)
-        x_train = _resize(_as_tensor(self.dataset.train_images)[idx], spec.resolution)
-        y_train = _as_tensor(self.dataset.train_labels)[idx]
-        mean, std = _channel_stats(x_train)  # on the CPU: every device normalises with the same numbers
-        x_train, y_train, mean, std = (t.to(dev) for t in (x_train, y_train, mean, std))
+        idx = train_subset(self.dataset.train_labels, self.n, self.seed)
+        x_train = RunImages(_as_tensor(self.dataset.train_images)[idx], spec.resolution, dev, stats=True)
+        y_train = _as_tensor(self.dataset.train_labels)[idx].to(dev)
+        mean, std = x_train.mean, x_train.std
         x_eval, y_eval = self._eval_split(fid.eval_images)
         x_curve, y_curve = self._eval_split(fid.curve_eval_images) if fid.curve_eval_images else (None, None)
 
@@ -216,8 +169,7 @@ class _Run:
             model = build_model(spec).to(dev, memory_format=torch.channels_last)
         optimizer = _optimizer(model, fid, peak_lr(spec, fid), fused=dev.type == "cuda")
         scaler = torch.amp.GradScaler(dev.type, enabled=fid.precision == "fp16")
-        n = len(y_train)
-        batch = min(fid.batch_size, n)
+        n, batch = self.n, self.batch
         steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: BN on 3 images is noise
         total_steps = max(1, round(fid.epochs * steps_per_epoch))
         peak = [g["lr"] for g in optimizer.param_groups]
@@ -257,7 +209,7 @@ class _Run:
             if pos == 0 and step:
                 order = torch.randperm(n, generator=gen, device=dev)
             take = order[pos : pos + batch]
-            xb = _augment(x_train[take], fid.augment, gen, mean, std)
+            xb = _augment(x_train.take(take), fid.augment, gen, mean, std)
             model.train()
             with _autocast(dev, fid.precision):
                 loss = F.cross_entropy(model(xb), y_train[take], label_smoothing=fid.label_smoothing)
@@ -294,7 +246,7 @@ class _Run:
             speed = seen / max(time.perf_counter() - loop_start, 1e-9)
             if epoch_end:
                 point = {"epoch": step / steps_per_epoch, "images_seen": seen, "train_loss": loss_sum / loss_count}
-                point["top1"] = _evaluate(model, x_curve, y_curve, mean, std, fid)[0] if x_curve is not None else None
+                point["top1"] = self._evaluate(model, x_curve, y_curve, mean, std)[0] if x_curve is not None else None
                 point["seconds"] = time.perf_counter() - start
                 curve.append(point)
                 loss_sum, loss_count = 0.0, 0
@@ -314,7 +266,7 @@ class _Run:
 
         top1 = top5 = test_loss = None
         if status == "ok":
-            top1, top5, test_loss = _evaluate(model, x_eval, y_eval, mean, std, fid)
+            top1, top5, test_loss = self._evaluate(model, x_eval, y_eval, mean, std)
             if not math.isfinite(test_loss):  # finite training loss, yet the eval-mode net blew up
                 top1, top5, test_loss, status = None, None, None, "diverged"
             elif curve and curve[-1]["images_seen"] == seen:
@@ -342,12 +294,46 @@ class _Run:
     def _dataset_name(self) -> str:
         return f"{self.dataset.name}:{self.dataset.fingerprint}"
 
-    def _eval_split(self, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eval_split(self, limit: int | None) -> tuple[RunImages, torch.Tensor]:
         x, y = _as_tensor(self.dataset.test_images), _as_tensor(self.dataset.test_labels)
         keep = eval_indices(y, limit)  # seed 0, not the run's seed: every run is scored on the same images
         if keep is not None:
             x, y = x[keep], y[keep]
-        return _resize(x, self.spec.resolution).to(self.device), y.to(self.device)
+        return RunImages(x, self.spec.resolution, self.device), y.to(self.device)
+
+    def _data_bytes(self) -> int:
+        """The images the run holds (`images.split_bytes`), and the float copy the training statistics
+        take of a split resized up front, or a few float copies of a batch of them."""
+        fid, test = self.fid, len(self.dataset.test_labels)
+        c, s, r = self.dataset.in_channels, self.dataset.image_size, self.spec.resolution
+        train = split_bytes(self.n, c, s, r)
+        stats = 4 * train if train == self.n * c * r * r else 0
+        held = train + split_bytes(min(fid.eval_images or test, test), c, s, r)
+        held += split_bytes(min(fid.curve_eval_images, test), c, s, r)
+        return held + max(stats, 3 * 4 * max(self.batch, self.eval_chunk) * c * r * r)
+
+    @torch.no_grad()
+    def _evaluate(
+        self, model: nn.Module, x: RunImages, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+    ) -> tuple[float, float, float]:
+        """Top-1, top-5 and mean cross-entropy (no smoothing) over (x, y); one read back from the device."""
+        model.eval()
+        dev = y.device
+        exact = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+        correct1 = torch.zeros((), dtype=torch.int64, device=dev)
+        correct5 = torch.zeros((), dtype=torch.int64, device=dev)
+        loss = torch.zeros((), dtype=exact, device=dev)
+        for i, images in x.chunks(self.eval_chunk):
+            xb = ((images.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+            with _autocast(dev, self.fid.precision):
+                logits = model(xb).float()
+            yb = y[i : i + len(images)]
+            top1, top5 = count_correct(logits, yb)
+            correct1 += top1
+            correct5 += top5
+            loss += F.cross_entropy(logits, yb, reduction="sum").to(exact)
+        c1, c5, total = torch.stack([correct1.to(exact), correct5.to(exact), loss]).tolist()
+        return int(c1) / len(y), int(c5) / len(y), total / len(y)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -367,27 +353,3 @@ def _optimizer(model: nn.Module, fid: Fidelity, lr: float, fused: bool = False) 
     # fused (CUDA): one kernel per step, and the fp16 scaler's inf check stays on the GPU instead of a host sync.
     return torch.optim.SGD(groups, lr=lr, momentum=fid.momentum, nesterov=fid.nesterov and fid.momentum > 0,
                            fused=fused or None)  # fmt: skip
-
-
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, fid: Fidelity
-) -> tuple[float, float, float]:
-    """Top-1, top-5 and mean cross-entropy (no smoothing) over (x, y); one read back from the device."""
-    model.eval()
-    dev = x.device
-    exact = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
-    correct1 = torch.zeros((), dtype=torch.int64, device=dev)
-    correct5 = torch.zeros((), dtype=torch.int64, device=dev)
-    loss = torch.zeros((), dtype=exact, device=dev)
-    for i in range(0, len(y), 500):
-        xb = ((x[i : i + 500].float() - mean) / std).contiguous(memory_format=torch.channels_last)
-        with _autocast(dev, fid.precision):
-            logits = model(xb).float()
-        yb = y[i : i + 500]
-        top1, top5 = count_correct(logits, yb)
-        correct1 += top1
-        correct5 += top5
-        loss += F.cross_entropy(logits, yb, reduction="sum").to(exact)
-    c1, c5, total = torch.stack([correct1.to(exact), correct5.to(exact), loss]).tolist()
-    return int(c1) / len(y), int(c5) / len(y), total / len(y)

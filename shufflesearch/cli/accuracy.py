@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..accuracy.recipe import DEFAULT_FIDELITY, SEED_MAX
+from ..accuracy.recipe import DEFAULT_FIDELITY, SEED_MAX, Fidelity, FidelityError
 from ..spec import ShuffleNetSpec
 from . import render
 from .app import app
@@ -26,6 +27,21 @@ from .options import (
 
 # The spec options a training run takes: resolution, classes, stem and input channels come from the data and recipe.
 TRAINED_SPEC = ("preset", "groups", "scale", "repeats", "stage_channels", "stem_channels", "bottleneck", "shuffle")
+# The recipe's fields as these commands spell them: an error names the option a person typed.
+_OPTIONS = {"train_images": "--subset", "epochs": "--epochs", "batch_size": "--batch-size",
+            "resolution": "--resolution", "time_budget_s": "--time-budget", "precision": "--precision"}  # fmt: skip
+
+
+def _recipe(**options) -> Fidelity:
+    """The default recipe with the options given; a bad one is refused naming its option (exit 2)."""
+    try:
+        return DEFAULT_FIDELITY.replace(**given(**options))
+    except FidelityError as exc:
+        match = re.fullmatch(r"(\w+)=(.*?) (must .*|is .*); e\.g\. \1=(.*)", str(exc))
+        if match is None or match[1] not in _OPTIONS:
+            raise
+        option = _OPTIONS[match[1]]
+        raise FidelityError(f"{option} {match[2]} {match[3]}; e.g. {option} {match[4]}") from None
 
 
 @app.command()
@@ -66,9 +82,8 @@ def train(
     from ..atomic import check_writable
 
     where = resolve_device(device)  # a missing GPU or an unsupported precision: one line, before the data loads
-    fidelity = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, batch_size=batch_size,
-                                                resolution=resolution, time_budget_s=time_budget,
-                                                precision=precision))  # fmt: skip
+    fidelity = _recipe(train_images=subset, epochs=epochs, batch_size=batch_size, resolution=resolution,
+                       time_budget_s=time_budget, precision=precision)  # fmt: skip
     check_precision(fidelity.precision, where)
     if save is not None:
         check_writable(output_file(save).parent)  # fail now, not after the training
@@ -137,7 +152,7 @@ def score(
 
     where = resolve_device(device)
 
-    fidelity = DEFAULT_FIDELITY.replace(**given(resolution=resolution or None))
+    fidelity = _recipe(resolution=resolution or None)
     data = load_dataset(dataset, data_dir, image_size)
     if batch > len(data.train_labels):
         raise typer.BadParameter(f"{batch} is more than the {len(data.train_labels)} training images of {dataset}; "
@@ -175,7 +190,7 @@ def fidelity(
     from ..accuracy.fidelity import run_fidelity, zero_cost_ranking
 
     worker_devices(device, workers)  # a missing GPU: one line, before the data loads
-    fid = DEFAULT_FIDELITY.replace(**given(train_images=subset, epochs=epochs, resolution=resolution))
+    fid = _recipe(train_images=subset, epochs=epochs, resolution=resolution)
     data = load_dataset(dataset, data_dir)
     seed_tuple = seed_list(seeds, SEED_MAX)
     progress = None if as_json else (lambda p: render.say(f"  {p}", err=True))

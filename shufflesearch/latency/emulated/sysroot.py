@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...atomic import naming
+from ...cache_dir import cache_root
 from .guest import (
     CPU_FEATURES,
     CPU_MIDR,
@@ -54,8 +55,7 @@ LineProgress = Callable[[str], None]  # one line of text per step
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "shufflesearch" / "arm64"
+    return cache_root() / "arm64"  # an empty or relative XDG_CACHE_HOME means ~/.cache (the XDG spec)
 
 
 def read_manifest(cache_dir: str | os.PathLike | None = None) -> dict | None:
