@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from ..errors import UsageError
-from .storage import NoSuchStorage, StorageError, check_storage_url, open_storage, redact
+from .storage import NoSuchStorage, StorageError, StorageUnavailable, check_storage_url, open_storage, reading, redact
 
 
 class TrialRecord(TypedDict):
@@ -124,8 +124,10 @@ def study_attrs(storage_url: str) -> dict[str, dict]:
     """Study name -> its user attributes (mode, MFLOPs window, candidate count), for every stored study."""
     import optuna
 
-    summaries = optuna.get_all_study_summaries(_reader(storage_url), include_best_trial=False)
-    return {s.study_name: dict(s.user_attrs) for s in summaries}
+    storage = _reader(storage_url)
+    with reading(storage_url):
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+        return {s.study_name: dict(s.user_attrs) for s in summaries}
 
 
 def load_records(storage_url: str, study_names: list[str] | None = None) -> dict[str, list[TrialRecord]]:
@@ -133,14 +135,15 @@ def load_records(storage_url: str, study_names: list[str] | None = None) -> dict
     import optuna
 
     storage = _reader(storage_url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if study_names is not None:
-        names = [n for n in names if n in set(study_names)]
-    out = {}
-    for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
-        out[name] = [trial_record(name, t) for t in study.get_trials(deepcopy=False)]
-    return out
+    with reading(storage_url):
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        if study_names is not None:
+            names = [n for n in names if n in set(study_names)]
+        out = {}
+        for name in names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            out[name] = [trial_record(name, t) for t in study.get_trials(deepcopy=False)]
+        return out
 
 
 def summarize_studies(storage_url: str, study_names: list[str] | None = None) -> list[StudySummary]:
@@ -149,12 +152,13 @@ def summarize_studies(storage_url: str, study_names: list[str] | None = None) ->
 
     storage = _reader(storage_url)
     summaries = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if study_names is not None and summary.study_name not in study_names:
-            continue
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        records = [trial_record(summary.study_name, t) for t in study.get_trials(deepcopy=False)]
-        summaries.append(summarize_records(summary.study_name, study.user_attrs, records))
+    with reading(storage_url):
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            if study_names is not None and summary.study_name not in study_names:
+                continue
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            records = [trial_record(summary.study_name, t) for t in study.get_trials(deepcopy=False)]
+            summaries.append(summarize_records(summary.study_name, study.user_attrs, records))
     return summaries
 
 
@@ -263,16 +267,15 @@ def stored_studies(storage: str | None = None, folder: str | Path = "studies") -
     """The rows of `studies list` (one per study: {"storage": redacted URL, **StudySummary.to_dict()}) and warnings.
 
     `storage` None: every `folder`/*.db. Of those, one being created right now holds no studies
-    yet and is left out; another program's file is left out with a warning ("skipped ...").
-    A named `storage` raises instead (StorageError).
+    yet and is left out; another program's file, or a damaged one, is left out with a warning
+    ("skipped ..."): one bad file must not hide the others. A named `storage` raises instead.
     """
     urls = [storage] if storage is not None else [f"sqlite:///{p}" for p in sorted(Path(folder).glob("*.db"))]
-    urls = [check_storage_url(url) for url in urls]
     rows, warnings = [], []
     for url in urls:
         try:
-            summaries = summarize_studies(url)
-        except StorageError as exc:
+            summaries = summarize_studies(check_storage_url(url))
+        except (StorageError, StorageUnavailable) as exc:
             if storage is not None:
                 raise
             if not isinstance(exc, NoSuchStorage):

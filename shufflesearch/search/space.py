@@ -4,7 +4,8 @@ Budgets are exact because MFLOPs are known in closed form: a trial first picks g
 stage depths and the other discrete choices, then a `width` in [0, 1] that indexes the
 ladder of distinct widths that fit the budget for those choices (0 = narrowest, 1 = widest).
 No sampled spec is ever over budget, and the constraint is still recorded on the trial
-so Optuna's constrained samplers see it.
+so Optuna's constrained samplers see it. A latency budget (milliseconds on one predictor,
+e.g. a lookup table) cuts the same ladder by predicted latency: both budgets must hold.
 
 >>> from optuna.trial import FixedTrial
 >>> space = SearchSpace()
@@ -20,6 +21,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..complexity import count_macs
@@ -28,6 +30,21 @@ from ..spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
 
 class NoFeasibleWidth(Exception):
     """The discrete choices of a trial leave no width within the budget."""
+
+
+@dataclass(frozen=True)
+class LatencyBudget:
+    """A latency window in ms on one predictor: `predict_ms(spec)`, e.g. a LatencyTable's.
+
+    `predictor` says what predicts (a table and where its blocks came from), for records.
+    """
+
+    window_ms: tuple[float, float]
+    predict_ms: Callable[[ShuffleNetSpec], float] = field(compare=False)
+    predictor: str = ""
+
+    def admits(self, spec: ShuffleNetSpec) -> bool:
+        return self.window_ms[0] <= self.predict_ms(spec) <= self.window_ms[1]
 
 
 @dataclass(frozen=True)
@@ -92,20 +109,25 @@ class SearchSpace:
             self._ladders[key] = tuple(sorted(ladder, key=lambda sm: sm[1]))
         return self._ladders[key]
 
-    def feasible(self, groups, repeats, bottleneck, shuffle, budget: tuple[float, float]):
+    def feasible(self, groups, repeats, bottleneck, shuffle, budget: tuple[float, float],
+                 latency: LatencyBudget | None = None):  # fmt: skip
+        """The ladder's (scale, MACs) entries within `budget` MFLOPs and, if given, within `latency`."""
         lo, hi = budget[0] * 1e6, budget[1] * 1e6
-        return [(s, m) for s, m in self.width_ladder(groups, repeats, bottleneck, shuffle) if lo <= m <= hi]
+        ladder = [(s, m) for s, m in self.width_ladder(groups, repeats, bottleneck, shuffle) if lo <= m <= hi]
+        if latency is None:
+            return ladder
+        return [(s, m) for s, m in ladder if latency.admits(self.spec(groups, repeats, s, bottleneck, shuffle))]
 
     def discrete_choices(self):
         repeat_ranges = [range(lo, hi + 1) for lo, hi in self.repeats]
         return itertools.product(self.groups, itertools.product(*repeat_ranges), self.bottleneck_ratio, self.shuffle)
 
-    def candidates(self, budget: tuple[float, float]) -> list[ShuffleNetSpec]:
-        """Every distinct spec of the space whose MFLOPs lie within `budget` (min, max)."""
+    def candidates(self, budget: tuple[float, float], latency: LatencyBudget | None = None) -> list[ShuffleNetSpec]:
+        """Every distinct spec of the space whose MFLOPs lie within `budget` (min, max), and within `latency`."""
         return [
             self.spec(g, r, s, b, sh)
             for g, r, b, sh in self.discrete_choices()
-            for s, _ in self.feasible(g, r, b, sh, budget)
+            for s, _ in self.feasible(g, r, b, sh, budget, latency)
         ]
 
     @functools.cached_property
@@ -114,12 +136,13 @@ class SearchSpace:
         macs = [m for choice in self.discrete_choices() for _, m in self.width_ladder(*choice)]
         return min(macs) / 1e6, max(macs) / 1e6
 
-    def to_params(self, spec: ShuffleNetSpec, budget: tuple[float, float]) -> dict | None:
+    def to_params(self, spec: ShuffleNetSpec, budget: tuple[float, float],
+                  latency: LatencyBudget | None = None) -> dict | None:  # fmt: skip
         """Trial parameters that reproduce `spec` (to enqueue a preset), or None if outside the space/budget."""
         choice = (spec.groups, spec.repeats, spec.bottleneck_ratio, spec.shuffle)
         if choice not in set(self.discrete_choices()):
             return None
-        ladder = self.feasible(*choice, budget)
+        ladder = self.feasible(*choice, budget, latency)
         target = count_macs(spec.replace(resolution=self.resolution, num_classes=self.num_classes))
         index = next((i for i, (_, m) in enumerate(ladder) if m == target), None)
         if index is None:
@@ -145,10 +168,11 @@ def specs_for_table(space: SearchSpace | None, table, n: int, seed: int = 1) -> 
     return [s.replace(in_channels=table.in_channels, stem=table.stem) for s in space.sample(n, seed)]
 
 
-def suggest_spec(trial, space: SearchSpace, budget: tuple[float, float]) -> ShuffleNetSpec:
-    """Sample a spec within `budget` = (min, max) MFLOPs; the only code that touches `optuna.Trial`.
+def suggest_spec(trial, space: SearchSpace, budget: tuple[float, float],
+                 latency: LatencyBudget | None = None) -> ShuffleNetSpec:  # fmt: skip
+    """Sample a spec within `budget` = (min, max) MFLOPs (and `latency`); the only code that touches `optuna.Trial`.
 
-    Raises NoFeasibleWidth (after recording the violated constraint) when the sampled
+    Raises NoFeasibleWidth (after recording the violated constraints) when the sampled
     discrete choices admit no width in the budget: nothing is trained for such a trial.
     """
     groups = trial.suggest_categorical("groups", space.groups)
@@ -160,24 +184,32 @@ def suggest_spec(trial, space: SearchSpace, budget: tuple[float, float]) -> Shuf
     if len(space.shuffle) > 1:
         shuffle = trial.suggest_categorical("shuffle", space.shuffle)
     width = trial.suggest_float("width", 0.0, 1.0)
-    ladder = space.feasible(groups, repeats, bottleneck, shuffle, budget)
+    ladder = space.feasible(groups, repeats, bottleneck, shuffle, budget, latency)
     if not ladder:
-        narrowest = space.width_ladder(groups, repeats, bottleneck, shuffle)[0][1] / 1e6
-        _record_constraint(trial, narrowest, budget)
-        raise NoFeasibleWidth(
-            f"groups={groups} repeats={repeats}: the narrowest width costs {narrowest:.1f} MFLOPs, "
-            f"outside the budget {budget[0]:g}-{budget[1]:g}"
-        )
+        within_mflops = space.feasible(groups, repeats, bottleneck, shuffle, budget)
+        scale, macs = (within_mflops or space.width_ladder(groups, repeats, bottleneck, shuffle))[0]
+        narrowest = space.spec(groups, repeats, scale, bottleneck, shuffle)
+        _record_constraint(trial, macs / 1e6, budget, narrowest, latency)
+        why = f"costs {macs / 1e6:.1f} MFLOPs, outside the budget {budget[0]:g}-{budget[1]:g}"
+        if within_mflops:
+            why = (f"is predicted at {latency.predict_ms(narrowest):.1f} ms, outside the latency budget "
+                   f"{latency.window_ms[0]:g}-{latency.window_ms[1]:g} ms")  # fmt: skip
+        raise NoFeasibleWidth(f"groups={groups} repeats={repeats}: the narrowest width {why}")
     scale, macs = ladder[min(int(width * len(ladder)), len(ladder) - 1)]
-    _record_constraint(trial, macs / 1e6, budget)
-    return space.spec(groups, repeats, scale, bottleneck, shuffle)
+    spec = space.spec(groups, repeats, scale, bottleneck, shuffle)
+    _record_constraint(trial, macs / 1e6, budget, spec, latency)
+    return spec
 
 
-def _record_constraint(trial, mflops: float, budget: tuple[float, float]) -> None:
+def _record_constraint(trial, mflops: float, budget, spec: ShuffleNetSpec, latency: LatencyBudget | None) -> None:
     # Feasible when <= 0 (Optuna's convention); FixedTrial has no storage to record it in.
     if hasattr(trial, "set_constraint"):
         trial.set_constraint("mflops_over_budget", mflops - budget[1])
         trial.set_constraint("mflops_under_minimum", budget[0] - mflops)
+        if latency is not None:
+            ms = latency.predict_ms(spec)
+            trial.set_constraint("latency_ms_over_budget", ms - latency.window_ms[1])
+            trial.set_constraint("latency_ms_under_minimum", latency.window_ms[0] - ms)
 
 
-__all__ = ["NoFeasibleWidth", "SearchSpace", "specs_for_table", "suggest_spec"]
+__all__ = ["LatencyBudget", "NoFeasibleWidth", "SearchSpace", "specs_for_table", "suggest_spec"]

@@ -13,12 +13,15 @@ import contextlib
 import os
 import re
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
 from ..errors import MachineError, UsageError
+from .redaction import redact
 
 HEARTBEAT_INTERVAL_S = 5  # override: SHUFFLESEARCH_HEARTBEAT_S (a dead worker is noticed after 4 beats)
+MAX_HEARTBEAT_S = 3600  # beyond an hour, a dead worker's trial would wait most of a day to be retried
 OPTUNA_TABLES = {"studies", "trials", "version_info"}  # a study database has these (and more)
 
 
@@ -34,15 +37,29 @@ class StorageUnavailable(MachineError):
     """A well-formed storage we cannot open (server down, wrong password, unwritable folder)."""
 
 
-def redact(url: str) -> str:
-    """The URL (or a driver's message) with every password replaced, safe for logs and reports.
+class StorageUnreadable(StorageUnavailable):
+    """A storage that opened but failed while being read: a damaged SQLite page, a server gone mid-query."""
 
-    Covers user:pw@ (any user, even none), ?password=pw and libpq's password=pw form. A
-    password may hold '/', '?' or '#' unencoded (SQLAlchemy reads it up to an '@'), so
-    everything up to the token's last '@' goes: too much hidden beats one character shown.
+
+@contextlib.contextmanager
+def reading(url: str):
+    """Turn a storage failing mid-read (SQLite "database disk image is malformed", a lost server) into one line.
+
+    Optuna wraps the driver's error in StorageInternalError ("exceeding max length"): the driver's own words are
+    what the user needs.
     """
-    url = re.sub(r"(://[^:/@\s]*):\S*@", r"\1:***@", url)
-    return re.sub(r"(?i)\b(password|passwd)(\s*=\s*)('[^']*'|[^\s&#]*)", r"\1\2***", url)
+    import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        yield
+    except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as exc:
+        root = _chain(exc)[-1]
+        first = (str(root).strip().splitlines() or [type(root).__name__])[0]
+        path = sqlite_path(url)
+        fix = (f"; the file may be damaged: check it with sqlite3 {path} 'PRAGMA integrity_check', or restore a copy"
+               if path is not None else "; check the server and try again")  # fmt: skip
+        raise StorageUnreadable(f"cannot read storage {redact(url)}: {redact(first, url)}{fix}") from None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -86,12 +103,60 @@ def check_storage_url(url: str) -> str:
         return url
     if not path.name or path.is_dir():
         raise StorageError(f"storage {url!r} names a folder, not a database file; e.g. sqlite:///studies/x.db")
+    _check_sqlite_file(path)
     if path.is_file():
         with open(path, "rb") as f:
             header = f.read(16)
         if header and header != b"SQLite format 3\0":
             raise StorageError(f"storage {url!r}: {path} is not an SQLite database")
     return url
+
+
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a pipe (FIFO)",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}  # fmt: skip
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse what SQLite must never open: anything but a regular file or a name not yet taken.
+
+    SQLite writes its header onto a device (`/dev/sda`) and creates `-journal` files beside
+    `/dev/null`; a link to nothing would create its target wherever it points. The file's
+    `-journal`, `-wal` and `-shm` companions are held to the same rule.
+    """
+    if path.name == ":memory:":
+        raise StorageError("storage sqlite:///:memory: keeps nothing once the search ends (and each worker would "
+                           "have its own); name a .db file, e.g. sqlite:///studies/x.db")  # fmt: skip
+    for file in (path, *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm"))):
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
+            if file.is_symlink():
+                raise StorageError(f"storage {file} is a link to nothing ({os.readlink(file)}); SQLite would create "
+                                   "its target: name the .db file itself") from None  # fmt: skip
+            continue
+        except OSError as exc:  # /dev/null/x.db (not a folder), no permission, a loop of links, a long name
+            raise StorageError(
+                f"storage {path}: {exc.strerror or exc}; name a .db file in a folder you can read"
+            ) from None
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            link = f" (a link to {file.resolve()})" if file.is_symlink() else ""
+            raise StorageError(f"storage {file}{link} is {kind}, not a database file; SQLite would write onto it: "
+                               "name a new or existing .db file, e.g. sqlite:///studies/x.db")  # fmt: skip
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a worker's heartbeats: SHUFFLESEARCH_HEARTBEAT_S, else 5 (a dead worker is noticed after 4).
+
+    Checked before a storage opens: Optuna would raise on 0 or a negative value, and an absurd
+    one would leave a dead worker's trial unclaimed for days.
+    """
+    text = os.environ.get("SHUFFLESEARCH_HEARTBEAT_S") or str(HEARTBEAT_INTERVAL_S)  # set but empty: the default
+    value = int(text.strip()) if re.fullmatch(r"\s*[0-9]{1,5}\s*", text) else None
+    if value is None or not 1 <= value <= MAX_HEARTBEAT_S:
+        raise StorageError(f"SHUFFLESEARCH_HEARTBEAT_S={text[:40]!r} must be a whole number of seconds in "
+                           f"[1, {MAX_HEARTBEAT_S}] (default {HEARTBEAT_INTERVAL_S}); unset it for the default")  # fmt: skip
+    return value
 
 
 def open_storage(url: str, create: bool = True):
@@ -109,6 +174,7 @@ def open_storage(url: str, create: bool = True):
     # Heartbeats have been "experimental" since Optuna 2.8; pinned to optuna>=5,<6 and tested here.
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
+    interval = heartbeat_interval()
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
         raise StorageError(f"storage {redact(url)!r}: use sqlite:///path/to/study.db or postgresql://user@host/db")
     if sqlite_path(url) is None and "@" in (_host(url) or ""):  # a raw '@' in the password: the driver echoes the rest
@@ -116,6 +182,8 @@ def open_storage(url: str, create: bool = True):
                            "password as %40")  # fmt: skip
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)
+    if path is not None:
+        check_storage_url(url)  # a device, pipe or folder is refused before SQLite opens it (callers may skip the CLI)
     if path is not None and set("%?#") & set(str(path)):  # URL syntax: SQLAlchemy and SQLite would open another file
         raise StorageError(f"SQLite path {path} holds '%', '?' or '#', which a database URL misreads; "
                            "rename that file or folder")  # fmt: skip
@@ -126,11 +194,12 @@ def open_storage(url: str, create: bool = True):
             engine_kwargs = _reader_engine_kwargs(path)
     # Our progress view reports trial states; Optuna would log an interrupted trial with a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    interval = int(os.environ.get("SHUFFLESEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
     if path is not None and create:
         from ..atomic import check_writable
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():  # no folder chains made anywhere a typo points
+            raise StorageError(f"folder {path.parent} does not exist; create it first (mkdir -p {path.parent}) or "
+                               "name a .db file in an existing folder")  # fmt: skip
         check_writable(path.parent)  # read-only or full: one line naming the folder, not sqlite's traceback
         try:
             if path.is_file():
@@ -169,7 +238,7 @@ def open_storage(url: str, create: bool = True):
                 if path is not None
                 else "; check the host, that the server runs, and the URL (postgresql://user@host:5432/db)"
             )
-            raise StorageUnavailable(f"cannot open storage {redact(url)}: {redact(first)}{fix}") from None
+            raise StorageUnavailable(f"cannot open storage {redact(url)}: {redact(first, url)}{fix}") from None
     raise AssertionError("unreachable")
 
 
@@ -238,8 +307,11 @@ __all__ = [
     "NoSuchStorage",
     "StorageError",
     "StorageUnavailable",
+    "StorageUnreadable",
     "check_storage_url",
+    "heartbeat_interval",
     "open_storage",
+    "reading",
     "redact",
     "sqlite_path",
 ]

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..input_file import InputFileError, read_input_file
 from ..spec import BOTTLENECK_CHOICES, GROUP_CHOICES, REPEATS_RANGE, RESOLUTION_RANGE, SCALE_RANGE
 from .space import SearchSpace
+from .toml_lines import key_lines
 
 MODES = ("per-budget", "pareto")
 SAMPLERS = ("tpe", "random", "nsga2")
@@ -46,12 +47,14 @@ class StudyConfig:
     pruner: str = "hyperband"
     storage: str | None = None  # None: the embedded SQLite file beside the study file
     enqueue_presets: bool = True
-    budgets: tuple[float, ...] = ()  # per-budget mode
+    repeat_specs: bool = False  # True: a spec may be trained again (else the queue samples a distinct one)
+    budgets: tuple[float, ...] = ()  # per-budget mode, MFLOPs
+    latency_budgets: tuple[float, ...] = ()  # ms on `lut`'s predictor; with `budgets`, paired: both must hold
     min_fraction: float = 0.5  # per-budget: sample specs between min_fraction*budget and budget
     budget_range: tuple[float, float] = (10.0, 150.0)  # pareto mode
     space: SearchSpace = field(default_factory=SearchSpace)
     second_objective: str = "mflops"  # pareto mode
-    lut: Path | None = None
+    lut: str | None = None  # the one latency predictor: a shipped table's name ("snapdragon820") or a table file
     dataset: str = "fashion-mnist"
     data_dir: Path | None = None
     fidelity: Fidelity = DEFAULT_FIDELITY  # the default recipe with the file's [accuracy.fidelity] overrides
@@ -63,9 +66,23 @@ class StudyConfig:
 
     def budget_windows(self) -> dict[str, tuple[float, float]]:
         """Optuna study name -> (min, max) MFLOPs: one per budget, or one for the whole front."""
-        if self.mode == "pareto":
-            return {self.name: self.budget_range}
-        return {f"{self.name}-{b:g}M": (b * self.min_fraction, b) for b in self.budgets}
+        return {name: mflops for name, (mflops, _) in self._windows().items()}
+
+    def latency_windows(self) -> dict[str, tuple[float, float] | None]:
+        """Optuna study name -> (min, max) predicted ms on `lut`, or None where only MFLOPs bound it."""
+        return {name: ms for name, (_, ms) in self._windows().items()}
+
+    def _windows(self) -> dict[str, tuple[tuple[float, float], tuple[float, float] | None]]:
+        if self.mode == "pareto":  # one front; a latency budget there is a cap
+            return {self.name: (self.budget_range, (0.0, self.latency_budgets[0]) if self.latency_budgets else None)}
+        f, n = self.min_fraction, max(len(self.budgets), len(self.latency_budgets))
+        mflops = [(b * f, b) for b in self.budgets] or [(0.0, self.space.mflops_range[1])] * n
+        ms = [(t * f, t) for t in self.latency_budgets] or [None] * n
+        names = [
+            "-".join([self.name, *([f"{m[1]:g}M"] if self.budgets else []), *([f"{t[1]:g}ms"] if t else [])])
+            for m, t in zip(mflops, ms, strict=True)
+        ]
+        return dict(zip(names, zip(mflops, ms, strict=True), strict=True))
 
     def default_storage(self) -> str:
         return f"sqlite:///{self.path.with_suffix('.db')}"
@@ -76,24 +93,16 @@ class StudyConfig:
 
 
 # section -> the keys it may hold
+# fmt: off
 _SCHEMA: dict[str, set[str]] = {
-    "study": {
-        "name",
-        "mode",
-        "trials",
-        "seed",
-        "sampler",
-        "pruner",
-        "storage",
-        "enqueue_presets",
-        "keep_weights",
-        "artifacts",
-    },
-    "budget": {"mflops", "min_fraction", "range"},
+    "study": {"name", "mode", "trials", "seed", "sampler", "pruner", "storage", "enqueue_presets",
+              "repeat_specs", "keep_weights", "artifacts"},
+    "budget": {"mflops", "latency_ms", "lut", "min_fraction", "range"},
     "space": {"groups", "scale", "scale_step", "repeats", "bottleneck_ratio", "shuffle", "resolution", "num_classes"},
     "objective": {"second", "lut"},
     "accuracy": {"dataset", "data_dir", "fidelity", "device"},
 }
+# fmt: on
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -118,28 +127,19 @@ def load_study(path: str | Path) -> StudyConfig:
 
 class _Validator:
     def __init__(self, path: Path, text: str, data: dict) -> None:
-        self.path, self.lines, self.data = path, text.splitlines(), data
+        self.path, self.text, self.data = path, text, data
 
     def fail(self, section: str, key: str | None, message: str):
         where = f"{section}.{key}" if key else f"[{section}]"
-        raise StudyFileError(f"{self.path}:{self._line(section, key)}: {where}: {message}")
-
-    def _line(self, section: str, key: str | None) -> int:
-        current = ""
-        for number, line in enumerate(self.lines, 1):
-            stripped = line.strip()
-            header = re.match(r"^\[+\s*([^\]]+?)\s*\]+", stripped)
-            if header:
-                current = header.group(1)
-                if key is None and current == section:
-                    return number
-            elif (key and current == section and re.match(rf"^{re.escape(key)}\s*[=.]", stripped)) or (
-                key and current == "" and re.match(rf"^{re.escape(section)}\.{re.escape(key)}\s*=", stripped)
-            ):
-                return number
-        if "." in section:  # a key of a nested table written inline or dotted: the line of the table itself
-            return self._line(*section.rsplit(".", 1))
-        return 1
+        # "accuracy.fidelity" is a sub-table; a top-level name holding a dot ("a.b") is one key
+        table = (section,) if section in self.data else tuple(section.split("."))
+        at = (*table, key) if key else table
+        try:
+            lines = key_lines(self.text)  # only once it has failed: a valid file costs nothing
+        except RecursionError:  # nesting as deep as tomllib goes: the message still names the key
+            lines = {}
+        line = next((lines[at[:n]] for n in range(len(at), 0, -1) if at[:n] in lines), 1)
+        raise StudyFileError(f"{self.path}:{line}: {where}: {message}")
 
     def get(self, section: str, key: str, kind: type | tuple, default: Any = None) -> Any:
         value = self.data.get(section, {}).get(key, default)
@@ -202,10 +202,15 @@ class _Validator:
         space = self._space()
         lo, hi = space.mflops_range
         budgets, budget_range, min_fraction = (), (10.0, 150.0), 0.5
+        latency_budgets = self._budgets("latency_ms", "ms")
         if mode == "per-budget":
-            budgets = self.number_list("budget", "mflops", ())
-            if not budgets:
-                self.fail("budget", "mflops", "per-budget mode needs budgets, e.g. mflops = [13, 38, 140]")
+            budgets = self._budgets("mflops", "M")
+            if not budgets and not latency_budgets:
+                self.fail("budget", "mflops", "per-budget mode needs budgets, e.g. mflops = [13, 38, 140] "
+                                              "and/or latency_ms = [6, 15, 38]")  # fmt: skip
+            if budgets and latency_budgets and len(budgets) != len(latency_budgets):
+                self.fail("budget", "latency_ms", f"{len(latency_budgets)} latency budgets for {len(budgets)} MFLOPs "
+                                                  "budgets: give one per MFLOPs budget (both must hold), or only one list")  # fmt: skip
             min_fraction = float(self.get("budget", "min_fraction", (int, float), 0.5))
             if not 0 <= min_fraction < 1:
                 self.fail("budget", "min_fraction", f"{min_fraction} must be in [0, 1)")
@@ -217,10 +222,16 @@ class _Validator:
                 self.fail("budget", "range", f"{list(window)} must be [min, max] MFLOPs with min < max")
             budget_range = (float(window[0]), float(window[1]))
             self._check_window("range", budget_range, space, lo, hi)
+            if len(latency_budgets) > 1:
+                self.fail("budget", "latency_ms", "a pareto study has one front: give at most one latency cap, "
+                                                  "e.g. latency_ms = [40]")  # fmt: skip
         second = self.choice("objective", "second", SECOND_OBJECTIVES, "mflops")
-        lut = self.path_text("objective", "lut")
+        lut = self._lut()
         if second == "latency" and not lut:
-            self.fail("objective", "second", "a latency objective needs lut = 'path/to/device.lut.json'")
+            self.fail("objective", "second", "a latency objective needs lut = 'snapdragon820' (shipped, estimated) "
+                                             "or lut = 'path/to/device.lut.json'")  # fmt: skip
+        if latency_budgets:
+            self._check_latency_windows(lut, space, budgets, latency_budgets, min_fraction, budget_range, mode)
         fidelity = self._fidelity(self.get("accuracy", "fidelity", dict, {}))
         data_dir = self.path_text("accuracy", "data_dir")
         device = self.get("accuracy", "device", str, "auto")
@@ -231,14 +242,73 @@ class _Validator:
             self.fail("study", "artifacts", "is empty; name a folder, s3://bucket or gs://bucket")
         return StudyConfig(
             name=name, path=self.path, mode=mode, trials=trials, seed=seed,
-            sampler=sampler, pruner=pruner, storage=self.path_text("study", "storage"),
+            sampler=sampler, pruner=pruner, storage=self._storage(),
             enqueue_presets=self.get("study", "enqueue_presets", bool, True), budgets=tuple(map(float, budgets)),
+            repeat_specs=self.get("study", "repeat_specs", bool, False),
+            latency_budgets=tuple(map(float, latency_budgets)),
             min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
-            lut=Path(lut) if lut else None, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
+            lut=lut, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
             data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=fidelity, device=device,
             keep_weights=self.choice("study", "keep_weights", KEEP_WEIGHTS, "best"),
             artifacts=str(Path(artifacts).expanduser()) if artifacts and "://" not in artifacts else artifacts,
         )  # fmt: skip
+
+    def _storage(self) -> str | None:
+        """The file's storage URL, a relative SQLite path read from the study file's folder (as its default .db is).
+
+        So `storage = "sqlite:///runs.db"` means the same file whatever folder the command runs in.
+        """
+        url = self.path_text("study", "storage")
+        if url is None or not url.startswith("sqlite:///") or not url.removeprefix("sqlite:///"):
+            return url
+        path = Path(url.removeprefix("sqlite:///")).expanduser()
+        return f"sqlite:///{path if path.is_absolute() else self.path.parent / path}"
+
+    def _budgets(self, key: str, unit: str) -> tuple:
+        """A budget list; two budgets naming one study (13 and 13.0000001 both print 13M) are refused."""
+        budgets = self.number_list("budget", key, ())
+        seen: dict[str, float] = {}
+        for b in budgets:
+            if not (math.isfinite(b) and b > 0):
+                self.fail("budget", key, f"{b!r} must be a positive number")
+            if f"{b:g}" in seen:
+                same = "is listed twice" if seen[f"{b:g}"] == b else f"and {seen[f'{b:g}']!r} both print as {b:g}"
+                self.fail("budget", key, f"{b!r} {same}: each budget names its study ({self._name()}-{b:g}{unit}); "
+                                         "use budgets that differ in their first 6 digits")  # fmt: skip
+            seen[f"{b:g}"] = b
+        return budgets
+
+    def _lut(self) -> str | None:
+        """The study's one latency predictor: `[budget] lut` or `[objective] lut` (the same if both are given)."""
+        budget, objective = self.path_text("budget", "lut"), self.path_text("objective", "lut")
+        if budget and objective and budget != objective:
+            self.fail("objective", "lut", f"{objective!r} is not budget.lut {budget!r}: a study has one predictor")
+        return budget or objective or None
+
+    def _check_latency_windows(self, lut, space, budgets, latency_budgets, min_fraction, budget_range, mode) -> None:
+        """Each latency window admits some spec of the space on the study's predictor (fails in ms, not hours in)."""
+        from ..latency.lut import LutError, resolve_table
+        from .space import LatencyBudget
+
+        if not lut:
+            self.fail("budget", "latency_ms", "latency budgets need a predictor: lut = 'snapdragon820' (shipped, "
+                                              "estimated) or lut = 'path/to/device.lut.json' (lut build)")  # fmt: skip
+        key = "lut" if self.path_text("budget", "lut") else "objective.lut"
+        try:
+            table = resolve_table(lut)
+            table.check_covers(space)
+        except LutError as exc:
+            self.fail("budget", key.removeprefix("objective."), str(exc))
+        f = min_fraction if mode == "per-budget" else 0.0
+        for i, ms in enumerate(latency_budgets):
+            window = (budgets[i] * f, budgets[i]) if budgets else budget_range if mode == "pareto" else (0.0, math.inf)
+            latency = LatencyBudget((ms * f, ms), table.predict_ms)
+            if not any(space.feasible(*choice, window, latency) for choice in space.discrete_choices()):
+                self.fail("budget", "latency_ms", f"no spec of the space is predicted at {ms * f:g}-{ms:g} ms "
+                                                  f"(within {window[0]:g}-{window[1]:g} MFLOPs) by {table.name}")  # fmt: skip
+
+    def _name(self) -> str:
+        return self.get("study", "name", str, self.path.stem)
 
     def _fidelity(self, overrides: dict) -> Fidelity:
         try:

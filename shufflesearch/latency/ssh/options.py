@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 from collections.abc import Sequence
 
 from .target import SshTarget, SshTargetError
@@ -41,7 +43,30 @@ def check_ssh_options(ssh_options: Sequence[str] | str, target: SshTarget) -> li
             if letter == "o":
                 _check_config_option(value, target)
             break
+    _check_with_ssh(options, target)
     return options
+
+
+def _check_with_ssh(options: list[str], target: SshTarget) -> None:
+    """Let ssh itself read the options, offline (`ssh -G` connects to nothing): what it refuses is a usage error.
+
+    A bad port (-p 0, -p 99999, -o Port=abc), an unknown option or cipher, a malformed
+    forwarding: ssh exits 255 before connecting, which would otherwise read as an unreachable
+    device (exit 1). Without an ssh client the session says so later.
+    """
+    if not options or shutil.which("ssh") is None:
+        return
+    port = ["-p", str(target.port)] if target.port is not None else []
+    try:
+        done = subprocess.run(["ssh", "-G", *options, *port, "--", target.destination], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", timeout=15, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):  # a slow ~/.ssh/config Match exec: the real call decides
+        return
+    if done.returncode == 255:
+        said = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = " ".join(said[-1].split()) if said else "no reason given"
+        raise SshTargetError(f"ssh options {shlex.join(options)!r}: ssh refuses them ({reason}); see `man ssh`, "
+                             'e.g. "-i ~/.ssh/key -o Port=2222"')  # fmt: skip
 
 
 def _check_config_option(line: str, target: SshTarget) -> None:
