@@ -1,7 +1,8 @@
 """The world each hostile-input case runs in (tests/test_hostile_input.py), and the stand-ins for heavy steps.
 
-Tiny files in the real formats (IDX, CIFAR-10 pickles, PNG folders, a LUT, study files and a stored study), and
-fakes that return a plausible result where the real step would export, time, train or draw for seconds.
+Tiny files in the real formats (IDX, CIFAR-10 pickles, PNG folders, a LUT, study files and a stored study in a real
+SQLite file), and fakes that return a plausible result where the real step would export, time or train for seconds.
+Reports are drawn for real (matplotlib's Agg, at a low resolution): that is where mathtext in a label raised.
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ lut = "luts/tiny.lut.json"
 
 
 NASTY = f'<script>alert(1)</script>&"x" [/] [bold] $(touch {CANARY}); `touch {CANARY}`'
+# What matplotlib, Markdown or a terminal would read as their own: mathtext (`$\frac{$` raised), TeX, HTML, a
+# table's column break, a code span, a line break, NUL, a bidi override, an escape sequence, and length.
+MATHTEXT = (
+    "$\\frac{$ $x^2$ \\input{/etc/passwd} <b>&amp;</b> | `code` [a](javascript:x) *em* _u_\nb\x00\u202e\x1b[2J"
+    + "y" * 300
+)
 
 
 def _write_stored_study(url: str) -> None:
@@ -107,17 +114,15 @@ def _write_stored_study(url: str) -> None:
     from shufflesearch.search.storage import open_storage
 
     storage = open_storage(url)
-    study = optuna.create_study(study_name="tiny-13M", storage=storage, direction="maximize")
-    for key, value in {
-        "window_mflops": [6.5, 13.0],
-        "mode": "per-budget",
-        "study_file": NASTY,
-        "candidates": 3,
-    }.items():
-        study.set_user_attr(key, value)
-    attrs = {"label": NASTY, "preset": NASTY, "worker": NASTY, "status": NASTY, "mflops": 12.0, "params": 1000,
-             "top1": 0.8, "spec": {"groups": 3, "scale": 0.25}}  # fmt: skip
-    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs=attrs))
+    for name, window, text in (("tiny-13M", [6.5, 13.0], NASTY), ("tiny-40M", [13.0, 40.0], MATHTEXT)):
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for key, value in {"window_mflops": window, "mode": "per-budget", "study_file": text, "candidates": 3,
+                           "dataset": MATHTEXT}.items():  # fmt: skip
+            study.set_user_attr(key, value)
+        # Each label reaches a figure: the winner's names a bar (stage costs), a latency kind a legend entry.
+        attrs = {"label": text, "preset": text, "worker": text, "status": text, "mflops": 12.0, "params": 1000,
+                 "top1": 0.8, "latency_ms": 3.0, "latency_kind": MATHTEXT, "spec": {"groups": 3, "scale": 0.25}}  # fmt: skip
+        study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs=attrs))
     storage.engine.dispose()  # the template is copied per case: no write-ahead log left open
 
 
@@ -238,14 +243,6 @@ def fake_scores(spec, dataset, fidelity=None, batch_size=64, names=("synflow",),
     train_subset(dataset.train_labels, batch_size, seed)
     names = zero_cost._check_names(names)
     return trained, zero_cost.ZeroCostResult({n: 1.0 for n in names}, {n: 0.0 for n in names}, batch_size, seed)
-
-
-class FakeFigure:
-    def set_layout_engine(self, name):
-        pass
-
-    def savefig(self, buffer, format, **kwargs):
-        buffer.write(b"<svg/>" if format == "svg" else b"\x89PNG fake")
 
 
 class FvcoreCheck:

@@ -4,9 +4,10 @@ Every case must end in a result (exit 0) or ONE line `error: ...` on stderr (exi
 environment): never a traceback, a hang, a half-written file, or a command run by a shell.
 
 A valid input would start minutes of work (export and timing, training, scoring, the arm64 set-up, the trial
-loop, plot drawing). That one heavy step is replaced by a recorder returning a plausible result (see `heavy`),
+loop). That one heavy step is replaced by a recorder returning a plausible result (see `heavy`),
 so a case takes milliseconds; everything before it -- option parsing, spec validation, study-file parsing,
-dataset loading (tiny files in the real formats), storage, path checks, atomic writes -- is the real code.
+dataset loading (tiny files in the real formats), storage (real SQLite files), path checks, atomic writes, and a
+report's plots (real matplotlib at a low resolution) -- is the real code.
 
 Counts: each fuzz test counts the cases it ran; SHUFFLESEARCH_FUZZ_COUNTS=path writes them as JSON at the end.
 FUZZ_EXAMPLES=n raises every fuzz test's max_examples to n (a long run), e.g.
@@ -36,10 +37,10 @@ import typer
 from hostile_world import (
     CANARY,
     FAKE_ONNX,
+    MATHTEXT,
     NASTY,
     PARETO_STUDY,
     TINY_STUDY,
-    FakeFigure,
     FvcoreCheck,
     build_world,
     fake_emulation,
@@ -67,10 +68,13 @@ SHELL = [f"$(touch {CANARY})", f"`touch {CANARY}`", f";touch {CANARY}", f"| touc
 HOSTILE = [
     *SHELL, "", " ", "-", "--", "0", "-1", "nan", "inf", "-inf", "1e309", "0x10", "1_0", "9" * 400, "a" * 5000,
     "é", "😀", "\u202e", "\udcff", "\n", "a\nb", "[/]", "[bold]x", "<script>alert(1)</script>", "'", '"', "\\",
-    "../../../etc/passwd", "~", "%s%n", "{0}", "--json", "--help",
+    "../../../etc/passwd", "~", "%s%n", "{0}", "--json", "--help", "$\\frac{$", "$x$", "\\$", "<b>&amp;</b>", "| a |",
+    "`x`", "[a](javascript:x)",
 ]  # fmt: skip
 # Text a file or a database can hold but an argv cannot: NUL and other control characters (no lone surrogate).
 IN_FILES = [*(t for t in HOSTILE if "\udcff" not in t), "\x00", "a\x00b", "sqlite:///\x00x", "\x1b[2J", "\x7f"]
+# A database holds JSON, whose "\udcff" is a lone surrogate again: no UTF-8 output can write it as it is.
+IN_STORAGE = [*IN_FILES, "\udcff", MATHTEXT]
 # Paths, relative to the copy of the world each case runs in. No absolute output path: "/dev/null" as --out
 # was replaced by a regular file (as root); the regressions below show that on a FIFO of the case's own.
 PATHS = [
@@ -224,7 +228,7 @@ def heavy(world, monkeypatch):
     from shufflesearch.accuracy.datasets import fashion_mnist
     from shufflesearch.complexity import count_complexity, fvcore_check
     from shufflesearch.latency import emulated, lut, measure, ssh
-    from shufflesearch.report import build, plots
+    from shufflesearch.report import build
     from shufflesearch.search import workers
 
     mp = monkeypatch
@@ -246,8 +250,7 @@ def heavy(world, monkeypatch):
     mp.setattr(emulated.sysroot, "ensure_sysroot", lambda **kwargs: world / "cache" / "arm64")  # setup: downloads
     mp.setattr(workers, "_run_with_progress", lambda *args: None)  # search: the trial loop
     mp.setattr(workers, "_run_processes", lambda *args: None)
-    for name, *_ in build._PLOTS:  # report: drawing (seconds per plot); frames, tables, page are real
-        mp.setattr(plots, f"plot_{name}", lambda frames: FakeFigure())
+    mp.setattr(build, "DPI", 20)  # report: the real plots, fewer pixels (mathtext raised while drawing)
     mp.setattr(fvcore_check, "fvcore_count", lambda spec: FvcoreCheck(count_complexity(spec).macs, 0.0))
     return world
 
@@ -290,8 +293,8 @@ def _resumable(argv: list[str], path: str) -> bool:
     """`finish` keeps its folder's run description and training state on failure: the same command resumes."""
     if argv[0] != "finish":
         return False
-    out = argv[argv.index("--out") + 1] if "--out" in argv[:-1] else "studies/finished/"
-    return path.startswith(("studies/finished/", out.rstrip("/") + "/"))
+    outs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"]  # click keeps the last
+    return path.startswith(("studies/finished/", *(out.rstrip("/") + "/" for out in outs[-1:])))
 
 
 CASE_SECONDS = 60  # a case takes milliseconds; one still running after this is hanging (a FIFO, a lock)
@@ -360,11 +363,37 @@ def check_case(world: Path, argv: list[str], name: str, prepare=None) -> tuple[i
             assert all(p.endswith(STORAGE_FILES) or _resumable(argv, p) for p in changed), (argv, err, changed)
         else:
             _check_outputs_complete(case / "w", argv)
+            for marker in (p for p in changed if p.endswith(REPORT_MARKER)):
+                _check_report_folder((case / "w" / marker).parent)
     finally:
         shutil.rmtree(case, ignore_errors=True)
     COUNTS[name] += 1
     COUNTS[f"{name} exit {code}"] += 1
     return code, out, err
+
+
+REPORT_MARKER = ".shufflesearch-report"
+
+
+def _check_report_folder(folder: Path) -> None:
+    """A report just written: every file its marker lists, as listed; plots that are PNG and SVG; Markdown and
+    HTML that carry no markup from the stored labels (the page's own tags are there, a `<script>` is not)."""
+    import hashlib
+    import xml.etree.ElementTree as ET
+
+    listed = [line.split("  ", 1) for line in (folder / REPORT_MARKER).read_text().splitlines()[1:]]
+    assert listed and all(hashlib.sha256((folder / rel).read_bytes()).hexdigest() == sha for sha, rel in listed)
+    for _, rel in listed:
+        path = folder / rel
+        if path.suffix == ".png":
+            assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), rel
+        elif path.suffix == ".svg":
+            assert ET.parse(path).getroot().tag.endswith("svg"), rel
+        elif path.suffix == ".md":
+            text = path.read_text()
+            assert "<" not in text and "\x00" not in text and "\x1b" not in text, (rel, text)
+    page = (folder / "index.html").read_text()
+    assert page.rstrip().endswith("</html>") and "<script" not in page and "<b>" not in page
 
 
 def _check_outputs_complete(root: Path, argv: list[str]) -> None:
@@ -522,7 +551,7 @@ SPEC_JSON = st.one_of(
     st.builds(lambda spec: spec.to_dict(), st.sampled_from(list(list_presets().values()))),
 )  # fmt: skip
 NUMBER = st.one_of(st.none(), INTS, FLOATS)
-TEXT = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(IN_FILES))
+TEXT = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(IN_STORAGE))
 NUMERIC_ATTRS = ["mflops", "params", "top1", "latency_ms", "train_seconds"]
 TEXT_ATTRS = ["label", "preset", "status", "worker", "latency_kind", "dataset"]
 

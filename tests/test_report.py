@@ -280,9 +280,9 @@ def test_rebuild_replaces_a_report_but_never_a_foreign_folder(tmp_path):
     records, attrs = random_studies(seed=17, n=10)
     out = tmp_path / "demo"
     build_report(records, attrs, out, title="first")
-    (out / "stale.txt").write_text("from an older version")
+    (out / "notes.txt").write_text("the user's")  # a rebuild once deleted it (issue 17); more in test_report_hostile
     build_report(records, attrs, out, title="second")
-    assert "second" in (out / "index.html").read_text() and not (out / "stale.txt").exists()
+    assert "second" in (out / "index.html").read_text() and (out / "notes.txt").read_text() == "the user's"
     assert (out / MARKER).is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
     old_mask = os.umask(0o022)
     try:  # readable by others, as files written without a temp file would be (a report may be served)

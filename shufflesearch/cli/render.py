@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["console", "esc", "fmt", "pct", "print_json", "rich_table", "say", "training_bar"]
+__all__ = ["console", "esc", "fmt", "line", "pct", "print_json", "rich_table", "say", "training_bar"]
 
 
 def console():
@@ -33,6 +33,14 @@ def esc(value: object) -> str:
     from rich.markup import escape
 
     return escape(str(value))
+
+
+def line(value: object) -> str:
+    """Stored text (a label, a dataset name) as a terminal shows it: escapes instead of control characters, so a
+    label holding ESC [2J cannot clear the screen, nor a bidi override reorder the line."""
+    from ..report.text import visible
+
+    return visible(value)
 
 
 def say(message: str, err: bool = False) -> None:
@@ -61,13 +69,15 @@ def rich_table(rows: list[dict[str, Any]], title: str | None = None, columns: li
     from rich.table import Table
     from rich.text import Text
 
-    # Text, not str: a cell or title is never parsed as markup (stored labels and paths may hold '[/]').
+    # Text, not str: a cell or title is never parsed as markup (stored labels and paths may hold '[/]'),
+    # and `line`: never a terminal control sequence.
     columns = columns or (list(rows[0]) if rows else [])
-    table = Table(title=Text(title) if title else None, title_justify="left")
+    table = Table(title=Text(line(title)) if title else None, title_justify="left")
     for col in columns:
-        table.add_column(Text(col), justify="right" if rows and isinstance(rows[0][col], (int, float)) else "left")
+        justify = "right" if rows and isinstance(rows[0][col], (int, float)) else "left"
+        table.add_column(Text(line(col)), justify=justify)
     for row in rows:
-        table.add_row(*(Text(fmt(row[c])) for c in columns))
+        table.add_row(*(Text(line(fmt(row[c]))) for c in columns))
     return table
 
 

@@ -35,10 +35,10 @@ def report(
         render.print_json(result.to_dict())
         return
     console = render.console()
-    for line in result.notes:
-        console.print(f"note: {line}", markup=False, highlight=False)
-    for line in result.summary:
-        console.print(line, markup=False, highlight=False)
+    for note in result.notes:
+        console.print(render.line(f"note: {note}"), markup=False, highlight=False)
+    for summary in result.summary:
+        console.print(render.line(summary), markup=False, highlight=False)
     rows = [
         {"budget": f"≤{r['budget_mflops']:g} M", "kind": r["kind"], "name": r["name"], "spec": r["label"],
          "MFLOPs": r["mflops"], "params (M)": r["params_m"],
@@ -50,4 +50,5 @@ def report(
         console.print(
             render.rich_table(rows, f"Best per budget vs the paper's models (proxy top-1 on {config.dataset})")
         )
-    console.print(f"report: {result.out_dir / 'index.html'} ({len(result.files)} files)", markup=False)
+    console.print(render.line(f"report: {result.out_dir / 'index.html'} ({len(result.files)} files)"), markup=False,
+                  highlight=False)  # fmt: skip

@@ -1,7 +1,8 @@
 """One call: study records -> a report folder (CSV + Markdown tables, PNG + SVG plots, index.html).
 
 The folder is built next to `out_dir` and swapped in only when complete, so a failure
-(a full disk, a bug, Ctrl-C) leaves the previous report as it was.
+(a full disk, a bug, Ctrl-C) leaves the previous report as it was. A rebuild replaces only the
+files the last report wrote and keeps anything else in the folder (folder.py).
 
 >>> result = build_report(load_records("sqlite:///studies/demo.db"), attrs, "reports/demo")  # doctest: +SKIP
 >>> result.files[:2]  # doctest: +SKIP
@@ -14,26 +15,23 @@ import io
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__
 from ..atomic import naming, write_atomically
-from ..errors import UsageError
 from ..search.results import TrialRecord
 from . import plots
+from .folder import MARKER, ReportError, carry_over, digest, existing, manifest, swap_in
 from .frames import PAPER, SEARCHED, ReportFrames, build_frames, public
 from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
 from .tables import frame_rows, spreadsheet_safe, to_csv, to_markdown
 
-MARKER = ".shufflesearch-report"  # a folder holding this file may be replaced by the next build
+__all__ = ["MARKER", "ReportError", "ReportResult", "build_report", "summary_lines"]
+
 COLLAPSE_ROWS = 40  # longer tables are folded in the page (they are complete in CSV/Markdown)
-
-
-class ReportError(UsageError):
-    """An output folder we must not replace."""
+DPI = 110  # PNG resolution (tests draw at less: the same code, fewer pixels)
 
 
 @dataclass(frozen=True)
@@ -53,12 +51,12 @@ def build_report(
     records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict], out_dir: str | os.PathLike,
     title: str | None = None,
 ) -> ReportResult:  # fmt: skip
-    """Write the report for these studies to `out_dir` (replaced only if it is empty or an earlier report)."""
+    """Write the report for these studies to `out_dir`: new, empty or an earlier report, whose files it replaces."""
     out_dir = Path(out_dir)
     # The swap renames through the parent: `a/../a` would rename `a` away and then look for it inside
     # itself, and a symlinked folder would leave its renamed link behind. Work on the real folder.
     target = out_dir.resolve()
-    _check_replaceable(target, out_dir)
+    existing(target, out_dir, *_layout())  # refused before the work, not after
     frames = build_frames(records_by_study, study_attrs)
     summary = summary_lines(frames)
     title = title or "ShuffleNet search report: " + (", ".join(records_by_study) or "no studies")
@@ -68,42 +66,14 @@ def build_report(
         try:
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is meant to be read (and served)
             files = _write_report(tmp, frames, summary, title)
-            _swap_in(tmp, target)
+            before = existing(target, out_dir, *_layout())  # again: the user may have added a file meanwhile
+            carry_over(target, tmp, before.keep, out_dir)
+            swap_in(tmp, target, before)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     tables = {"studies": frame_rows(frames.studies), "best_per_budget": frame_rows(public(frames.best))}
     return ReportResult(out_dir, files, summary, list(frames.notes), tables)
-
-
-def _check_replaceable(target: Path, out_dir: Path) -> None:
-    """`target` (the resolved `out_dir`) is new, empty or an earlier report; errors name `out_dir` as given."""
-    cwd = Path.cwd().resolve()
-    if target == cwd or target in cwd.parents:  # the swap would rename the user's working folder away
-        raise ReportError(f"--out {out_dir}: is the current folder or holds it; choose a folder such as reports/demo")
-    if not target.exists():
-        return
-    if not target.is_dir():
-        raise ReportError(f"--out {out_dir}: is a file, not a folder; choose a folder name such as reports/demo")
-    if (target / MARKER).exists() or not any(target.iterdir()):
-        return
-    raise ReportError(f"--out {out_dir}: the folder holds files that are not a shufflesearch report and would be "
-                      "replaced; choose an empty or new folder such as reports/demo")  # fmt: skip
-
-
-def _swap_in(new: Path, out_dir: Path) -> None:
-    """Replace `out_dir` by `new` with two renames: a reader sees the old report, the new one, or briefly none."""
-    if not out_dir.exists():
-        os.replace(new, out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(out_dir, old)
-    try:
-        os.replace(new, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # name, title, caption, frame getter; a table is written even when empty (its header says what would be there).
@@ -150,6 +120,13 @@ _PLOTS = [
 ]  # fmt: skip
 
 
+def _layout() -> tuple[set[str], set[str]]:
+    """Every file a report may write, and its folders."""
+    files = {"index.html", *(f"tables/{name}.{ext}" for name, *_ in _TABLES for ext in ("csv", "md"))}
+    files |= {f"plots/{name}.{ext}" for name, *_ in _PLOTS for ext in ("png", "svg")}
+    return files, {"tables", "plots"}
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # the only portable way to read it is to set it
     os.umask(mask)
@@ -158,10 +135,13 @@ def _umask() -> int:
 
 def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: str) -> list[Path]:
     files: list[Path] = []
+    digests: dict[str, str] = {}
 
     def write(rel: str, data: bytes | str) -> None:
+        data = data.encode() if isinstance(data, str) else data
         write_atomically(root / rel, data)
         files.append(Path(rel))
+        digests[rel] = digest(data)
 
     table_entries = []
     for name, heading, caption, get in _TABLES:
@@ -180,21 +160,23 @@ def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: s
     for name, heading, caption in _PLOTS:
         if name == "latency_vs_mflops" and frames.latency.empty:
             continue  # frames.notes says why
-        figure = getattr(plots, f"plot_{name}")(frames)
-        figure = getattr(figure, "figure", figure)  # plot functions return Axes; plot_history a Figure
-        for fmt in ("png", "svg"):
-            if fmt == "svg":
-                figure.set_layout_engine("none")  # keep the layout the PNG computed: it is the slow part
-            buf = io.BytesIO()
-            figure.savefig(buf, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
-            write(f"plots/{name}.{fmt}", buf.getvalue())
+        with plots.literal_text():  # tick labels are made while saving: literal too
+            figure = getattr(plots, f"plot_{name}")(frames)
+            figure = getattr(figure, "figure", figure)  # plot functions return Axes; plot_history a Figure
+            for fmt in ("png", "svg"):
+                if fmt == "svg":
+                    figure.set_layout_engine("none")  # keep the layout the PNG computed: it is the slow part
+                buf = io.BytesIO()
+                figure.savefig(buf, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+                write(f"plots/{name}.{fmt}", buf.getvalue())
         plot_entries.append(PlotEntry(heading, f"plots/{name}.png", f"plots/{name}.svg", caption))
 
     generated = (f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} by {GENERATOR} {__version__}: "
                  f"{len(frames.studies)} stud{'y' if len(frames.studies) == 1 else 'ies'}, "
                  f"{len(frames.trials)} trials.")  # fmt: skip
     write("index.html", render_page(title, summary, frames.notes, plot_entries, table_entries, generated))
-    write(MARKER, "Written by `shufflesearch report`; the next report to this folder replaces it.\n")
+    write_atomically(root / MARKER, manifest(digests))
+    files.append(Path(MARKER))
     return files
 
 

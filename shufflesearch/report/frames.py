@@ -25,6 +25,7 @@ from ..paper import OFFICIAL_LAYOUTS, TABLE2_BUDGETS_MFLOPS, TABLE2_SCALES, TABL
 from ..presets import paper_models
 from ..search.results import TrialRecord, pareto_front
 from ..spec import ShuffleNetSpec, SpecError
+from .text import encodable
 
 # The paper's scales: Table 2's (0.25x, 0.5x, 1x) and the official code's (1.5x, 2x).
 PAPER_SCALES = tuple(sorted({*TABLE2_SCALES, *(scale for _, scale in OFFICIAL_LAYOUTS)}))
@@ -281,7 +282,8 @@ def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """Stored text as every output can write it (a lone surrogate from JSON cannot be UTF-8); None if not text."""
+    return encodable(value) if isinstance(value, str) and value else None
 
 
 def _paper_top1(spec: ShuffleNetSpec | None) -> float | None:

@@ -4,18 +4,28 @@ Each `plot_*` draws on the Axes it is given (or on a new Agg figure) and returns
 so a notebook can compose them and `build_report` can save them. Accuracy is labelled
 as what it is: proxy top-1 on the study's dataset, not ImageNet.
 
+Text from a study (labels, dataset, study and latency-kind names) goes through `figure_text`, and
+everything is drawn inside `literal_text`: a label `$\\frac{$` is shown as typed, never parsed as
+mathtext (which raised) or handed to TeX.
+
 >>> from shufflesearch.report.frames import build_frames
 >>> ax = plot_accuracy_vs_mflops(build_frames({}, {}))  # doctest: +SKIP
->>> ax.figure.savefig("accuracy_vs_mflops.png")  # doctest: +SKIP
+>>> with literal_text():  # doctest: +SKIP
+...     ax.figure.savefig("accuracy_vs_mflops.png")
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .frames import PAPER, ReportFrames
+from .text import figure_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,6 +36,33 @@ LATENCY_MARKERS = {"measured": ("o", "measured"), "lut-predicted": ("s", "LUT-pr
                    "emulated-estimate": ("^", "emulated ARM (estimate)")}  # fmt: skip
 MFLOPS_LABEL = "MFLOPs (multiply-adds at 224 px, as in the paper)"
 STAGE_COLORS = ("#bbbbbb", "#4c72b0", "#55a868", "#c44e52", "#8172b2")
+
+
+# Drawn text is text: no mathtext (`$...$`), no TeX (a user's matplotlibrc may turn it on).
+LITERAL_RC = {"text.parse_math": False, "text.usetex": False}
+
+
+@contextlib.contextmanager
+def literal_text() -> Iterator[None]:
+    """Draw and save inside this: every Text artist made here (tick labels are made while saving) is literal.
+
+    Glyphs a font lacks (emoji, scripts beyond DejaVu Sans) are drawn as boxes without a warning per glyph."""
+    import matplotlib
+
+    with matplotlib.rc_context(LITERAL_RC), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        yield
+
+
+def _literal(plot):
+    """A plot function whose artists are made inside `literal_text`."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with literal_text():
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 def new_figure(width: float = 9.0, height: float = 5.5) -> Figure:
@@ -40,7 +77,7 @@ def _axes(ax: Axes | None, width: float = 9.0, height: float = 5.5) -> Axes:
 
 
 def top1_label(dataset: str) -> str:
-    return f"proxy top-1 (%) on {dataset} (not ImageNet)"
+    return f"proxy top-1 (%) on {figure_text(dataset)} (not ImageNet)"
 
 
 def _log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:
@@ -64,6 +101,7 @@ def _no_data(ax: Axes, message: str) -> Axes:
     return ax
 
 
+@_literal
 def plot_accuracy_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Complete trials by group count, the Pareto front, the budgets and the paper's models."""
     ax = _axes(ax)
@@ -102,9 +140,10 @@ def plot_accuracy_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axe
 
 def _short(label: str) -> str:
     """'g3 x0.5 [4,8,4] 224px' -> 'g3 x0.5': enough to name a paper model on a plot."""
-    return " ".join(str(label).split()[:2])
+    return figure_text(" ".join(str(label).split()[:2]))
 
 
+@_literal
 def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Best (line) and every (dots) proxy top-1 per group count, one colour per budget."""
     ax = _axes(ax)
@@ -118,7 +157,7 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
     multi = frames.budgets.study.nunique() > 1 and frames.budgets["mode"].eq("pareto").any()
     for i, ((budget, study), grp) in enumerate(table.groupby(["budget_mflops", "study"], sort=True)):
         color = f"C{i % 10}"
-        name = f"≤ {budget:g} MFLOPs" + (f" ({study})" if multi else "")
+        name = f"≤ {budget:g} MFLOPs" + (f" ({figure_text(study)})" if multi else "")
         pts = done[(done.study == study) & (done.budget_mflops == budget)]
         jitter = (i - len(table.budget_mflops.unique()) / 2) * 0.04
         ax.scatter([pos[int(g)] + jitter for g in pts.groups], pts.top1_pct, color=color, alpha=0.35, s=14)
@@ -132,6 +171,7 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
     return ax
 
 
+@_literal
 def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Latency of complete trials against MFLOPs, one marker per kind (measured or an estimate)."""
     ax = _axes(ax)
@@ -140,7 +180,7 @@ def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes
     if lat.empty:
         return _no_data(ax, "No latency in these studies: they optimise MFLOPs only.")
     for kind, grp in lat.groupby(lat.latency_kind.fillna("unknown"), sort=True):
-        marker, name = LATENCY_MARKERS.get(kind, ("x", f"{kind} (unlabelled)"))
+        marker, name = LATENCY_MARKERS.get(kind, ("x", f"{figure_text(kind)} (unlabelled)"))
         ax.scatter(grp.mflops, grp.latency_ms, marker=marker, s=26, alpha=0.75, label=name)
     _log_if_wide(ax, lat.mflops)
     _log_if_wide(ax, lat.latency_ms, axis="y")
@@ -151,6 +191,7 @@ def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes
     return ax
 
 
+@_literal
 def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Stacked horizontal bars: where each budget's winner spends its multiply-adds."""
     table = frames.stages
@@ -159,13 +200,15 @@ def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     if table.empty:
         return _no_data(ax, "No winner yet: nothing to break down.")
     stage_cols = [c for c in table.columns if c.endswith("_mflops") and c not in ("budget_mflops", "mflops")]
-    names = [f"≤{b:g}M {lab}" for b, lab in zip(table.budget_mflops, table.label)]
+    names = [f"≤{b:g}M {figure_text(lab)}" for b, lab in zip(table.budget_mflops, table.label)]
+    rows = range(len(table))  # positions, not names as categories: two winners may share a label
     left = pd.Series(0.0, index=table.index)
     for col, color in zip(stage_cols, STAGE_COLORS * 2):
-        ax.barh(names, table[col].fillna(0), left=left, color=color, label=col.removesuffix("_mflops"))
+        ax.barh(rows, table[col].fillna(0), left=left, color=color, label=col.removesuffix("_mflops"))
         left += table[col].fillna(0)
     for y, total in enumerate(table.mflops):
         ax.annotate(f"{total:.1f}", (total, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(rows, names)
     ax.invert_yaxis()
     ax.set_xlabel(MFLOPS_LABEL)
     ax.set_xlim(0, float(table.mflops.max()) * 1.12)
@@ -173,6 +216,7 @@ def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     return ax
 
 
+@_literal
 def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
     """Best proxy top-1 so far per study; beside it the hypervolume of Pareto studies."""
     hist = frames.history
@@ -189,7 +233,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
         grp = hist[hist.study == study]
         color = f"C{i % 10}"
         ax.scatter(grp.trial, grp.top1_pct, s=10, alpha=0.3, color=color)
-        ax.step(grp.trial, grp.best_top1_pct, where="post", color=color, label=study)
+        ax.step(grp.trial, grp.best_top1_pct, where="post", color=color, label=figure_text(study))
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -200,7 +244,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
     if has_hv:
         ax2 = axes[1]
         for study, grp in hist[hist.hypervolume.notna()].groupby("study", sort=True):
-            ax2.step(grp.trial, grp.hypervolume, where="post", label=study)
+            ax2.step(grp.trial, grp.hypervolume, where="post", label=figure_text(study))
         ax2.set_title("Hypervolume (Pareto studies)")
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_xlabel("trial number")
@@ -211,6 +255,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
 
 
 __all__ = [
+    "literal_text",
     "new_figure",
     "plot_accuracy_vs_groups",
     "plot_accuracy_vs_mflops",

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from ..errors import UsageError
+from .text import markdown_cell
 
 TABLE_FORMATS = {".csv": "csv", ".md": "markdown"}
 
@@ -22,16 +23,13 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
+    """A Markdown table; every cell (and header) is text, never HTML, a link or a column break (`markdown_cell`)."""
     if not rows:
         return ""
     header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md_cell(row[k]) for k in header) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(markdown_cell(row[k]) for k in header) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def render_table(rows: list[dict], path: str | Path) -> str:
