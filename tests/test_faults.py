@@ -231,3 +231,101 @@ def test_an_evaluation_that_raises_is_retried_at_most_three_times_then_left_fail
     assert len(failed) == 3 and {t.params == failed[0].params for t in failed} == {True}
     assert failed[-1].user_attrs["errors"] == 3 and "cannot evaluate" in failed[-1].user_attrs["error"]
     assert len(by_state(trials, "COMPLETE")) == 1 and not by_state(trials, "WAITING", "RUNNING")
+
+
+# -- the disk filling up under a running search --------------------------------------------------
+FILLING = """
+import errno, os, resource, signal, sys
+from pathlib import Path
+from shufflesearch.search import objective
+
+calls = []
+
+
+def fill(folder):
+    if os.environ.get("FILL") == "rlimit":  # no mount: no file may grow from here on (EFBIG)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        biggest = max(p.stat().st_size for p in folder.iterdir())
+        resource.setrlimit(resource.RLIMIT_FSIZE, (biggest, biggest))
+        return
+    with open(folder / "filler", "ab") as f:  # a real full disk (ENOSPC)
+        try:
+            while True:
+                f.write(b"\\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def evaluator(config, threads=None, device=None):  # the stand-in: a fast "training" that fills the disk once
+    def evaluate(spec, report):
+        calls.append(spec)
+        if len(calls) == 3 and os.environ.get("FILL"):
+            fill(Path(os.environ["FOLDER"]))
+        return {"top1": 0.5 + len(calls) / 100}
+
+    return evaluate
+
+
+objective.proxy_accuracy_evaluator = evaluator
+from shufflesearch.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def test_a_disk_that_fills_during_a_search_is_one_line_and_keeps_the_finished_trials(tmp_path):
+    import subprocess
+    import sys
+
+    from test_output_faults import mount_tmpfs, mount_works, unmount
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = mount_works(tmp_path) and mount_tmpfs(folder, "size=16m")
+    try:
+        script = tmp_path / "filling.py"
+        script.write_text(FILLING)
+        path = tmp_path / "full.toml"
+        path.write_text("[study]\nname = 'full'\ntrials = 5\nenqueue_presets = false\npruner = 'none'\n"
+                        "[budget]\nmflops = [13]\n")  # fmt: skip
+        storage = f"sqlite:///{folder / 'full.db'}"
+        env = {**ENV, "FOLDER": str(folder), "FILL": "tmpfs" if mounted else "rlimit"}
+        done = subprocess.run([sys.executable, str(script), "search", str(path), "--storage", storage, "--json"],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "Should not reach" not in done.stderr
+        assert done.stderr.startswith(f"error: the study storage {storage} failed during the search: ")
+        assert "--resume" in done.stderr and ("full" in done.stderr or "disk" in done.stderr), done.stderr
+        (folder / "filler").unlink(missing_ok=True)
+        trials = trials_of(storage, "full")
+        kept = [(t.number, t.value) for t in by_state(trials, "COMPLETE")]
+        assert kept == [(0, pytest.approx(0.51)), (1, pytest.approx(0.52))]  # every finished trial is kept
+        env["FILL"] = ""
+        again = subprocess.run([sys.executable, str(script), "search", str(path), "--storage", storage, "--resume"],
+                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        finished = by_state(trials_of(storage, "full"), "COMPLETE")
+        assert len(finished) == 5 and [(t.number, t.value) for t in finished[:2]] == kept
+    finally:
+        if mounted:
+            unmount(folder)
+
+
+def test_a_storage_failure_is_told_apart_from_other_errors():
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from shufflesearch.search.queue import storage_failure
+
+    try:
+        try:
+            raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("database or disk is full"))
+        except OperationalError:
+            raise AssertionError("Should not reach.")  # noqa: B904 - what Optuna raises when it cannot record a result
+    except AssertionError as hidden:
+        assert storage_failure(hidden) == "database or disk is full"
+    assert storage_failure(OSError(28, "No space left on device")) == "No space left on device"
+    assert storage_failure(ValueError("groups=5")) is None
+    assert storage_failure(RuntimeError("x")) is None

@@ -337,6 +337,7 @@ name = '{name}'
 trials = {trials}
 enqueue_presets = false
 keep_weights = 'best'
+repeat_specs = true  # every trial trains the same spec, on purpose
 [budget]
 mflops = [40]
 [accuracy.fidelity]
@@ -358,7 +359,8 @@ def test_a_cached_result_trains_again_only_for_weights_the_policy_keeps(tmp_path
         pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a real cache, empty at first
     spec = SMALL_SPACE.spec(3, (1, 1, 1), 0.25)
-    monkeypatch.setattr(objective, "suggest_spec", lambda trial, space, window: spec)  # every trial: this spec
+    # every trial: this spec
+    monkeypatch.setattr(objective, "suggest_spec", lambda trial, space, window, latency=None: spec)
     trained = []
     real = trainer.train_proxy
     monkeypatch.setattr(trainer, "train_proxy", lambda *a, **k: trained.append(k["keep_weights"]) or real(*a, **k))

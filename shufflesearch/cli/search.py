@@ -46,12 +46,13 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
     from ..search.results import study_finished
     from ..search.storage import check_storage_url, redact
     from ..search.study_file import load_study
-    from ..search.workers import check_resumable, run_search, storage_url_for
+    from ..search.workers import check_resumable, check_study_matches, run_search, storage_url_for
 
     config = load_study(study_file)
     if device is not None:  # each local worker then takes its own GPU of this kind (see search.workers)
         config = dataclasses.replace(config, device=device)
     url = check_storage_url(storage_url_for(config, storage))
+    check_study_matches(config, url)  # a stored study of another mode would fail every trial
     if resume:
         check_resumable(config, url)
     wanted = trials or config.trials

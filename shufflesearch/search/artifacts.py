@@ -225,7 +225,10 @@ def _no_weights_message(config: StudyConfig, name: str, trial: int, metas, remov
 
 
 def _cache_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """$XDG_CACHE_HOME/shufflesearch/artifacts; unset, empty or relative (the XDG rule), ~/.cache/... instead."""
+    base = os.path.expanduser(os.environ.get("XDG_CACHE_HOME", ""))
+    if not os.path.isabs(base):  # a relative folder would follow the working folder around
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "shufflesearch" / "artifacts"
 
 

@@ -6,22 +6,32 @@ on its own device (`accuracy.devices.worker_devices`: with `device = "auto"` or 
 GPUs, worker i takes cuda:i mod k), so `--workers` equal to the GPU count gives one worker per
 GPU; across machines run one such command per machine (or `--device cuda:N` per GPU) on one
 PostgreSQL study, with `[study] artifacts` on a shared folder or bucket so weights are shared too.
+
+Before any worker starts: the stored study must be of the same kind (`check_study_matches`),
+and N workers must fit the machine's memory (`check_workers_fit`). A worker stops (as on
+Ctrl-C: its trial is queued again) when the process that started it is gone, however it
+died; and a search whose other workers finished every trial ends well though one died.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import interrupt
 from ..errors import MachineError, UsageError
+from .objective import check_same_kind
 from .queue import run_worker
-from .results import StudySummary, summarize_studies
+from .results import StudySummary, study_finished, summarize_studies
 from .storage import NoSuchStorage, open_storage
 from .study_file import StudyConfig, load_study
 
@@ -32,6 +42,20 @@ class SearchError(MachineError):
 
 class NothingToResume(UsageError):
     """`--resume` for a study that has no trials in this storage."""
+
+
+class TooManyWorkers(MachineError):
+    """`--workers N` would need more memory than this machine has available."""
+
+
+class WorkerLost(UserWarning):
+    """A worker failed or died, and the others finished every trial without it."""
+
+
+# Measured: a CPU worker training a tiny net holds ~600 MB (torch, Optuna, the dataset as loaded);
+# its run's images and its model's training memory come on top (see check_workers_fit).
+WORKER_RUNTIME_BYTES = 512 * 2**20
+PARENT_GONE_GRACE_S = 30  # a worker whose parent died stops at its next safe point, or exits after this
 
 
 def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
@@ -47,12 +71,80 @@ def check_resumable(config: StudyConfig, storage_url: str) -> None:
         storage = open_storage(storage_url, create=False)
     except NoSuchStorage:
         storage = None
-    names = (
-        {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)} if storage else set()
-    )
+    names = set()
+    if storage is not None:
+        try:
+            names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        finally:
+            storage.engine.dispose()
     if not set(config.budget_windows()) & names:
         raise NothingToResume(f"nothing to resume: study {config.name!r} has no trials in this storage; "
                               "run it without --resume first")  # fmt: skip
+
+
+def check_study_matches(config: StudyConfig, storage_url: str) -> None:
+    """Raise StudyMismatch if a stored study of one of the study's names has another mode or objectives.
+
+    Optuna would open it and fail every trial at `tell`: found at once here, before any work.
+    """
+    try:
+        storage = open_storage(storage_url, create=False)
+    except NoSuchStorage:
+        return
+    windows = config.budget_windows()
+    try:
+        stored = storage.get_all_studies()
+    finally:
+        storage.engine.dispose()  # an SQLite connection left open here kept this process's later reads stale
+    for study in stored:
+        if study.study_name in windows:
+            check_same_kind(config, study.study_name, [d.name.lower() for d in study.directions], study.user_attrs)
+
+
+def check_workers_fit(config: StudyConfig, workers: int, devices: list[str], dataset) -> None:
+    """Raise TooManyWorkers unless `workers` processes fit this machine's available memory.
+
+    Each holds its runtime, its run's images (uint8, resized) and, on the CPU, the training
+    floor (`memory.memory_floor_bytes`) of the largest spec the study may sample. Silent where
+    the available memory is unknown, and for one worker (the trainer checks its own spec).
+    """
+    from .. import memory
+    from ..accuracy.recipe import adapt_spec
+
+    available = memory.available_bytes()
+    if workers < 2 or available is None:
+        return
+    fid, space = config.fidelity, config.space
+    size = fid.resolution or dataset.image_size
+    evaluated = len(dataset.test_images) if fid.eval_images is None else min(fid.eval_images, len(dataset.test_images))
+    try:  # what a run holds of its images (resized up front, or per batch when that would be large)
+        from ..accuracy.images import split_bytes
+    except ImportError:
+        split_bytes = None
+    images = 0
+    for count in (min(fid.train_images, len(dataset.train_images)), evaluated):
+        held = count * dataset.in_channels * size**2
+        images += split_bytes(count, dataset.in_channels, dataset.image_size, size) if split_bytes else held
+    loaded = dataset.train_images.nbytes + dataset.test_images.nbytes
+    batch, copies = max(2, min(fid.batch_size, fid.train_images)), 2 + (fid.momentum > 0)
+    largest, model = None, 0
+    for window in config.budget_windows().values():
+        for g, r, b, sh in space.discrete_choices():
+            ladder = space.feasible(g, r, b, sh, window)
+            if ladder:  # the floor grows with the width: the widest spec of each choice is the one to check
+                spec = adapt_spec(space.spec(g, r, ladder[-1][0], b, sh), dataset, fid)
+                need = memory.memory_floor_bytes(spec, batch, copies)
+                largest, model = (spec, need) if need > model else (largest, model)
+    on_cpu = sum(d == "cpu" for d in devices)
+    each = WORKER_RUNTIME_BYTES + images + loaded
+    need = workers * each + on_cpu * model
+    if need > available:
+        fits = max(1, int(available // (each + (model if on_cpu else 0))))
+        what = f", {largest.label} training on batches of {batch}" if on_cpu and largest else ""
+        raise TooManyWorkers(
+            f"{workers} workers need at least {need / 2**30:.1f} GiB (each: its runtime and images{what}); "
+            f"this machine has {available / 2**30:.1f} GiB available: use --workers {fits} or fewer"
+        )
 
 
 def run_search(config: StudyConfig, storage_url: str, trials: int | None = None, workers: int = 1,
@@ -74,9 +166,12 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
     from .objective import latency_table
 
     devices = worker_devices(config.device, workers)  # a GPU that is not there fails before any work
-    load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before anything is written
+    dataset = load_dataset(config.dataset, config.data_dir)  # a missing dataset fails before anything is written
     latency_table(config)  # and so does a missing or foreign latency table
-    open_storage(storage_url)  # fail here, once, if the URL is wrong
+    check_workers_fit(config, workers, devices, dataset)  # and N workers that cannot fit
+    del dataset  # each worker loads its own
+    check_study_matches(config, storage_url)  # and a stored study of another kind
+    open_storage(storage_url).engine.dispose()  # fail here, once, if the URL is wrong (and keep no connection)
     if resume:
         check_resumable(config, storage_url)
     names = list(config.budget_windows())
@@ -120,7 +215,8 @@ def _run_processes(config, storage_url, trials, devices, names, on_progress, pol
     errors = context.Queue()
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     procs = [
-        context.Process(target=_worker_main, args=(str(config.path), storage_url, trials, i, threads, errors, device),
+        context.Process(target=_worker_main, args=(str(config.path), storage_url, trials, i, threads, errors, device,
+                                                   os.getpid()),
                         name=f"shufflesearch-worker-{i}")
         for i, device in enumerate(devices)
     ]  # fmt: skip
@@ -144,18 +240,33 @@ def _run_processes(config, storage_url, trials, devices, names, on_progress, pol
         raise
     for p in procs:
         p.join()
-    messages = []
+    problems = []
     while not errors.empty():
-        messages.append(errors.get())
-    if messages:
-        raise SearchError(messages[0])
-    failed = [p for p in procs if p.exitcode not in (0, None)]
-    if failed:
-        raise SearchError(f"worker {failed[0].name} exited with code {failed[0].exitcode}")
+        problems.append(errors.get())
+    problems += [(f"worker {p.name} {_exit_words(p.exitcode)}", 1) for p in procs if p.exitcode not in (0, None)]
+    if not problems:
+        return
+    message, code = problems[0]
+    if study_finished(config, storage_url, trials):  # another worker took over the lost one's trial
+        warnings.warn(f"{message}; the other workers finished every trial", WorkerLost, stacklevel=2)
+        return
+    error = SearchError(message)
+    error.exit_code = code  # a worker's usage error (a study of another kind) stays one
+    raise error
+
+
+def _exit_words(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 def _worker_main(config_path: str, storage_url: str, trials: int, index: int, threads: int, errors,
-                 device: str = "cpu") -> None:  # fmt: skip
+                 device: str = "cpu", parent: int | None = None) -> None:  # fmt: skip
+    warnings.showwarning = _one_line_warning
+    if parent is not None:
+        _stop_with_parent(parent)
     try:
         with interrupt.deferred(escalate=False):
             import torch
@@ -165,18 +276,57 @@ def _worker_main(config_path: str, storage_url: str, trials: int, index: int, th
             torch.set_num_threads(threads)
             config = load_study(Path(config_path))
             evaluate = proxy_accuracy_evaluator(config, threads, device=device)
-            run_worker(config, storage_url, trials, evaluate, worker_index=index,
-                       max_epochs=max(1, round(config.fidelity.epochs)), stop=interrupt.requested)  # fmt: skip
+            run_worker(config, storage_url, trials, evaluate, max_epochs=max(1, round(config.fidelity.epochs)),
+                       stop=interrupt.requested)  # fmt: skip
             interrupt.check()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:
         if os.environ.get("SHUFFLESEARCH_DEBUG"):
             traceback.print_exc()
-        errors.put(" ".join(str(exc).split()) or type(exc).__name__)
+        errors.put((" ".join(str(exc).split()) or type(exc).__name__, getattr(exc, "exit_code", 1)))
         raise SystemExit(1) from None
     finally:
         interrupt.settle()  # exiting: a late Ctrl-C must not raise inside exit callbacks
 
 
-__all__ = ["NothingToResume", "SearchError", "check_resumable", "run_search", "storage_url_for"]
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A worker's warnings as the command line shows its own: one line each, not Python's two."""
+    with contextlib.suppress(OSError, ValueError):  # stderr gone with the parent
+        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Stop as on Ctrl-C (the trial is marked and queued again) once `parent` is gone, however it died.
+
+    Linux tells a child when its parent dies (PR_SET_PDEATHSIG); elsewhere, and for a parent
+    that died before that was set, a thread watches the parent id change. A worker that does
+    not reach a safe point within PARENT_GONE_GRACE_S exits; its trial is then a dead worker's.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # 1: PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(PARENT_GONE_GRACE_S)
+        os._exit(130)
+
+    threading.Thread(target=watch, name="shufflesearch-parent-watch", daemon=True).start()
+
+
+__all__ = [
+    "NothingToResume",
+    "SearchError",
+    "TooManyWorkers",
+    "WorkerLost",
+    "check_resumable",
+    "check_study_matches",
+    "check_workers_fit",
+    "run_search",
+    "storage_url_for",
+]
