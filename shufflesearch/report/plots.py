@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 GROUP_COLORS = {1: "#1b9e77", 2: "#d95f02", 3: "#7570b3", 4: "#e7298a", 8: "#66a61e"}
 LATENCY_MARKERS = {"measured": ("o", "measured"), "lut-predicted": ("s", "LUT-predicted (estimate)"),
+                   "lut-estimated": ("D", "LUT-estimated (arm64-emulated)"),
                    "emulated-estimate": ("^", "emulated ARM (estimate)")}  # fmt: skip
 MFLOPS_LABEL = "MFLOPs (multiply-adds at 224 px, as in the paper)"
 STAGE_COLORS = ("#bbbbbb", "#4c72b0", "#55a868", "#c44e52", "#8172b2")
