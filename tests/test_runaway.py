@@ -216,7 +216,9 @@ def test_a_study_that_asks_for_repeats_may_repeat(tmp_path, monkeypatch):
     text = PER_BUDGET.replace("[budget]", "repeat_specs = true\n[budget]")
     config = study(tmp_path, trials=4, sampler="random", budget=13, text=text, extra=FOUR_SPECS)
     assert config.repeat_specs
-    monkeypatch.setattr(objective, "suggest_spec", lambda trial, space, window, latency=None: space.spec(3, (1, 1, 1), 0.4))
+    monkeypatch.setattr(
+        objective, "suggest_spec", lambda trial, space, window, latency=None: space.spec(3, (1, 1, 1), 0.4)
+    )
     run_worker(config, config.default_storage(), 4, lambda spec, report: {"top1": 0.5})
     assert [t.state.name for t in trials_of(config)] == ["COMPLETE"] * 4
 

@@ -84,7 +84,9 @@ def worker_devices(device: str, workers: int) -> list[str]:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers={workers!r} must be a positive integer, e.g. workers=2")
     if workers > MAX_WORKERS:  # each worker is a process with its own copy of torch: 2**31 would be a list of 17 GB
-        raise UsageError(f"workers={workers} is more than {MAX_WORKERS} worker processes on one machine; e.g. workers=2")
+        raise UsageError(
+            f"workers={workers} is more than {MAX_WORKERS} worker processes on one machine; e.g. workers=2"
+        )
     kind, index = _parse(device)
     first = resolve_device(device)
     if kind in ("auto", "cuda") and index is None and first.startswith("cuda"):
