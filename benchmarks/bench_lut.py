@@ -10,6 +10,12 @@ oversubscribed host wall time is mostly other processes' time slices, which no t
 
 Run: .venv/bin/python benchmarks/bench_lut.py [--specs 24] [--clock wall|cpu] [--statistic median_ms|min_ms]
      [--out /tmp/bench.lut.json] [--load existing.lut.json] [--json]
+
+`--target arm64-emulated` builds the ESTIMATED table instead (every block's aarch64 instructions
+counted in one emulated process, converted with `--profile`; needs `shufflesearch setup arm64`),
+reports blocks per minute, and checks it on `--specs` seeded random specs (seed 2: not the 24 the
+build validated itself on, seed 1) against whole-network emulation; `--load snapdragon820`
+checks the shipped table without rebuilding it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sys
 import time
 
 from shufflesearch.environment import describe
-from shufflesearch.latency.lut import LatencyTable, build_lut, validate_lut
+from shufflesearch.latency.lut import LatencyTable, build_lut, resolve_table, validate_lut
 from shufflesearch.latency.measure import measure_latency
 from shufflesearch.search.space import SearchSpace
 
@@ -54,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="save the table here (default: not saved)")
     parser.add_argument("--load", default="", help="validate an existing table instead of building one")
+    parser.add_argument("--target", default="local", choices=("local", "arm64-emulated"))
+    parser.add_argument("--profile", default="snapdragon820", help="device profile of an arm64-emulated table")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     space = SearchSpace(resolution=args.resolution)
@@ -61,6 +69,9 @@ def main() -> None:
 
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{phase} {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    if args.target == "arm64-emulated":
+        return emulated(args, space, progress, load_before)
 
     specs = space.sample(args.specs, seed=args.seed + 1)
     if args.load:
@@ -136,6 +147,61 @@ def main() -> None:
     print(
         f"predictions/s: {warm:,.0f} warm, {cold:,.0f} cold (first per width layout); measure_latency calls/s: "
         f"{measures:.2f}; ratio {warm / measures:,.0f}x"
+    )
+
+
+def emulated(args: argparse.Namespace, space: SearchSpace, progress, load_before) -> None:
+    """The estimated table: build time (blocks per minute) and error against whole-network emulation."""
+    if args.load:
+        table = resolve_table(args.load)
+    else:
+        table = build_lut(space, target="arm64-emulated", profile=args.profile, fit_points=args.fit_points,
+                          seed=args.seed, progress=progress)  # fmt: skip
+        if args.out:
+            table.save(args.out)
+    specs = space.sample(args.specs, seed=args.seed + 2)
+    report = validate_lut(table, specs, progress=progress)
+    print(file=sys.stderr)
+    own = table.measured_error or {}
+    result = {
+        "load_avg_before_after": [load_before, os.getloadavg()],
+        "profile": table.profile,
+        "blocks": len(table.blocks),
+        "build_seconds": table.build_seconds or None,  # not stored in the file: None for a loaded table
+        "blocks_per_minute": len(table.blocks) / table.build_seconds * 60 if table.build_seconds else None,
+        "fit": {k: table.fit[k] for k in ("a", "b_us", "mape_pct", "loo_mape_pct")},
+        "stored_validation": {k: own.get(k) for k in ("specs", "mape_pct", "kendall_tau")},
+        "validation_specs": len(specs),
+        "mape_pct": report.mape_pct,
+        "kendall_tau": report.kendall_tau,
+        "within_10pct": report.within_10pct,
+        "max_error_pct": max(abs(r["error_pct"]) for r in report.rows),
+        "validate_seconds": report.seconds,
+        "rows": [{k: r[k] for k in ("label", "predicted_us", "emulated_us", "error_pct")} for r in report.rows],
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    built = (f"built in {table.build_seconds:.0f} s ({result['blocks_per_minute']:.0f} blocks/min, export included)"
+             if table.build_seconds else "loaded")  # fmt: skip
+    print(
+        f"estimated table for {table.profile}: {len(table.blocks)} blocks at {table.resolution} px, {built}; "
+        f"load avg before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"fit a={table.fit['a']:.3f} b={table.fit['b_us']:.0f} us (fit MAPE {table.fit['mape_pct']:.2f}%, "
+        f"leave-one-out {table.fit['loo_mape_pct']:.2f}%); stored validation on {own.get('specs')} specs: "
+        f"MAPE {own.get('mape_pct', float('nan')):.2f}%, tau {own.get('kendall_tau', float('nan')):.3f}"
+    )
+    print(f"{'spec':<26} {'table ms':>10} {'whole ms':>10} {'error':>7}   (both estimated, not measured)")
+    for r in sorted(report.rows, key=lambda r: r["emulated_us"]):
+        print(
+            f"{r['label']:<26} {r['predicted_us'] / 1e3:10.2f} {r['emulated_us'] / 1e3:10.2f} {r['error_pct']:+6.2f}%"
+        )
+    print(
+        f"against whole-network emulation on {len(specs)} fresh random specs: MAPE {report.mape_pct:.2f}% "
+        f"(max {result['max_error_pct']:.2f}%), Kendall tau {report.kendall_tau:.3f}, within +-10%: "
+        f"{100 * report.within_10pct:.0f}% ({report.seconds:.0f} s)"
     )
 
 

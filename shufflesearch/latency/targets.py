@@ -3,7 +3,9 @@
 - `local`: measured here (ONNX Runtime or PyTorch eager);
 - `ssh://user@host[:port]`: measured on that device;
 - `arm64-emulated`: estimated from aarch64 instructions counted under QEMU (never a latency);
-- a lookup table (`lut=`): predicted from per-block times measured once on its device.
+- a lookup table (`lut=`, a path or a shipped table's name such as "snapdragon820"): predicted
+  from per-block times measured once on its device, or, for an estimated table, from per-block
+  instruction counts under emulation (an estimate, never a measurement).
 
 Each returns its own result type (what it is decides how it is read) with `to_dict()`.
 
@@ -31,18 +33,43 @@ class UnknownTarget(UsageError):
 
 @dataclass(frozen=True)
 class TablePrediction:
-    """A latency predicted from a lookup table: the sum of its measured blocks plus a fitted overhead."""
+    """A latency predicted from a lookup table: the sum of its blocks plus a fitted overhead.
+
+    `table_kind` "measured": blocks timed on `target`; "estimated": blocks' instructions counted
+    under emulation and converted with device `profile` (`basis` says how). `error` is the
+    table's own measured error against whole networks (None if it was never validated).
+    """
 
     spec: ShuffleNetSpec
     predicted_ms: float
-    lut: str  # the table's path
-    target: str  # where the table's blocks were measured
+    lut: str  # the table's path, or a shipped table's name
+    target: str  # where the table's blocks were measured, or "arm64-emulated"
     threads: int
     fit: dict
+    table_kind: str = "measured"
+    profile: str = ""
+    basis: str = ""
+    error: dict | None = None
+
+    @property
+    def kind(self) -> str:
+        return "lut-estimated" if self.table_kind == "estimated" else "lut-predicted"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "predicted_ms": self.predicted_ms, "kind": "lut-predicted",
-                "lut": self.lut, "target": self.target, "threads": self.threads, "fit": self.fit}  # fmt: skip
+        data = {"spec": self.spec.to_dict(), "predicted_ms": self.predicted_ms, "kind": self.kind, "lut": self.lut,
+                "target": self.target, "threads": self.threads, "fit": self.fit, "error": self.error}  # fmt: skip
+        if self.table_kind == "estimated":
+            data |= {"estimated": True, "profile": self.profile, "basis": self.basis}
+        return data
+
+
+def predict_from_table(spec: ShuffleNetSpec, lut: str | os.PathLike) -> TablePrediction:
+    """`spec`'s latency predicted from a table file or a shipped table's name ("snapdragon820")."""
+    from .lut import resolve_table
+
+    table = resolve_table(lut)
+    return TablePrediction(spec, table.predict_ms(spec), table.source or str(lut), table.target, table.threads,
+                           table.fit, table.kind, table.profile, table.basis, table.measured_error)  # fmt: skip
 
 
 def latency_on(
@@ -65,10 +92,7 @@ def latency_on(
     """
     given = {k: v for k, v in {"runs": runs, "warmup": warmup}.items() if v is not None}
     if lut is not None:
-        from .lut import LatencyTable
-
-        table = LatencyTable.load(lut)
-        return TablePrediction(spec, table.predict_ms(spec), str(lut), table.target, table.threads, table.fit)
+        return predict_from_table(spec, lut)
     if target == "arm64-emulated":
         from .emulated import emulate_spec
 

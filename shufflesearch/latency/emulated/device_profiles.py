@@ -51,6 +51,20 @@ class CalibrationFit:
         value = sum(c * x for c, x in zip(self.coefficients, _features(self.kind, instructions, mix), strict=True))
         return math.exp(value) if self.kind == "loglog" else value
 
+    def additive_ms(self, instructions: float, mix: dict[str, int] | None = None) -> float:
+        """The part of the estimate that adds up over the pieces of a network (a latency table's blocks).
+
+        The proportional and mix fits are sums already; a linear fit's constant belongs to a whole
+        network, once (a table's fitted offset takes it). A log-log fit does not add up.
+        """
+        if self.kind == "loglog":
+            raise ProfileError(
+                "this profile's log-log fit does not add up over blocks; refit it with an additive model"
+            )
+        if self.kind == "linear":
+            return self.coefficients[0] * instructions
+        return self.predict_ms(instructions, mix)
+
     @property
     def formula(self) -> str:
         c = self.coefficients

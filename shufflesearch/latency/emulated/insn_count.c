@@ -7,6 +7,9 @@
  *
  *     run <total> <class 0 count> ... <class N-1 count>
  *
+ * lseek(-1, MARKER_MAGIC + 3, i) between brackets writes "model <i>": a guest that counts
+ * many models in one process labels the brackets that follow with the model's index.
+ *
  * Counting is per translation block: a block's instructions are classified once, at
  * translation, and added in the block's execution callback (cheap, and exact because
  * the marker syscall always ends a block). Only the vCPU (guest thread) that emitted the
@@ -29,9 +32,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MARKER_MAGIC 0x5348554600000000ULL /* "SHUF" in the high bytes */
 #define MARKER_START 1
 #define MARKER_STOP 2
+#define MARKER_MODEL 3
 #define AARCH64_NR_LSEEK 62
 
-/* Keep in sync with INSTRUCTION_CLASSES in emulated.py (same order). */
+/* Keep in sync with INSTRUCTION_CLASSES in count.py (same order). */
 enum insn_class {
     CLASS_SIMD_DOT,  /* SDOT/UDOT, vector and by-element, any Q (U bit 29 and Q bit 30 masked out) */
     CLASS_SIMD_DP,   /* other Advanced SIMD and scalar FP data processing */
@@ -111,7 +115,10 @@ static void syscall_entry(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t 
     uint64_t code = a2 & 0xff;
     g_mutex_lock(&lock);
     gint current = g_atomic_int_get(&active_vcpu);
-    if (code == MARKER_START && current == -1) {
+    if (code == MARKER_MODEL && current == -1) {
+        fprintf(out, "model %" PRIu64 "\n", a3);
+        fflush(out);
+    } else if (code == MARKER_START && current == -1) {
         memset(totals, 0, sizeof(totals));
         g_atomic_int_set(&active_vcpu, (gint)vcpu_index);
     } else if (code == MARKER_STOP && current == (gint)vcpu_index) {

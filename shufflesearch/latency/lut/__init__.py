@@ -17,12 +17,33 @@ build sends a few MB instead of ~1 GB.
 >>> table = LatencyTable.load("studies/laptop.lut.json")  # doctest: +SKIP
 >>> round(table.predict_ms(get_preset("shufflenet_v1_x1_0_g3")), 1)  # doctest: +SKIP
 4.8
+
+Without a device, `build_lut(space, target="arm64-emulated", profile="snapdragon820")` builds an
+ESTIMATED table from instruction counts under emulation (estimated.py); the default space's
+ships with the package and `resolve_table("snapdragon820")` loads it (shipped.py).
 """
 
 from __future__ import annotations
 
-from .build import build_lut, fit_sum
-from .table import STATISTICS, LatencyTable, LutError
-from .validate import LutValidation, validate_lut
+from .build import build_lut
+from .estimated import EMULATED_TARGET, build_estimated_lut
+from .fitting import fit_sum
+from .shipped import resolve_table, shipped_tables
+from .table import KINDS, STATISTICS, LatencyTable, LutError
+from .validate import LutValidation, record_validation, validate_lut
 
-__all__ = ["STATISTICS", "LatencyTable", "LutError", "LutValidation", "build_lut", "fit_sum", "validate_lut"]
+__all__ = [
+    "EMULATED_TARGET",
+    "KINDS",
+    "STATISTICS",
+    "LatencyTable",
+    "LutError",
+    "LutValidation",
+    "build_estimated_lut",
+    "build_lut",
+    "fit_sum",
+    "record_validation",
+    "resolve_table",
+    "shipped_tables",
+    "validate_lut",
+]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ...complexity import count_macs
 from ...spec import ShuffleNetSpec
 from ..device_runner import latency_stats
 from .blocks import block_keys, block_modules, export_block, overhead_model, strip_weights, width_specs
+from .fitting import compare, fit_sum, pick_fit_specs, torch_threads
 from .table import STATISTICS, LatencyTable, LutError
 from .timing import PhaseProgress, make_runner, robust_us
-from .validate import compare
 
 
 def build_lut(
@@ -34,8 +32,13 @@ def build_lut(
     timeout_s: float = 1800.0,
     holdout: Iterable[ShuffleNetSpec] = (),
     progress: PhaseProgress | None = None,
+    profile: str = "snapdragon820",
 ) -> LatencyTable:
     """Time every distinct block of `space` on `target` once, and fit the sum to `fit_points` whole networks.
+
+    target="arm64-emulated" builds an ESTIMATED table for device `profile` instead, from
+    instruction counts in one emulated process (estimated.build_estimated_lut; validated on
+    random specs of the space against whole-network emulation, or on `holdout` if given).
 
     `space` is a shufflesearch.search.space.SearchSpace (anything with its fields and `scales()`)
     or an iterable of specs. `target` is "local" or "ssh://user@host[:port]"; remote blocks
@@ -47,6 +50,19 @@ def build_lut(
     `progress(phase, done, total)` is called per exported width and per timed chunk.
     """
     started = time.monotonic()
+    if target == "arm64-emulated":
+        from .estimated import build_estimated_lut
+
+        timing = {"threads": threads, "runs": runs, "warmup": warmup, "rounds": rounds, "clock": clock,
+                  "statistic": statistic, "python": python, "ssh_options": tuple(ssh_options) or ()}  # fmt: skip
+        defaults = {"threads": 1, "runs": 20, "warmup": 3, "rounds": 3, "clock": "wall", "statistic": "median_ms",
+                    "python": "python3", "ssh_options": ()}  # fmt: skip
+        changed = [f"{k}={v!r}" for k, v in timing.items() if v != defaults[k]]
+        if changed:
+            raise LutError(f"--target arm64-emulated counts one thread's instructions, it times nothing: "
+                           f"{', '.join(changed)} do not apply (leave them out)")  # fmt: skip
+        return build_estimated_lut(space, profile=profile, fit_points=fit_points, in_channels=in_channels, stem=stem,
+                                   seed=seed, holdout=holdout, progress=progress)  # fmt: skip
     if statistic not in STATISTICS:
         raise LutError(f"statistic={statistic!r} must be one of {', '.join(STATISTICS)}; median_ms is the protocol's")
     runner = make_runner(target, threads, runs, warmup, clock, rounds, seed=seed, python=python,
@@ -56,9 +72,7 @@ def build_lut(
 
         check_remote(runner.target, python, ssh_options, timeout_s)
     widths, described = width_specs(space, in_channels, stem, seed)
-    ranked = sorted(widths, key=count_macs)
-    picks = sorted({round(i * (len(ranked) - 1) / max(1, fit_points - 1)) for i in range(fit_points)})
-    fit_specs = [ranked[i] for i in picks] if fit_points > 0 else []
+    fit_specs = pick_fit_specs(widths, fit_points)
     from ...export import onnx_bytes
 
     holdout = list(holdout)
@@ -111,44 +125,3 @@ def export_blocks(widths: list[ShuffleNetSpec], seed: int, progress: PhaseProgre
         if progress:
             progress("export", i + 1, len(widths))
     return models
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)  # a process-wide setting: leave it as found
-
-
-def fit_sum(points: Sequence[tuple[ShuffleNetSpec, float, float]]) -> dict[str, Any]:
-    """Fit measured = a * block sum + b minimising relative error; points are (spec, sum_us, measured_us).
-
-    Stores each point's residual and the leave-one-out MAPE: the honest estimate of the fit's error.
-    """
-    import numpy as np
-
-    def solve(s: Any, m: Any) -> tuple[float, float]:
-        a_only = float(np.sum(s / m) / np.sum((s / m) ** 2)) if len(s) else 1.0  # b = 0
-        if len(s) < 2:
-            return a_only, 0.0
-        (a, b), *_ = np.linalg.lstsq(np.stack([s / m, 1 / m], 1), np.ones(len(m)), rcond=None)
-        return (float(a), float(b)) if a > 0 else (a_only, 0.0)
-
-    s, m = (np.array([p[i] for p in points], dtype=float) for i in (1, 2))
-    a, b = solve(s, m)
-    rows = [{"label": spec.label, "spec": spec.to_dict(), "sum_us": si, "measured_us": mi, "predicted_us": a * si + b,
-             "error_pct": 100 * (a * si + b - mi) / mi} for spec, si, mi in points]  # fmt: skip
-    keep = np.ones(len(s), dtype=bool)
-    loo = []
-    for i in range(len(s) if len(s) > 2 else 0):
-        keep[i] = False
-        a_i, b_i = solve(s[keep], m[keep])
-        loo.append(abs(a_i * s[i] + b_i - m[i]) / m[i])
-        keep[i] = True
-    return {"a": a, "b_us": b, "points": rows, "mape_pct": float(np.mean([abs(r["error_pct"]) for r in rows])) if rows
-            else None, "loo_mape_pct": 100 * float(np.mean(loo)) if loo else None}  # fmt: skip

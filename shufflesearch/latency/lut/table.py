@@ -1,4 +1,8 @@
-"""The table file: per-block latencies of one target, the fit, and predictions for any spec."""
+"""The table file: per-block latencies of one target, the fit, and predictions for any spec.
+
+A table is `kind="measured"` (blocks timed on a device) or `kind="estimated"` (blocks' aarch64
+instructions counted under emulation, turned into ms by a device `profile`; `basis` says how).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from .blocks import LutError, block_plan, width_specs
 
 FORMAT, FORMAT_VERSION, FAMILY = "shufflesearch-latency-lut", 1, "shufflenet_v1"
 STATISTICS = ("median_ms", "min_ms")
+KINDS = ("measured", "estimated")
 # A table of the default space's ~1,300 blocks is ~250 kB; 64 times that bounds what json.loads may build.
 MAX_BYTES = 16 * 2**20
 
@@ -44,8 +49,50 @@ class LatencyTable:
     space: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
     created: str = ""
+    kind: str = "measured"  # or "estimated": never a measurement (see `basis`)
+    profile: str = ""  # the device profile of an estimated table, e.g. "snapdragon820"
+    basis: str = ""  # how the numbers were obtained, in words
+    validation: dict[str, Any] = field(default_factory=dict)  # error against whole networks: mape_pct, kendall_tau
     source: str = field(default="", compare=False)  # the file it was loaded from, for messages
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Read from files too (load turns these into "damaged table"): an estimate must never pass as measured.
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if not (isinstance(self.profile, str) and isinstance(self.basis, str) and isinstance(self.validation, dict)):
+            raise ValueError("profile and basis must be strings, validation an object")
+        if self.kind == "estimated" and not (self.profile and self.basis):
+            raise ValueError("an estimated table must name its device profile and basis")
+        if self.validation and not (_is_number(self.validation.get("mape_pct"))
+                                    and isinstance(self.validation.get("kendall_tau"), (int, float))):  # fmt: skip
+            raise ValueError("validation needs numbers 'mape_pct' and 'kendall_tau'")
+
+    @property
+    def estimated(self) -> bool:
+        return self.kind == "estimated"
+
+    @property
+    def predictor(self) -> str:
+        """What predicts, in words, for records and messages: e.g. "estimated on snapdragon820 (LUT ...)"."""
+        where = f"from {self.source}" if self.source else "from a lookup table"
+        if self.estimated:
+            return f"estimated on {self.profile} {where} (arm64-emulated instruction counts)"
+        return f"LUT-predicted {where} (blocks measured on {self.target}, {self.threads} thread(s))"
+
+    @property
+    def measured_error(self) -> dict[str, Any] | None:
+        """The table's own measured error against whole networks (not fitted on): what a search records.
+
+        {"mape_pct", "kendall_tau", "specs", "against"} from the stored validation, else from the
+        build's held-out networks, else None (only the fit's leave-one-out error is known).
+        """
+        found = self.validation or self.fit.get("holdout")
+        if not isinstance(found, dict) or "mape_pct" not in found:
+            return None
+        against = found.get("against", f"whole networks measured on {self.target} during the build")
+        return {"mape_pct": found["mape_pct"], "kendall_tau": found.get("kendall_tau"),
+                "specs": found.get("specs", len(found.get("rows", []))), "against": against}  # fmt: skip
 
     def predict_us(self, spec: ShuffleNetSpec) -> float:
         """Predicted latency of `spec` in microseconds (a few us per call: made for a search loop)."""
@@ -109,6 +156,7 @@ class LatencyTable:
     def rebuild_command(self, **changes: Any) -> str:
         """The `shufflesearch lut build` command for this table's target and settings, with `changes`."""
         names = ("resolution", "num_classes", "in_channels", "stem", "threads", "clock", "statistic")
+        names = names[:4] if self.estimated else names  # instruction counts have no threads, clock or statistic
         context = {name: getattr(self, name) for name in names}
         defaults = {"resolution": 224, "num_classes": 1000, "in_channels": 3, "stem": "imagenet", "threads": 1,
                     "clock": "wall", "statistic": "median_ms"}  # fmt: skip
@@ -119,11 +167,15 @@ class LatencyTable:
         )
         stem = self.source.removesuffix(".json").removesuffix(".lut") if self.source else "device"
         out = "-".join([stem, *(str(v) for v in changes.values())]) + ".lut.json"
+        if self.estimated:
+            return f"shufflesearch lut build --target {self.target} --profile {self.profile}{options} --out {out}"
         return f"shufflesearch lut build --target {self.target}{options} --out {out}"
 
     # -- file ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "source"}
+        if self.estimated:  # nothing that varies between two builds of the same space
+            del data["build_seconds"], data["created"]
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "family": FAMILY,
                 "onnxruntime_version": self.machine.get("versions", {}).get("onnxruntime"), **data}  # fmt: skip
 
@@ -168,6 +220,14 @@ class LatencyTable:
                 raise ValueError(f"block {key!r} has no latency 'us' >= 0")
         if not (isinstance(self.fit, dict) and _is_number(self.fit.get("a")) and _is_number(self.fit.get("b_us"))):
             raise ValueError("fit needs numbers 'a' and 'b_us'")
+        # Finite parts can still predict inf (a sum or a product overflows) or NaN (0 x inf): a search
+        # minimising that fails every trial. A network sums at most stem + head + 3 stages of 16 units.
+        from ...spec import REPEATS_RANGE
+
+        top = max(entry["us"] for entry in self.blocks.values())
+        if not math.isfinite(abs(self.fit["a"]) * (top * (2 + 3 * REPEATS_RANGE[1])) + abs(self.fit["b_us"])):
+            raise ValueError(f"its fit (a = {self.fit['a']:g}, b_us = {self.fit['b_us']:g}) and block latencies "
+                             f"(up to {top:g} us) predict infinity or NaN")  # fmt: skip
         if not all(isinstance(getattr(self, k), int) for k in ("resolution", "num_classes", "in_channels", "threads")):
             raise ValueError("resolution, num_classes, in_channels and threads must be integers")
         if self.clock not in ("wall", "cpu") or self.statistic not in STATISTICS:
