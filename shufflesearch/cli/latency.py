@@ -37,7 +37,13 @@ def latency(
     ssh_options: SshOptions = "",
     timeout: Annotated[float, typer.Option(help="Seconds before an SSH measurement is abandoned.")] = 300,
     profile: Annotated[str, typer.Option(help="Device profile for arm64-emulated estimates.")] = "snapdragon820",
-    lut: Annotated[Path | None, typer.Option(help="Predict from a latency lookup table (`lut build`) instead.")] = None,
+    lut: Annotated[
+        str | None,
+        typer.Option(
+            help="Predict from a latency lookup table instead: a file (`lut build`) or the name of a shipped "
+            "table, e.g. snapdragon820 (estimated, no device needed)."
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Latency at batch 1: measured locally or on an SSH device, estimated under arm64 emulation, or from a LUT.
@@ -66,10 +72,20 @@ def latency(
 
 
 def _predicted(result) -> None:
+    esc, error = render.esc, result.error
+    checked = (f"; against whole networks: MAPE {error['mape_pct']:.1f}%, Kendall tau {error['kendall_tau']:.3f} on "
+               f"{error['specs']} specs" if error else "; never validated against whole networks")  # fmt: skip
+    if result.table_kind == "estimated":
+        render.console().print(
+            f"{result.spec.label}: [bold]~{result.predicted_ms:.2f} ms estimated[/bold] on {esc(result.profile)} from "
+            f"the lookup table {esc(result.lut)} (sum of per-block estimates + fitted overhead{esc(checked)})\n"
+            f"  {esc(result.basis)}. Not a latency measurement."
+        )
+        return
     render.console().print(
         f"{result.spec.label}: [bold]{result.predicted_ms:.2f} ms predicted[/bold] from the lookup table "
-        f"{render.esc(result.lut)} (blocks measured on {render.esc(result.target)}, {result.threads} thread(s); "
-        "sum + fitted overhead)"
+        f"{esc(result.lut)} (blocks measured on {esc(result.target)}, {result.threads} thread(s); "
+        f"sum + fitted overhead{esc(checked)})"
     )
 
 
@@ -97,7 +113,8 @@ def _measured(spec: ShuffleNetSpec, result) -> None:
 
 
 lut_app = typer.Typer(
-    help="Latency lookup tables: per-block latencies measured once on a device.\n\n"
+    help="Latency lookup tables: per-block latencies measured once on a device, or estimated for a device profile "
+    "under arm64 emulation.\n\n"
     "Example: shufflesearch lut build --target local --out studies/local.lut.json",
     no_args_is_help=True,
 )
@@ -114,10 +131,15 @@ def _space(study_file: Path | None):
 @lut_app.command("build")
 def lut_build(
     out: Annotated[Path, typer.Option(help="Where to write the table, e.g. studies/pi4.lut.json.")],
-    target: Annotated[str, typer.Option(help="'local' or 'ssh://user@host[:port]'.")] = "local",
+    target: Annotated[
+        str, typer.Option(help="'local', 'ssh://user@host[:port]', or 'arm64-emulated' (estimated, no device).")
+    ] = "local",
     space: Annotated[
         Path | None, typer.Option(help="Cover the space of this study file (default: the default space).")
     ] = None,
+    profile: Annotated[
+        str, typer.Option(help="Device profile of an arm64-emulated table (see docs/arm-emulation.md).")
+    ] = "snapdragon820",
     resolution: Resolution = None,
     classes: Classes = None,
     in_channels: InChannels = None,
@@ -136,11 +158,13 @@ def lut_build(
     timeout: SshTimeout = 1800,
     as_json: AsJson = False,
 ) -> None:
-    """Measure every distinct block of a search space once on a target and store a device profile.
+    """Measure every distinct block of a search space once on a target, or estimate it under arm64 emulation.
 
     Example: shufflesearch lut build --target local --out studies/local.lut.json
 
     Example: shufflesearch lut build --target ssh://pi@board --out studies/pi4.lut.json
+
+    Example: shufflesearch lut build --target arm64-emulated --profile snapdragon820 --out studies/sd820.lut.json
     """
     from ..atomic import check_writable
     from ..latency.lut import build_lut
@@ -149,22 +173,32 @@ def lut_build(
     search_space = dataclasses.replace(_space(space), **given(resolution=resolution, num_classes=classes))
     table = build_lut(search_space, target=target, threads=threads, clock=clock, statistic=statistic, python=python,
                       ssh_options=ssh_options_of(ssh_options), timeout_s=seconds(timeout, "--timeout"),
-                      progress=_phase_progress(as_json),
+                      progress=_phase_progress(as_json), profile=profile,
                       **given(runs=runs, rounds=rounds, in_channels=in_channels, stem=stem))  # fmt: skip
     path = table.save(out)
     if as_json:
-        render.print_json({"path": str(path), **{k: v for k, v in table.to_dict().items() if k != "blocks"}})
+        data = {k: v for k, v in table.to_dict().items() if k != "blocks"}
+        render.print_json(
+            {"path": str(path), "blocks": len(table.blocks), "build_seconds": table.build_seconds, **data}
+        )
         return
-    fit = table.fit
+    fit, error, esc = table.fit, table.measured_error, render.esc
+    where = (f"estimated for {esc(table.profile)} from aarch64 instruction counts under QEMU (not measured)"
+             if table.estimated else f"measured on {esc(table.target)}")  # fmt: skip
+    checked = (f"; against {esc(error['against'])} on {error['specs']} random specs: MAPE {error['mape_pct']:.1f}%, "
+               f"Kendall tau {error['kendall_tau']:.3f}" if error else "")  # fmt: skip
     render.console().print(
-        f"wrote {render.esc(path)}: {len(table.blocks)} blocks measured on {render.esc(table.target)}; whole-network "
+        f"wrote {esc(path)}: {len(table.blocks)} blocks {where} in {table.build_seconds:.0f} s; whole-network "
         f"fit MAPE {fit.get('mape_pct', float('nan')):.1f}% (leave-one-out {fit.get('loo_mape_pct', float('nan')):.1f}%)"
+        f"{checked}"
     )
 
 
 @lut_app.command("validate")
 def lut_validate(
-    table_file: Annotated[Path, typer.Argument(help="A latency table, e.g. studies/pi4.lut.json.")],
+    table_file: Annotated[
+        str, typer.Argument(help="A latency table file, e.g. studies/pi4.lut.json, or a shipped table's name.")
+    ],
     specs: Annotated[int, typer.Option(help="Random specs of the space, each measured whole.", min=2, max=10_000)] = 20,
     space: Annotated[
         Path | None, typer.Option(help="Draw the specs from this study file's space (default: the default space).")
@@ -177,30 +211,47 @@ def lut_validate(
     python: Python = "python3",
     ssh_options: SshOptions = "",
     timeout: SshTimeout = 1800,
+    record: Annotated[
+        bool, typer.Option("--record", help="Store the measured error in the table file (its `validation`).")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Check a table's predictions against whole networks measured on its own target, clock and statistic.
+
+    An estimated table (arm64-emulated) is checked against whole-network emulation on its profile.
 
     Example: shufflesearch lut validate studies/local.lut.json --specs 20
 
     Example: shufflesearch lut validate studies/pi4.lut.json --space studies/latency-frontier.toml
     """
-    from ..latency.lut import LatencyTable, validate_lut
+    from ..latency.lut import record_validation, resolve_table, validate_lut
     from ..search.space import specs_for_table
 
     search_space = _space(space)
-    table = LatencyTable.load(table_file)
+    table = resolve_table(table_file)
+    if record:
+        record_validation(table, None)  # a shipped table or a read-only file fails now, not after the measuring
     chosen = specs_for_table(search_space, table, specs, seed)
     result = validate_lut(table, chosen, seed=seed, python=python, ssh_options=ssh_options_of(ssh_options),
                           timeout_s=seconds(timeout, "--timeout"), progress=_phase_progress(as_json),
                           **given(runs=runs, rounds=rounds))  # fmt: skip
+    if record:
+        record_validation(table, result, seed)
     if as_json:
-        render.print_json({"table": str(table_file), "target": table.target, **result.to_dict()})
+        render.print_json({"table": str(table_file), "target": table.target, "kind": table.kind,
+                           "profile": table.profile, "recorded": record, **result.to_dict()})  # fmt: skip
         return
+    truth = "emulated_us" if table.estimated else "measured_us"
     rows = [{"spec": r["label"], "predicted ms": round(r["predicted_us"] / 1e3, 3),
-             "measured ms": round(r["measured_us"] / 1e3, 3), "error %": round(r["error_pct"], 1)}
-            for r in sorted(result.rows, key=lambda r: r["measured_us"])]  # fmt: skip
+             "measured ms": round(r[truth] / 1e3, 3), "error %": round(r["error_pct"], 1)}
+            for r in sorted(result.rows, key=lambda r: r[truth])]  # fmt: skip
     console = render.console()
-    console.print(render.rich_table(rows, f"{table.name} on {table.target} ({table.clock} clock, {table.statistic})"))
+    if table.estimated:
+        rows = [{"spec": r["spec"], "table ms (estimated)": r["predicted ms"],
+                 "whole-network emulation ms (estimated)": r["measured ms"], "error %": r["error %"]} for r in rows]  # fmt: skip
+        title = f"{table.name}: estimated on {table.profile}, against {result.against}"
+    else:
+        title = f"{table.name} on {table.target} ({table.clock} clock, {table.statistic})"
+    console.print(render.rich_table(rows, title))
     console.print(f"{len(rows)} random specs: MAPE {result.mape_pct:.1f}%, Kendall tau {result.kendall_tau:.3f}, "
                   f"within ±10%: {100 * result.within_10pct:.0f}% ({result.seconds:.0f} s)", markup=False)  # fmt: skip
