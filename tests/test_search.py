@@ -414,3 +414,26 @@ def test_a_failing_artifact_store_costs_a_finished_trial_its_weights_not_its_sco
     assert len(warned) == 2 and all("\n" not in str(w.message) for w in warned)
     assert "cannot keep trial 0's weights" in str(warned[0].message)
     assert not list(tmp_path.glob("tmp*/*"))  # the temporary checkpoints are still cleaned up
+
+
+def test_a_damaged_cache_entry_in_a_search_is_trained_again(tmp_path, monkeypatch):
+    from shufflesearch.accuracy.cache import ResultCache, result_key
+    from shufflesearch.accuracy.datasets import load_dataset
+    from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
+    from shufflesearch.accuracy.recipe import adapt_spec
+    from shufflesearch.accuracy.trainer import TRAINER_VERSION
+    from shufflesearch.search import objective
+
+    if not FASHION_MNIST_DIR.exists():
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = load_study(write(tmp_path, TINY_STUDY.format(name="damaged", trials=1), "damaged.toml"))
+    spec = SMALL_SPACE.spec(3, (1, 1, 1), 0.25)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    key = result_key(adapt_spec(spec, dataset, config.fidelity), dataset.fingerprint, config.fidelity, config.seed,
+                     TRAINER_VERSION, "cpu")  # fmt: skip
+    ResultCache().put(key, {"top1": "not a number", "curve": 3})  # what a damaged entry reads back as
+    with pytest.warns(Warning, match="(?i)damaged"):
+        result = objective.proxy_accuracy_evaluator(config, device="cpu")(spec, lambda step, top1: None)
+    shutil.rmtree(result["checkpoint"].parent)
+    assert 0 <= result["top1"] <= 1 and not result["cached"]

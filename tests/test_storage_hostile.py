@@ -253,6 +253,13 @@ def test_a_damaged_database_is_named_and_the_others_are_listed(tmp_path, monkeyp
     assert "b.db" in err
 
 
+def test_resuming_from_a_damaged_database_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stored_study("sqlite:///h.db", trials=40)
+    damage(tmp_path / "h.db", "data page")
+    refused(["search", study_file(tmp_path), "--resume", "--storage", "sqlite:///h.db"], 1, "h.db")
+
+
 # --- 4. the heartbeat setting
 
 

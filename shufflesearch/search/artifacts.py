@@ -225,11 +225,10 @@ def _no_weights_message(config: StudyConfig, name: str, trial: int, metas, remov
 
 
 def _cache_folder() -> Path:
-    """$XDG_CACHE_HOME/shufflesearch/artifacts; unset, empty or relative (the XDG rule), ~/.cache/... instead."""
-    base = os.path.expanduser(os.environ.get("XDG_CACHE_HOME", ""))
-    if not os.path.isabs(base):  # a relative folder would follow the working folder around
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "shufflesearch" / "artifacts"
+    """<cache root>/artifacts (`cache_dir.cache_root`: an unset, empty or relative XDG_CACHE_HOME is ignored)."""
+    from ..cache_dir import cache_root
+
+    return cache_root() / "artifacts"
 
 
 __all__ = [

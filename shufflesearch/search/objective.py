@@ -68,15 +68,14 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
     the policy would keep them (so a search under `best` pays again only for a new best).
     Ctrl-C (see `shufflesearch.interrupt`) stops a trial at its next optimiser step.
     """
-    import dataclasses
-
     import optuna
 
     from ..accuracy.cache import ResultCache, result_key
     from ..accuracy.datasets import load_dataset
     from ..accuracy.devices import resolve_device
     from ..accuracy.recipe import adapt_spec
-    from ..accuracy.trainer import TRAINER_VERSION, TrainResult, train_proxy
+    from ..accuracy.train_result import cached_result
+    from ..accuracy.trainer import TRAINER_VERSION, train_proxy
 
     device = resolve_device(device or config.device)
     keep = config.keep_weights != "none"
@@ -120,9 +119,8 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
         if keep:  # train_proxy skips the cache when it must keep weights: look it up here, by its own key
             key = result_key(adapt_spec(spec, dataset, fidelity), dataset.fingerprint, fidelity, config.seed,
                              TRAINER_VERSION, device)  # fmt: skip
-            hit = cache.get(key)
-            if hit is not None:
-                cached = dataclasses.replace(TrainResult.from_dict(hit), cached=True)
+            cached = cached_result(cache, key)  # a damaged entry is a miss (one warning), not a traceback
+            if cached is not None:
                 return {**outcome(cached), **latency, "retrain": train}
         return train()
 

@@ -32,7 +32,7 @@ from ..errors import MachineError, UsageError
 from .objective import check_same_kind
 from .queue import run_worker
 from .results import StudySummary, study_finished, summarize_studies
-from .storage import NoSuchStorage, open_storage
+from .storage import NoSuchStorage, open_storage, reading
 from .study_file import StudyConfig, load_study
 
 
@@ -74,7 +74,8 @@ def check_resumable(config: StudyConfig, storage_url: str) -> None:
     names = set()
     if storage is not None:
         try:
-            names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+            with reading(storage_url):  # a damaged file: one line, not Optuna's traceback
+                names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
         finally:
             storage.engine.dispose()
     if not set(config.budget_windows()) & names:
