@@ -27,10 +27,10 @@ from .count import (
     EmulationInputError,
     InstructionCount,
     count_from_regions,
+    guest_setup,
     parse_counts,
 )
-from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env, plugin_path, qemu_binary
-from .sysroot import default_cache_dir, read_manifest
+from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env
 
 Model = tuple  # (name, ONNX bytes, input shape), or with (runs, warmup) of its own appended
 Progress = Callable[[int], None]  # models counted so far
@@ -52,12 +52,7 @@ def count_many(
     """
     if runs < 1 or warmup < 0:
         raise EmulationInputError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0; e.g. runs=1")
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise EmulationError(f"the arm64 sysroot is not set up at {root}; run: {SETUP_COMMAND}")
-    qemu, qemu_version = qemu_binary()
-    plugin = plugin_path(root)
+    root, manifest, qemu, qemu_version, plugin = guest_setup(cache_dir)
     script = Path(__file__).with_name("guest_counter.py").read_text()
     names: list[str] = []
     shapes: list[tuple[int, ...]] = []

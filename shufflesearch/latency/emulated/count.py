@@ -77,12 +77,7 @@ def count_instructions(
         raise EmulationInputError(f"input_shape={shape} must be positive dimensions; e.g. (1, 3, 224, 224)")
     if not isinstance(onnx_path_or_bytes, bytes) and not Path(onnx_path_or_bytes).is_file():
         raise EmulationInputError(f"ONNX model {onnx_path_or_bytes} does not exist; pass an .onnx file or its bytes")
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise EmulationError(f"the arm64 sysroot is not set up at {root}; run: {SETUP_COMMAND}")
-    qemu, qemu_version = qemu_binary()
-    plugin = plugin_path(root)
+    root, manifest, qemu, qemu_version, plugin = guest_setup(cache_dir)
     model = onnx_path_or_bytes if isinstance(onnx_path_or_bytes, bytes) else Path(onnx_path_or_bytes).read_bytes()
     # The guest's argv, environment and working directory are identical from run to run: the script goes
     # in as -c text and the model on stdin, so no temporary path reaches the guest (counts then repeat).
@@ -125,6 +120,16 @@ def parse_counts(text: str) -> list[list[int]]:
                 raise EmulationError(f"malformed plugin line {line!r}; rebuild with: {SETUP_COMMAND}")
             regions.append(values)
     return regions
+
+
+def guest_setup(cache_dir: str | os.PathLike | None = None) -> tuple[Path, dict, str, str, Path]:
+    """(cache root, sysroot manifest, qemu binary, its version, plugin): what every emulated count needs."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise EmulationError(f"the arm64 sysroot is not set up at {root}; run: {SETUP_COMMAND}")
+    qemu, qemu_version = qemu_binary()
+    return root, manifest, qemu, qemu_version, plugin_path(root)
 
 
 def count_from_regions(regions: list[list[int]], guest: dict, manifest: dict, qemu_version: str) -> InstructionCount:
