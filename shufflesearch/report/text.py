@@ -66,7 +66,8 @@ def markdown_cell(value: object) -> str:
 
     Line breaks and other control characters become escapes, like `visible`'s (a cell is one line)."""
     text = visible(value)
-    text = "".join(_ENTITIES.get(c, c) for c in text)
+    # Other blanks (no-break, em, ideographic spaces) as numeric entities: a cell's edges are trimmed of them
+    text = "".join(_ENTITIES.get(c) or (f"&#{ord(c)};" if c.isspace() and c not in " \t" else c) for c in text)
     return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
 
 
