@@ -115,3 +115,34 @@ def test_the_shipped_ladder_study_is_valid():
     assert list(config.latency_windows()) == ["paper-ladder-ms-7.7ms", "paper-ladder-ms-15.2ms",
                                               "paper-ladder-ms-37.8ms"]  # fmt: skip
     assert config.lut == "snapdragon820"
+
+
+FIDELITY = ("[accuracy]\ndevice = 'cpu'\n[accuracy.fidelity]\ntrain_images = 128\nepochs = 1\nbatch_size = 64\n"
+            "eval_images = 100\ncurve_eval_images = 0\nresolution = 28\nstem = 'small'\n")  # fmt: skip
+
+
+def test_a_winner_is_named_and_finished_by_its_latency_budget(fashion, tmp_path, monkeypatch):
+    from shufflesearch.finish import finish_winner
+    from shufflesearch.search.objective import latency_table, predicted_latency
+    from shufflesearch.search.results import NoSuchTrial, find_trial
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = study(tmp_path, "latency_ms = [8, 16]\nmin_fraction = 0.5\nlut = 'snapdragon820'\n" + FIDELITY)
+    table = latency_table(config)
+    run_worker(config, config.default_storage(), 3, lambda spec, report: {"top1": spec.scale,
+               **predicted_latency(table, spec)})  # fmt: skip
+    url = config.default_storage()
+    for kwargs, fragment in [({}, "study ms has budgets 8, 16 ms: name one with --budget-ms"),
+                             ({"budget": 16}, "--budget 16: study ms has budgets 8, 16 ms"),
+                             ({"budget_ms": 10}, "--budget-ms 10: study ms has budgets 8, 16 ms")]:  # fmt: skip
+        with pytest.raises(NoSuchTrial, match=fragment):
+            find_trial(config, url, **kwargs)
+    name, winner = find_trial(config, url, budget_ms=16)
+    assert name == "ms-16ms" and 8 <= winner["latency_ms"] <= 16
+
+    result = finish_winner(config, url, budget_ms=16, epochs=1, target=None, out=tmp_path / "done",
+                           train_images=128, eval_images=100, device="cpu")  # fmt: skip
+    assert (result.budget, result.budget_ms, result.trial) == (None, 16.0, winner["trial"])
+    assert result.search_latency == {"ms": winner["latency_ms"], "kind": "lut-estimated"}
+    readme = (tmp_path / "done" / "README.md").read_text()
+    assert "--budget-ms 16 --trial" in readme and "lut-estimated, the study's predictor" in readme

@@ -224,10 +224,10 @@ def test_report_folder_has_valid_tables_plots_and_an_offline_page(tmp_path):
     assert "proxy top-1" in page and "not ImageNet" in page
 
     csv = (out / "tables" / "trials.csv").read_text()
-    assert csv.splitlines()[0].startswith("study,budget_mflops,trial,state")
+    assert csv.splitlines()[0].startswith("study,budget_mflops,budget_ms,trial,state")
     assert len(csv.splitlines()) == 1 + sum(map(len, records.values()))
     md = (out / "tables" / "best_per_budget.md").read_text()
-    assert "| study | budget_mflops | kind |" in md and "nan" not in md and "None" not in md
+    assert "| study | budget | budget_mflops | budget_ms | kind |" in md and "nan" not in md and "None" not in md
 
 
 def test_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path):

@@ -161,6 +161,9 @@ def export(
     budget: Annotated[
         float | None, typer.Option(help="MFLOPs budget window of --trial, if the study has several.")
     ] = None,
+    budget_ms: Annotated[
+        float | None, typer.Option(help="Latency budget window (ms) of --trial, if the study has several.")
+    ] = None,
     storage: Annotated[str | None, typer.Option(help="Storage URL of --study, e.g. postgresql://user@db/nas.")] = None,
     batch: Annotated[int, typer.Option(help="Fixed batch size of the graph.", min=1, max=4096)] = 1,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="A dynamic batch axis instead.")] = False,
@@ -185,14 +188,14 @@ def export(
         raise typer.BadParameter("--batch N or --dynamic-batch, not both")
     if weights is not None and study is not None:
         raise typer.BadParameter("--weights FILE or --study FILE --trial N, not both")
-    if study is None and (trial is not None or budget is not None):
-        raise typer.BadParameter("--trial and --budget name a trial of --study FILE")
+    if study is None and (trial is not None or budget is not None or budget_ms is not None):
+        raise typer.BadParameter("--trial, --budget and --budget-ms name a trial of --study FILE")
     if (weights is not None or study is not None) and described:
         raise typer.BadParameter(f"--{described[0].replace('_', '-')}: with trained weights the network comes "
                                  "from the checkpoint (an official one: --preset); drop it")  # fmt: skip
     size, opset = None if dynamic_batch else batch, OPSET if opset is None else opset
     if study is not None:
-        weights = _trial_weights(study, trial, budget, storage)
+        weights = _trial_weights(study, trial, budget, budget_ms, storage)
     if weights is not None:
         result = export_trained(out, weights, preset=ctx.params["preset"], batch=size, opset=opset,
                                 resolution=ctx.params["resolution"])  # fmt: skip
@@ -216,7 +219,8 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def _trial_weights(study: Path, trial: int | None, budget: float | None, storage: str | None) -> Path:
+def _trial_weights(study: Path, trial: int | None, budget: float | None, budget_ms: float | None,
+                   storage: str | None) -> Path:  # fmt: skip
     if trial is None:
         raise typer.BadParameter("--study needs --trial N: the trial whose kept weights to export")
     from ..search.artifacts import trial_checkpoint
@@ -225,4 +229,4 @@ def _trial_weights(study: Path, trial: int | None, budget: float | None, storage
     from ..search.workers import storage_url_for
 
     config = load_study(study)
-    return trial_checkpoint(config, check_storage_url(storage_url_for(config, storage)), trial, budget)
+    return trial_checkpoint(config, check_storage_url(storage_url_for(config, storage)), trial, budget, budget_ms)

@@ -18,6 +18,9 @@ from .search import StudyFile
 def finish(
     study_file: StudyFile,
     budget: Annotated[float | None, typer.Option(help="The budget (MFLOPs) whose winner to finish.")] = None,
+    budget_ms: Annotated[
+        float | None, typer.Option(help="The latency budget (ms) whose winner to finish (a study in ms).")
+    ] = None,
     trial: Annotated[
         int | None, typer.Option(help="Finish this trial of the budget instead of its winner.", min=0)
     ] = None,
@@ -41,14 +44,17 @@ def finish(
     Example: shufflesearch finish studies/demo.toml --budget 40 --epochs 30
 
     Example: shufflesearch finish studies/demo.toml --budget 13 --trial 2 --epochs 10 --target arm64-emulated
+
+    Example: shufflesearch finish studies/paper-ladder-ms.toml --budget-ms 15.2 --target arm64-emulated
     """
     from .. import interrupt
 
     with interrupt.deferred():
-        _finish(study_file, budget, trial, epochs, resolution, augment, out, device, target, storage, as_json)
+        _finish(study_file, (budget, budget_ms), trial, epochs, resolution, augment, out, device, target, storage,
+                as_json)  # fmt: skip
 
 
-def _finish(study_file, budget, trial, epochs, resolution, augment, out, device, target, storage, as_json) -> None:
+def _finish(study_file, budgets, trial, epochs, resolution, augment, out, device, target, storage, as_json) -> None:
     from ..finish import finish_winner
     from ..search.storage import check_storage_url
     from ..search.study_file import load_study
@@ -56,7 +62,7 @@ def _finish(study_file, budget, trial, epochs, resolution, augment, out, device,
 
     config = load_study(study_file)
     url = check_storage_url(storage_url_for(config, storage))
-    kwargs = dict(budget=budget, trial=trial, out=out, epochs=epochs, resolution=resolution, augment=augment,
+    kwargs = dict(budget=budgets[0], budget_ms=budgets[1], trial=trial, out=out, epochs=epochs, resolution=resolution, augment=augment,
                   device=device, target=None if target == "none" else target)  # fmt: skip
     try:
         result = finish_winner(config, url, **kwargs) if as_json else _with_progress(config, url, kwargs, epochs)

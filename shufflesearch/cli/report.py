@@ -40,7 +40,7 @@ def report(
     for summary in result.summary:
         console.print(render.line(summary), markup=False, highlight=False)
     rows = [
-        {"budget": f"≤{r['budget_mflops']:g} M", "kind": r["kind"], "name": r["name"], "spec": r["label"],
+        {"budget": r["budget"], "kind": r["kind"], "name": r["name"], "spec": r["label"],
          "MFLOPs": r["mflops"], "params (M)": r["params_m"],
          "proxy top-1 %": r["top1_pct"] if r["top1_pct"] is not None else "-",
          "paper ImageNet top-1 %": r["paper_imagenet_top1_pct"] if r["paper_imagenet_top1_pct"] is not None else "-"}

@@ -91,11 +91,19 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
         render.print_json({"study": config.name, "storage": redact(url), "studies": [s.to_dict() for s in summaries]})
 
 
+def window_text(mflops, ms, budgeted) -> str:
+    """'6.5-13 MFLOPs', '4-8 ms' or both: what bounds a study's trials (a latency-only study's MFLOPs range
+    is the space's, not a budget)."""
+    parts = [f"{w[0]:g}-{w[1]:g} {unit}" for w, unit, key in ((mflops, "MFLOPs", "mflops"), (ms, "ms", "latency_ms"))
+             if key in budgeted and w]  # fmt: skip
+    return ", ".join(parts) or "-"
+
+
 def _progress_table(summaries, trials: int, started: float):
     rows = []
     for s in summaries:
         rows.append({
-            "study": s.name, "MFLOPs window": f"{s.window_mflops[0]:g}-{s.window_mflops[1]:g}",
+            "study": s.name, "window": window_text(s.window_mflops, s.window_latency_ms, s.budgeted),
             "candidates": s.candidates, "done": f"{s.complete + s.pruned}/{trials}", "running": s.running,
             "pruned": s.pruned, "failed": s.failed, "best top-1": render.pct(s.best_top1),
             "best spec": s.best_label or "-", "s/trial": f"{s.mean_trial_s:.1f}" if s.mean_trial_s else "-",
@@ -131,7 +139,7 @@ def studies_list(
         return
     table_rows = [
         {"storage": r["storage"], "study": r["name"], "mode": r["mode"],
-         "MFLOPs window": "-".join(f"{x:g}" for x in r["window_mflops"]), "complete": r["complete"],
+         "window": window_text(r["window_mflops"], r.get("window_latency_ms"), r.get("budgeted", ["mflops"])), "complete": r["complete"],
          "pruned": r["pruned"], "running": r["running"], "waiting": r["waiting"], "failed": r["failed"],
          "best top-1": render.pct(r["best_top1"]), "best spec": r["best_label"] or "-"}
         for r in rows

@@ -18,7 +18,11 @@ def folder_readme(result, metrics: dict[str, Any]) -> str:
     std = ", ".join(f"{s:.2f}" for s in metrics["input_std"])
     res = result.spec["resolution"]
     channels = result.spec["in_channels"]
-    budget = "" if result.budget is None else f" --budget {result.budget:g}"
+    budget = "".join(f" --{o} {v:g}" for o, v in (("budget", result.budget), ("budget-ms", result.budget_ms))
+                     if v is not None)  # fmt: skip
+    searched = result.search_latency
+    searched_line = "" if searched is None else (
+        f"| latency the search used | {searched['ms']:.3f} ms ({searched['kind']}, the study's predictor) |\n")  # fmt: skip
     proxy = "-" if result.proxy_top1 is None else f"{100 * result.proxy_top1:.2f}%"
     return f"""# {result.label}: trial {result.trial} of {result.study}, finished
 
@@ -31,7 +35,7 @@ to completion on the whole training set of {metrics["dataset"]}.
 | top-5 on the test split | {100 * result.top5:.2f}% |
 | the search's proxy top-1 | {proxy} |
 | latency | {latency_line} |
-| ONNX vs PyTorch | same prediction on {result.onnx["agree"]} of {result.onnx["images"]} test images (max logit difference {result.onnx["max_abs_diff"]:.2g}) |
+{searched_line}| ONNX vs PyTorch | same prediction on {result.onnx["agree"]} of {result.onnx["images"]} test images (max logit difference {result.onnx["max_abs_diff"]:.2g}) |
 | trained on | {result.device}, {result.train_seconds:.0f} s |
 
 ## Files

@@ -39,7 +39,8 @@ class FinishResult:
 
     out: Path
     study: str  # the Optuna study (budget window), e.g. demo-40M
-    budget: float | None  # MFLOPs: the window's budget (pareto mode: the cap asked for, if any)
+    budget: float | None  # MFLOPs: the window's budget (pareto mode: the cap asked for, if any); None: not in MFLOPs
+    budget_ms: float | None  # the window's latency budget (pareto: the cap asked for), on the study's predictor
     trial: int
     label: str
     spec: dict[str, Any]
@@ -49,6 +50,7 @@ class FinishResult:
     images: int  # test images scored
     onnx: dict[str, Any]  # images, agree, max_abs_diff
     latency: dict[str, Any] | None  # kind (measured | estimated | lut-predicted), ms, target, and the full result
+    search_latency: dict[str, Any] | None  # what the search predicted: ms, kind (lut-estimated | lut-predicted)
     device: str
     train_seconds: float
     recipe: dict[str, Any]
@@ -69,6 +71,7 @@ def finish_winner(
     *,
     budget: float | None = None,
     trial: int | None = None,
+    budget_ms: float | None = None,
     out: str | Path | None = None,
     epochs: float = FINISH_EPOCHS,
     resolution: int | None = None,
@@ -80,7 +83,7 @@ def finish_winner(
     eval_images: int | None = None,
     progress: Callable[[Any], None] | None = None,
 ) -> FinishResult:
-    """Train the winner of `budget` (or trial `trial`) with the finishing recipe and write its folder.
+    """Train the winner of `budget` and/or `budget_ms` (or trial `trial`) with the finishing recipe; write its folder.
 
     `resolution`/`augment` None keep the study's; `train_images` None uses the whole training set
     and `eval_images` None the whole test split. `target` is where latency is measured or
@@ -93,7 +96,7 @@ def finish_winner(
 
     device = resolve_device(device)  # a GPU that is not there: one line, before any work
     check_precision(config.fidelity.precision, device)  # nor a precision it lacks
-    study, record = find_trial(config, url, budget=budget, trial=trial)
+    study, record = find_trial(config, url, budget=budget, trial=trial, budget_ms=budget_ms)
     dataset = load_dataset(config.dataset, config.data_dir)
     fidelity = finish_fidelity(config.fidelity, len(dataset.train_labels), epochs=epochs, resolution=resolution,
                                augment=augment, train_images=train_images, eval_images=eval_images)  # fmt: skip
@@ -109,10 +112,10 @@ def finish_winner(
     onnx = _check_onnx(out, dataset, fidelity.eval_images)
     latency = _latency(trained, target, latency_runs)
     finished = FinishResult(
-        out=out, study=study, budget=config.budget_windows()[study][1] if config.mode != "pareto" else budget,
+        out=out, study=study, **_budgets(config, study, budget, budget_ms),
         trial=record["trial"], label=trained.label, spec=trained.to_dict(),
         proxy_top1=record["top1"], top1=result.top1, top5=result.top5, images=onnx["images"],
-        onnx=onnx, latency=latency, device=result.device, train_seconds=result.seconds,
+        onnx=onnx, latency=latency, search_latency=_search_latency(record), device=result.device, train_seconds=result.seconds,
         recipe=fidelity.to_dict(), files=[*files, "metrics.json", "README.md"],
     )  # fmt: skip
     metrics = {**finished.to_dict(), "dataset": result.dataset, "seed": config.seed, "study_file": str(config.path),
@@ -123,6 +126,22 @@ def finish_winner(
 
     write_atomically(out / "README.md", folder_readme(finished, metrics))
     return finished
+
+
+def _budgets(config: StudyConfig, study: str, budget: float | None, budget_ms: float | None) -> dict:
+    """The window's budgets (per-budget mode), or the caps asked for (pareto)."""
+    if config.mode == "pareto":
+        return {"budget": budget, "budget_ms": budget_ms}
+    ms = config.latency_windows()[study]
+    return {"budget": config.budget_windows()[study][1] if config.budgets else None,
+            "budget_ms": ms[1] if ms else None}  # fmt: skip
+
+
+def _search_latency(record: dict) -> dict[str, Any] | None:
+    """The latency the search recorded for the trial (a table's prediction or estimate), if any."""
+    if record.get("latency_ms") is None:
+        return None
+    return {"ms": record["latency_ms"], "kind": record.get("latency_kind") or "unknown"}
 
 
 def _claim_folder(out: Path, identity: dict) -> None:

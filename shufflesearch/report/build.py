@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 from .. import __version__
 from ..atomic import naming, write_atomically
 from ..search.results import TrialRecord
 from . import plots
 from .folder import MARKER, ReportError, carry_over, digest, existing, manifest, swap_in
-from .frames import PAPER, SEARCHED, ReportFrames, build_frames, public
+from .frames import PAPER, SEARCHED, PaperLatency, ReportFrames, build_frames, public
 from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
+from .latency_view import disagreement_lines
 from .tables import frame_rows, spreadsheet_safe, to_csv, to_markdown
 
 __all__ = ["MARKER", "ReportError", "ReportResult", "build_report", "summary_lines"]
@@ -49,15 +52,17 @@ class ReportResult:
 
 def build_report(
     records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict], out_dir: str | os.PathLike,
-    title: str | None = None,
+    title: str | None = None, paper_latency: PaperLatency | None = None,
 ) -> ReportResult:  # fmt: skip
-    """Write the report for these studies to `out_dir`: new, empty or an earlier report, whose files it replaces."""
+    """Write the report for these studies to `out_dir`: new, empty or an earlier report, whose files it replaces.
+
+    `paper_latency`: the studies' latency predictor, to place paper models in latency budgets (`build_frames`)."""
     out_dir = Path(out_dir)
     # The swap renames through the parent: `a/../a` would rename `a` away and then look for it inside
     # itself, and a symlinked folder would leave its renamed link behind. Work on the real folder.
     target = out_dir.resolve()
     existing(target, out_dir, *_layout())  # refused before the work, not after
-    frames = build_frames(records_by_study, study_attrs)
+    frames = build_frames(records_by_study, study_attrs, paper_latency)
     summary = summary_lines(frames)
     title = title or "ShuffleNet search report: " + (", ".join(records_by_study) or "no studies")
     with naming(out_dir):  # a full disk or a read-only folder: the error names the report, not a temporary name
@@ -78,12 +83,14 @@ def build_report(
 
 # name, title, caption, frame getter; a table is written even when empty (its header says what would be there).
 _TABLES = [
-    ("studies", "Studies", "One row per Optuna study: its MFLOPs window and how many trials are in each state.",
+    ("studies", "Studies", "One row per Optuna study: its budget window (MFLOPs, and ms where latency bounds it) and "
+     "how many trials are in each state.",
      lambda f: f.studies),
     ("best_per_budget", "Best per budget vs the paper's models",
      "Per budget: the most accurate searched trial, then every paper model (official presets and Table 2 models) "
-     "in the same MFLOPs window. top1_pct is proxy accuracy (blank: not trained in this study); "
-     "paper_imagenet_top1_pct is the paper's published ImageNet number, for context only.", lambda f: public(f.best)),
+     "inside the same window (in ms: by the study's latency predictor). top1_pct is proxy accuracy (blank: not "
+     "trained in this study); paper_imagenet_top1_pct is the paper's published ImageNet number, for context only; "
+     "latency_kind says how each latency was obtained.", lambda f: public(f.best)),
     ("accuracy_by_groups", "Accuracy by group count",
      "The paper's Table 2 question per budget: best and median proxy top-1 for each group count tried.",
      lambda f: f.groups),
@@ -93,8 +100,14 @@ _TABLES = [
      lambda f: f.complexity),
     ("stage_costs", "Per-stage MFLOPs of the winners", "Closed-form multiply-adds per stage of each budget's winner.",
      lambda f: f.stages),
-    ("latency", "Latency", "Complete trials with a latency; latency_kind says whether it was measured or estimated.",
-     lambda f: f.latency),
+    ("latency", "Latency", "Complete trials with a latency; latency_kind says how it was obtained: measured (on the "
+     "device), lut-predicted (a table of blocks measured on a device), lut-estimated (a table of emulated "
+     "instruction counts on a device profile) or emulated-estimate.", lambda f: f.latency),
+    ("latency_by_groups", "Latency vs MFLOPs by group count",
+     "Per latency kind and group count: the time at equal MFLOPs (common_mflops, the median), from one fit per "
+     "kind (log latency = a term per group count + mflops_exponent x log MFLOPs), and that against the fewest "
+     "groups tried. Memory traffic is not counted in multiply-adds: where vs_fewest_groups is not 1, MFLOPs and "
+     "latency disagree.", lambda f: f.latency_groups),
     ("pareto_front", "Pareto front", "Complete trials not beaten on both proxy top-1 and MFLOPs, across all studies.",
      lambda f: f.front),
     ("history", "Optimisation history", "Per study in trial order: proxy top-1, best so far, hypervolume (Pareto).",
@@ -111,8 +124,9 @@ _PLOTS = [
      "that were not trained here."),
     ("accuracy_vs_groups", "Accuracy vs groups at each budget",
      "Does grouping the 1x1 convolutions pay at a fixed budget (the paper's Table 2)? Line: best per group count."),
-    ("latency_vs_mflops", "Latency vs MFLOPs",
-     "Marker shape says whether a latency was measured or estimated."),
+    ("latency_vs_mflops", "Latency vs MFLOPs by group count",
+     "Colour: group count; marker shape: how the latency was obtained (measured, LUT-predicted, LUT-estimated, "
+     "emulated). Lines: the fit per group count of the latency_by_groups table; dashed: latency budgets (ms) and MFLOPs budgets."),
     ("stage_costs", "Per-stage cost of the winners",
      "Stacked bars: closed-form multiply-adds of each stage; the number is the total."),
     ("history", "Optimisation history",
@@ -146,7 +160,7 @@ def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: s
     table_entries = []
     for name, heading, caption, get in _TABLES:
         frame = get(frames)
-        if name == "latency" and frame.empty:
+        if name in ("latency", "latency_by_groups") and frame.empty:
             continue
         rows = frame_rows(frame)
         write(f"tables/{name}.csv", frame.to_csv(index=False) if not rows else to_csv(spreadsheet_safe(rows)))
@@ -186,20 +200,23 @@ def summary_lines(frames: ReportFrames) -> list[str]:
         return ["No studies: nothing to report."]
     lines = []
     for s in frames.studies.itertuples():
-        window = f", {s.lo_mflops:g}-{s.hi_mflops:g} MFLOPs" if s.hi_mflops is not None else ""
+        windows = [f"{lo:g}-{hi:g} {unit}" for lo, hi, unit in ((s.lo_mflops, s.hi_mflops, "MFLOPs"),
+                   (s.lo_ms, s.hi_ms, "ms")) if pd.notna(hi)]  # fmt: skip
+        window = "".join(f", {w}" for w in windows)
         lines.append(f"{s.study} ({s.mode}{window}): {s.state}; {s.complete} complete, {s.pruned} pruned, "
                      f"{s.failed} failed, {s.running} running, {s.waiting} waiting.")  # fmt: skip
-    for (study, budget), grp in frames.best.groupby(["study", "budget_mflops"], sort=False):
+    for (study, budget), grp in frames.best.groupby(["study", "budget"], sort=False):
         win = grp[grp.kind == SEARCHED]
         paper = grp[(grp.kind == PAPER) & grp.top1_pct.notna()].sort_values("top1_pct", ascending=False)
         if win.empty:
-            lines.append(f"{study} ≤ {budget:g} MFLOPs: no complete trial yet.")
+            lines.append(f"{study} {budget}: no complete trial yet.")
             continue
         w = win.iloc[0]
-        line = (f"{study} ≤ {budget:g} MFLOPs: best {w.label} ({w['name']}) at {w.mflops:.1f} MFLOPs, "
+        latency = f" (~{w.latency_ms:.1f} ms, {w.latency_kind})" if pd.notna(w.latency_ms) else ""
+        line = (f"{study} {budget}: best {w.label} ({w['name']}) at {w.mflops:.1f} MFLOPs{latency}, "
                 f"proxy top-1 {w.top1_pct:.2f}%")  # fmt: skip
         if len(paper) and paper.iloc[0]["name"] != w["name"]:
             p = paper.iloc[0]
             line += f"; best paper model trained here: {p['name']} at {p.mflops:.1f} MFLOPs, {p.top1_pct:.2f}%"
         lines.append(line + ".")
-    return lines
+    return lines + disagreement_lines(frames.latency, frames.latency_groups)

@@ -15,22 +15,27 @@ on the study's dataset, not ImageNet), `latency_ms`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ..complexity import count_complexity
 from ..complexity.sweep import complexity_rows
-from ..paper import OFFICIAL_LAYOUTS, TABLE2_BUDGETS_MFLOPS, TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
+from ..paper import OFFICIAL_LAYOUTS, TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..presets import paper_models
 from ..search.results import TrialRecord, pareto_front
 from ..spec import ShuffleNetSpec, SpecError
-from .text import encodable
+from .budgets import bin_of, budgeted_axes, budgets_frame
+from .latency_view import latency_frame, latency_groups_frame
+from .stored import stored_number, stored_text, stored_window
 
 # The paper's scales: Table 2's (0.25x, 0.5x, 1x) and the official code's (1.5x, 2x).
 PAPER_SCALES = tuple(sorted({*TABLE2_SCALES, *(scale for _, scale in OFFICIAL_LAYOUTS)}))
 SEARCHED, PAPER = "searched best", "paper model"
-LATENCY_COLUMNS = ["study", "trial", "label", "mflops", "latency_ms", "latency_kind", "top1_pct"]
+INTERNAL = ["spec_obj", "budget_rank"]  # columns for computing, never written
+# spec -> {"latency_ms", "latency_kind", ...} as a trial records it (search.objective.predicted_latency), or None
+PaperLatency = Callable[[ShuffleNetSpec], dict | None]
 
 
 @dataclass
@@ -47,24 +52,32 @@ class ReportFrames:
     complexity: pd.DataFrame  # paper-Table-1-style widths and cost for the groups/scales touched
     stages: pd.DataFrame  # per-stage MFLOPs of each budget's winner
     latency: pd.DataFrame  # complete trials with a latency
+    latency_groups: pd.DataFrame  # per latency kind and group count: time per MFLOP
     history: pd.DataFrame  # per study and trial: best so far, hypervolume (Pareto studies)
     notes: list[str] = field(default_factory=list)
 
 
 TRIAL_COLUMNS = [
-    "study", "budget_mflops", "trial", "state", "label", "preset", "groups", "scale", "repeats", "stem_channels",
+    "study", "budget_mflops", "budget_ms", "trial", "state", "label", "preset", "groups", "scale", "repeats", "stem_channels",
     "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "mflops", "params_m", "top1_pct", "latency_ms",
     "latency_kind", "train_seconds", "duration_s", "status", "retry_of", "worker",
 ]  # fmt: skip
 
 
-def build_frames(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> ReportFrames:
-    """All report tables for the given studies (pure: no files, no plotting)."""
+def build_frames(
+    records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict],
+    paper_latency: PaperLatency | None = None,
+) -> ReportFrames:  # fmt: skip
+    """All report tables for the given studies (pure: no files, no plotting).
+
+    `paper_latency` is the studies' latency predictor (a spec -> its latency record, as a trial
+    records it), for placing paper models in latency budgets; None where the studies have none."""
     budgets = budgets_frame(records_by_study, study_attrs)
     trials = trials_frame(records_by_study, budgets)
     done = trials[(trials.state == "complete") & trials.top1_pct.notna()]
-    best = best_frame(trials, budgets)
+    best = best_frame(trials, budgets, paper_latency)
     studies = studies_frame(records_by_study, study_attrs)
+    latency = latency_frame(done)
     frames = ReportFrames(
         dataset=_dataset_name(records_by_study, study_attrs),
         studies=studies,
@@ -72,10 +85,11 @@ def build_frames(records_by_study: dict[str, list[TrialRecord]], study_attrs: di
         front=pareto_frame(done),
         budgets=budgets,
         best=best,
-        groups=groups_frame(done),
+        groups=groups_frame(done, budgets),
         complexity=complexity_frame(trials, best),
         stages=stages_frame(best, trials),
-        latency=done[done.latency_ms.notna()][LATENCY_COLUMNS].reset_index(drop=True),
+        latency=latency,
+        latency_groups=latency_groups_frame(latency),
         history=history_frame(trials, budgets),
     )
     frames.notes = status_notes(studies) + ([] if len(frames.latency) else [
@@ -84,30 +98,11 @@ def build_frames(records_by_study: dict[str, list[TrialRecord]], study_attrs: di
 
 
 def _dataset_name(records_by_study: dict, study_attrs: dict) -> str:
-    names = {_text(r.get("dataset")) for recs in records_by_study.values() for r in recs} | {
-        _text(a.get("dataset")) for a in study_attrs.values()
+    names = {stored_text(r.get("dataset")) for recs in records_by_study.values() for r in recs} | {
+        stored_text(a.get("dataset")) for a in study_attrs.values()
     }
     names.discard(None)
     return ", ".join(sorted(map(str, names))) or "the study's dataset"
-
-
-# Records come from a storage other versions, other machines (or a damaged file) wrote: a field of the
-# wrong type is shown blank, never a crash.
-def _number(value: object) -> float | None:
-    """A stored number as a float; None when missing, not a real number, or beyond a float (10**400)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return None
-
-
-def _window(attrs: dict) -> tuple[float, float] | None:
-    """A study's stored [min, max] MFLOPs, or None."""
-    window = attrs.get("window_mflops")
-    values = [_number(x) for x in window] if isinstance(window, (list, tuple)) else []
-    return (values[0], values[1]) if len(values) == 2 and None not in values else None
 
 
 def _spec(record: dict) -> ShuffleNetSpec | None:
@@ -117,47 +112,28 @@ def _spec(record: dict) -> ShuffleNetSpec | None:
         return None  # a record written by another version: show what it has, skip the rest
 
 
-def budgets_frame(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> pd.DataFrame:
-    """(study, budget) bins: a per-budget study is one bin (its window); a Pareto study is cut at the paper's ladder."""
-    rows = []
-    for study in records_by_study:
-        attrs = study_attrs.get(study, {})
-        lo, hi = _window(attrs) or (0.0, float("inf"))
-        mode = _text(attrs.get("mode")) or "per-budget"
-        if mode == "pareto":
-            edges = [b for b in TABLE2_BUDGETS_MFLOPS if lo < b < hi] + [hi]
-            for prev, budget in zip([lo, *edges[:-1]], edges):
-                rows.append({"study": study, "mode": mode, "budget_mflops": budget, "lo_mflops": prev,
-                             "hi_mflops": budget})  # fmt: skip
-        else:
-            rows.append({"study": study, "mode": mode, "budget_mflops": hi, "lo_mflops": lo, "hi_mflops": hi})
-    frame = pd.DataFrame(rows, columns=["study", "mode", "budget_mflops", "lo_mflops", "hi_mflops"])
-    return frame.sort_values(["budget_mflops", "study"], kind="stable").reset_index(drop=True)
-
-
-def _budget_of(bins: list[tuple[float, float]], mflops: float | None) -> float | None:
-    """The budget whose bin holds `mflops`; `bins` are (hi_mflops, budget_mflops) in ascending order."""
-    if len(bins) == 1:
-        return bins[0][1]
-    if mflops is None:
-        return None
-    return next((budget for hi, budget in bins if mflops <= hi + 1e-9), None)
-
-
 def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.DataFrame) -> pd.DataFrame:
     """One row per trial, spec fields spelled out, units in column names."""
     rows = []
     for study, records in records_by_study.items():
-        here = budgets[budgets.study == study]
-        bins = sorted(zip(here.hi_mflops.astype(float), here.budget_mflops.astype(float)))
+        here = budgets[budgets.study == study].sort_values("hi_mflops", kind="stable")
         for r in records:
             spec = _spec(r)
-            top1, mflops, params = _number(r.get("top1")), _number(r.get("mflops")), _number(r.get("params"))
-            latency, train_s, duration = (_number(r.get(k)) for k in ("latency_ms", "train_seconds", "duration_s"))
+            top1, mflops, params = (
+                stored_number(r.get("top1")),
+                stored_number(r.get("mflops")),
+                stored_number(r.get("params")),
+            )
+            latency, train_s, duration = (
+                stored_number(r.get(k)) for k in ("latency_ms", "train_seconds", "duration_s")
+            )
+            rank = bin_of(here, mflops)
+            bin_row = budgets.iloc[rank] if rank is not None else None
             rows.append({
-                "study": study, "budget_mflops": _budget_of(bins, mflops), "trial": r.get("trial"),
-                "state": r.get("state"), "label": _text(r.get("label")) or (spec.label if spec else None),
-                "preset": _text(r.get("preset")), "groups": spec.groups if spec else r.get("groups"),
+                "study": study, "budget_mflops": bin_row.budget_mflops if rank is not None else None,
+                "budget_ms": bin_row.budget_ms if rank is not None else None, "trial": r.get("trial"),
+                "state": r.get("state"), "label": stored_text(r.get("label")) or (spec.label if spec else None),
+                "preset": stored_text(r.get("preset")), "groups": spec.groups if spec else r.get("groups"),
                 "scale": spec.scale if spec else None,
                 "repeats": ",".join(map(str, spec.repeats)) if spec else None,
                 "stem_channels": spec.stem_channels if spec else None,
@@ -168,16 +144,23 @@ def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.Dat
                 "params_m": round(params / 1e6, 4) if params is not None else None,
                 "top1_pct": round(100 * top1, 2) if top1 is not None else None,
                 "latency_ms": round(latency, 3) if latency is not None else None,
-                "latency_kind": _text(r.get("latency_kind")),
+                "latency_kind": stored_text(r.get("latency_kind")),
                 "train_seconds": round(train_s, 1) if train_s is not None else None,
                 "duration_s": round(duration, 1) if duration is not None else None,
-                "status": _text(r.get("status")), "retry_of": r.get("retry_of"), "worker": _text(r.get("worker")),
-                "spec_obj": spec,
+                "status": stored_text(r.get("status")), "retry_of": r.get("retry_of"), "worker": stored_text(r.get("worker")),
+                "spec_obj": spec, "budget_rank": rank,
             })  # fmt: skip
-    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "spec_obj"])
-    for col in ("mflops", "params_m", "top1_pct", "latency_ms", "budget_mflops", "scale"):
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *INTERNAL])
+    for col in ("mflops", "params_m", "top1_pct", "latency_ms", "budget_mflops", "budget_ms", "scale"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    for col in ("trial", "groups", "stem_channels", "resolution", "retry_of"):  # ints stay ints beside blanks
+    for col in (
+        "trial",
+        "groups",
+        "stem_channels",
+        "resolution",
+        "retry_of",
+        "budget_rank",
+    ):  # ints stay ints beside blanks
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     return frame.sort_values(["study", "trial"], kind="stable").reset_index(drop=True)
 
@@ -189,7 +172,7 @@ def pareto_frame(done: pd.DataFrame, second: str = "mflops") -> pd.DataFrame:
         {"top1": top1, second: x, "row": i} for i, (top1, x) in enumerate(shown) if pd.notna(top1) and pd.notna(x)
     ]
     rows = [p["row"] for p in pareto_front(points, second)]
-    return done.iloc[rows].drop(columns="spec_obj", errors="ignore").reset_index(drop=True)
+    return public(done.iloc[rows]).reset_index(drop=True)
 
 
 def hypervolume(points: list[tuple[float, float]], ref_mflops: float) -> float:
@@ -226,64 +209,71 @@ def history_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["study", "trial", "state", "top1_pct", "best_top1_pct", "hypervolume"])
 
 
-def paper_models_frame() -> pd.DataFrame:
-    """The named presets plus the paper's Table 2 models (groups x 0.25/0.5/1.0) with their cost."""
+def paper_models_frame(paper_latency: PaperLatency | None = None) -> pd.DataFrame:
+    """The named presets plus the paper's Table 2 models (groups x 0.25/0.5/1.0) with their cost, and
+    their latency where `paper_latency` (the study's predictor) can say it."""
     rows = []
     for name, spec in paper_models().items():
         cost = count_complexity(spec)
         err = TABLE2_TOP1_ERROR_PCT.get((spec.groups, spec.scale))
+        latency = (paper_latency(spec) if paper_latency else None) or {}
         rows.append({"name": name, "label": spec.label, "groups": spec.groups, "scale": spec.scale,
                      "mflops": round(cost.mflops, 3), "params_m": round(cost.params / 1e6, 4),
+                     "latency_ms": round(latency["latency_ms"], 3) if latency else None,
+                     "latency_kind": latency.get("latency_kind"),
                      "paper_imagenet_top1_pct": round(100 - err, 1) if err is not None else None,
                      "spec_obj": spec})  # fmt: skip
-    return pd.DataFrame(rows).sort_values(["mflops", "name"]).reset_index(drop=True)
+    frame = pd.DataFrame(rows).sort_values(["mflops", "name"]).reset_index(drop=True)
+    frame["latency_ms"] = frame["latency_ms"].astype(float)
+    return frame
 
 
 BEST_COLUMNS = [
-    "study", "budget_mflops", "kind", "name", "label", "groups", "scale", "mflops", "params_m", "top1_pct",
-    "latency_ms", "paper_imagenet_top1_pct", "trial",
+    "study", "budget", "budget_mflops", "budget_ms", "kind", "name", "label", "groups", "scale", "mflops", "params_m",
+    "top1_pct", "latency_ms", "latency_kind", "paper_imagenet_top1_pct", "trial",
 ]  # fmt: skip
 
 
-def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
-    """Per budget: the most accurate complete trial, then every paper model whose MFLOPs fall in the same window.
+def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: PaperLatency | None = None) -> pd.DataFrame:
+    """Per budget: the most accurate complete trial, then every paper model inside the same window.
 
     A paper model's `top1_pct` is filled when the study trained that exact spec (the search
-    queues them first), so searched and paper models compare on the same proxy.
+    queues them first), so searched and paper models compare on the same proxy. Inside a latency
+    window means inside by the study's predictor (`paper_latency`); without one, no paper model is
+    placed in a latency window.
     """
-    papers = paper_models_frame()
+    papers = paper_models_frame(paper_latency)
     by_spec = dict(zip(papers.spec_obj, papers.name))  # a sampled spec may equal a paper model: say so
     done = trials[(trials.state == "complete") & trials.top1_pct.notna()]
     rows = []
     for b in budgets.itertuples():
-        here = done[(done.study == b.study) & (done.budget_mflops == b.budget_mflops)]
+        where = {"study": b.study, "budget": b.budget, "budget_mflops": b.budget_mflops, "budget_ms": b.budget_ms}
+        here = done[(done.study == b.study) & (done.budget_rank == b.rank)]
         if len(here):
             w = here.sort_values(["top1_pct", "mflops"], ascending=[False, True], kind="stable").iloc[0]
-            rows.append({"study": b.study, "budget_mflops": b.budget_mflops, "kind": SEARCHED,
-                         "name": _text(w.preset) or by_spec.get(w.spec_obj) or f"trial {w.trial}",
-                         "label": w.label, "groups": w.groups,
-                         "scale": w.scale, "mflops": w.mflops, "params_m": w.params_m, "top1_pct": w.top1_pct,
-                         "latency_ms": w.latency_ms, "paper_imagenet_top1_pct": _paper_top1(w.spec_obj),
-                         "trial": w.trial})  # fmt: skip
+            rows.append({**where, "kind": SEARCHED, "name": stored_text(w.preset) or by_spec.get(w.spec_obj) or
+                         f"trial {w.trial}", "label": w.label, "groups": w.groups, "scale": w.scale,
+                         "mflops": w.mflops, "params_m": w.params_m, "top1_pct": w.top1_pct,
+                         "latency_ms": w.latency_ms, "latency_kind": w.latency_kind,
+                         "paper_imagenet_top1_pct": _paper_top1(w.spec_obj), "trial": w.trial})  # fmt: skip
         fit = papers[(papers.mflops > b.lo_mflops) & (papers.mflops <= b.hi_mflops)]
+        if pd.notna(b.hi_ms):
+            fit = fit[(fit.latency_ms > b.lo_ms) & (fit.latency_ms <= b.hi_ms)]
         for p in fit.itertuples():
             match = here[here.spec_obj.map(lambda s, p=p: s == p.spec_obj) | (here.preset == p.name)]
             m = match.sort_values("top1_pct", ascending=False).iloc[0] if len(match) else None
-            rows.append({"study": b.study, "budget_mflops": b.budget_mflops, "kind": PAPER, "name": p.name,
-                         "label": p.label, "groups": p.groups, "scale": p.scale, "mflops": p.mflops,
-                         "params_m": p.params_m, "top1_pct": m.top1_pct if m is not None else None,
-                         "latency_ms": m.latency_ms if m is not None else None,
-                         "paper_imagenet_top1_pct": p.paper_imagenet_top1_pct,
+            rows.append({**where, "kind": PAPER, "name": p.name, "label": p.label, "groups": p.groups,
+                         "scale": p.scale, "mflops": p.mflops, "params_m": p.params_m,
+                         "top1_pct": m.top1_pct if m is not None else None,
+                         "latency_ms": m.latency_ms if m is not None and pd.notna(m.latency_ms) else p.latency_ms,
+                         "latency_kind": m.latency_kind if m is not None and pd.notna(m.latency_ms) else
+                         p.latency_kind, "paper_imagenet_top1_pct": p.paper_imagenet_top1_pct,
                          "trial": m.trial if m is not None else None})  # fmt: skip
     frame = pd.DataFrame(rows, columns=BEST_COLUMNS)
-    frame["top1_pct"] = frame["top1_pct"].astype(float)
+    for col in ("top1_pct", "budget_mflops", "budget_ms", "latency_ms"):
+        frame[col] = frame[col].astype(float)
     frame["trial"] = frame["trial"].astype("Int64")
     return frame
-
-
-def _text(value: object) -> str | None:
-    """Stored text as every output can write it (a lone surrogate from JSON cannot be UTF-8); None if not text."""
-    return encodable(value) if isinstance(value, str) and value else None
 
 
 def _paper_top1(spec: ShuffleNetSpec | None) -> float | None:
@@ -293,18 +283,19 @@ def _paper_top1(spec: ShuffleNetSpec | None) -> float | None:
     return round(100 - err, 1) if err is not None else None
 
 
-def groups_frame(done: pd.DataFrame) -> pd.DataFrame:
+def groups_frame(done: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 2 question per budget: how does proxy top-1 vary with the group count?"""
-    cols = ["study", "budget_mflops", "groups", "trials", "best_top1_pct", "median_top1_pct", "best_label",
-            "best_mflops"]  # fmt: skip
+    cols = ["study", "budget", "budget_mflops", "budget_ms", "groups", "trials", "best_top1_pct", "median_top1_pct",
+            "best_label", "best_mflops"]  # fmt: skip
     rows = []
-    for (budget, study, g), grp in done.dropna(subset=["groups", "budget_mflops"]).groupby(
-        ["budget_mflops", "study", "groups"], sort=True
-    ):
-        top = grp.sort_values(["top1_pct", "mflops"], ascending=[False, True]).iloc[0]
-        rows.append({"study": study, "budget_mflops": budget, "groups": int(g), "trials": len(grp),
-                     "best_top1_pct": top.top1_pct, "median_top1_pct": round(float(grp.top1_pct.median()), 2),
-                     "best_label": top.label, "best_mflops": top.mflops})  # fmt: skip
+    for b in budgets.itertuples():
+        here = done[(done.study == b.study) & (done.budget_rank == b.rank)].dropna(subset=["groups"])
+        for g, grp in here.groupby("groups", sort=True):
+            top = grp.sort_values(["top1_pct", "mflops"], ascending=[False, True]).iloc[0]
+            rows.append({"study": b.study, "budget": b.budget, "budget_mflops": b.budget_mflops,
+                         "budget_ms": b.budget_ms, "groups": int(g), "trials": len(grp),
+                         "best_top1_pct": top.top1_pct, "median_top1_pct": round(float(grp.top1_pct.median()), 2),
+                         "best_label": top.label, "best_mflops": top.mflops})  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -333,27 +324,38 @@ def stages_frame(best: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
         if spec is None:
             continue
         cost = count_complexity(spec)
-        row = {"study": w.study, "budget_mflops": w.budget_mflops, "label": w.label}
+        row = {
+            "study": w.study,
+            "budget": w.budget,
+            "budget_mflops": w.budget_mflops,
+            "budget_ms": w.budget_ms,
+            "label": w.label,
+        }
         row.update({f"{st.name}_mflops": round(st.macs / 1e6, 3) for st in cost.stages})
         row["mflops"] = round(cost.mflops, 3)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["study", "budget_mflops", "label"] if not rows else None)
+    return pd.DataFrame(rows, columns=["study", "budget", "budget_mflops", "budget_ms", "label"] if not rows else None)
 
 
 def studies_frame(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> pd.DataFrame:
-    """One row per study: mode, MFLOPs window, trial counts, and whether it is finished, running, empty or failed."""
+    """One row per study: mode, its budget windows (MFLOPs, ms: blank where that does not bound it), trial
+    counts, and whether it is finished, running, empty or failed."""
     rows = []
     for study, records in records_by_study.items():
         attrs = study_attrs.get(study, {})
         states = [r.get("state") for r in records]
         n = {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting")}
-        lo, hi = _window(attrs) or (None, None)
-        rows.append({"study": study, "mode": _text(attrs.get("mode")) or "per-budget", "lo_mflops": lo, "hi_mflops": hi,
-                     "candidates": attrs.get("candidates") if type(attrs.get("candidates")) is int else None, "trials": len(records), "complete": n["complete"],
-                     "pruned": n["pruned"], "failed": n["fail"], "running": n["running"], "waiting": n["waiting"],
-                     "state": _study_state(n, len(records))})  # fmt: skip
-    return pd.DataFrame(rows, columns=["study", "mode", "lo_mflops", "hi_mflops", "candidates", "trials", "complete",
-                                       "pruned", "failed", "running", "waiting", "state"])  # fmt: skip
+        axes, mode = budgeted_axes(attrs), stored_text(attrs.get("mode")) or "per-budget"
+        mflops = stored_window(attrs.get("window_mflops")) if "mflops" in axes or mode == "pareto" else None
+        ms = stored_window(attrs.get("window_latency_ms")) if "latency_ms" in axes else None
+        candidates = attrs.get("candidates")
+        rows.append({"study": study, "mode": mode, "lo_mflops": mflops[0] if mflops else None,
+                     "hi_mflops": mflops[1] if mflops else None, "lo_ms": ms[0] if ms else None,
+                     "hi_ms": ms[1] if ms else None, "candidates": candidates if type(candidates) is int else None,
+                     "trials": len(records), "complete": n["complete"], "pruned": n["pruned"], "failed": n["fail"],
+                     "running": n["running"], "waiting": n["waiting"], "state": _study_state(n, len(records))})  # fmt: skip
+    return pd.DataFrame(rows, columns=["study", "mode", "lo_mflops", "hi_mflops", "lo_ms", "hi_ms", "candidates",
+                                       "trials", "complete", "pruned", "failed", "running", "waiting", "state"])  # fmt: skip
 
 
 def _study_state(n: dict[str, int], total: int) -> str:
@@ -384,5 +386,5 @@ def status_notes(studies: pd.DataFrame) -> list[str]:
 
 
 def public(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame without the in-memory spec objects, for writing."""
-    return frame.drop(columns="spec_obj", errors="ignore")
+    """The frame without its in-memory columns (spec objects, bin ranks), for writing."""
+    return frame.drop(columns=INTERNAL, errors="ignore")

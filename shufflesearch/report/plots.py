@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .budgets import budget_label
 from .frames import PAPER, ReportFrames
 from .text import figure_text
 
@@ -115,7 +116,7 @@ def plot_accuracy_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axe
                    label=f"trials, g={int(g)}", zorder=2)  # fmt: skip
     front = frames.front
     ax.step(front.mflops, front.top1_pct, where="post", color="black", lw=1.5, label="Pareto front", zorder=3)
-    for budget in sorted(set(frames.budgets.budget_mflops)):
+    for budget in sorted(set(frames.budgets.budget_mflops.dropna())):  # a latency budget is not a line in MFLOPs
         ax.axvline(budget, color="grey", ls="--", lw=1, zorder=1)
         ax.annotate(f"budget {budget:g} M", (budget, 1), xycoords=("data", "axes fraction"), xytext=(-2, -4),
                     textcoords="offset points", color="dimgrey", fontsize=8, rotation=90, ha="right",
@@ -156,11 +157,13 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
     pos = {g: i for i, g in enumerate(groups)}
     done = frames.trials[(frames.trials.state == "complete") & frames.trials.top1_pct.notna()]
     multi = frames.budgets.study.nunique() > 1 and frames.budgets["mode"].eq("pareto").any()
-    for i, ((budget, study), grp) in enumerate(table.groupby(["budget_mflops", "study"], sort=True)):
+    shown = [b for b in frames.budgets.itertuples() if ((table.study == b.study) & (table.budget == b.budget)).any()]
+    for i, b in enumerate(shown):
         color = f"C{i % 10}"
-        name = f"≤ {budget:g} MFLOPs" + (f" ({figure_text(study)})" if multi else "")
-        pts = done[(done.study == study) & (done.budget_mflops == budget)]
-        jitter = (i - len(table.budget_mflops.unique()) / 2) * 0.04
+        name = b.budget + (f" ({figure_text(b.study)})" if multi else "")
+        grp = table[(table.study == b.study) & (table.budget == b.budget)]
+        pts = done[(done.study == b.study) & (done.budget_rank == b.rank)]
+        jitter = (i - len(shown) / 2) * 0.04
         ax.scatter([pos[int(g)] + jitter for g in pts.groups], pts.top1_pct, color=color, alpha=0.35, s=14)
         ax.plot([pos[g] for g in grp.groups], grp.best_top1_pct, marker="o", color=color, label=f"best, {name}")
     ax.set_xticks(range(len(groups)), [f"g={g}" for g in groups])
@@ -174,21 +177,33 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
 
 @_literal
 def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
-    """Latency of complete trials against MFLOPs, one marker per kind (measured or an estimate)."""
+    """Latency of complete trials against MFLOPs: colour per group count, marker per kind (measured or an
+    estimate), a line through the origin per group and kind (its median time per MFLOP), and the budgets."""
     ax = _axes(ax)
-    ax.set_title("Latency vs MFLOPs (batch 1)")
+    ax.set_title("Latency vs MFLOPs by group count (batch 1): where MFLOPs are not latency")
     lat = frames.latency
     if lat.empty:
         return _no_data(ax, "No latency in these studies: they optimise MFLOPs only.")
-    for kind, grp in lat.groupby(lat.latency_kind.fillna("unknown"), sort=True):
+    for (kind, g), grp in lat.groupby(["latency_kind", "groups"], sort=True):
         marker, name = LATENCY_MARKERS.get(kind, ("x", f"{figure_text(kind)} (unlabelled)"))
-        ax.scatter(grp.mflops, grp.latency_ms, marker=marker, s=26, alpha=0.75, label=name)
+        color = GROUP_COLORS.get(int(g), "grey")
+        ax.scatter(grp.mflops, grp.latency_ms, marker=marker, s=26, alpha=0.7, color=color, label=f"g={int(g)}, {name}")
+    span = pd.Series([lat.mflops.min() * 0.9, lat.mflops.max() * 1.1])
+    for row in frames.latency_groups.itertuples():  # the per-group fit that latency_by_groups compares
+        fit = row.ms_at_common_mflops * (span / row.common_mflops) ** row.mflops_exponent
+        ax.plot(span, fit, color=GROUP_COLORS.get(int(row.groups), "grey"), lw=1, alpha=0.6)
+    for ms in sorted(set(frames.budgets.budget_ms.dropna())):
+        ax.axhline(ms, color="grey", ls="--", lw=1, zorder=1)
+        ax.annotate(f"budget {ms:g} ms", (0, ms), xycoords=("axes fraction", "data"), xytext=(4, 2),
+                    textcoords="offset points", color="dimgrey", fontsize=8)  # fmt: skip
+    for mflops in sorted(set(frames.budgets.budget_mflops.dropna())):
+        ax.axvline(mflops, color="grey", ls=":", lw=1, zorder=1)
     _log_if_wide(ax, lat.mflops)
     _log_if_wide(ax, lat.latency_ms, axis="y")
     ax.set_xlabel(MFLOPS_LABEL)
-    ax.set_ylabel("latency (ms)")
+    ax.set_ylabel("latency (ms; the marker says measured or estimated)")
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -201,7 +216,8 @@ def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     if table.empty:
         return _no_data(ax, "No winner yet: nothing to break down.")
     stage_cols = [c for c in table.columns if c.endswith("_mflops") and c not in ("budget_mflops", "mflops")]
-    names = [f"≤{b:g}M {figure_text(lab)}" for b, lab in zip(table.budget_mflops, table.label)]
+    names = [f"{budget_label(m, ms, short=True)} {figure_text(lab)}"
+             for m, ms, lab in zip(table.budget_mflops, table.budget_ms, table.label)]  # fmt: skip
     rows = range(len(table))  # positions, not names as categories: two winners may share a label
     left = pd.Series(0.0, index=table.index)
     for col, color in zip(stage_cols, STAGE_COLORS * 2):
@@ -229,7 +245,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
     if hist.top1_pct.notna().sum() == 0:
         _no_data(ax, "No complete trials yet: nothing to plot.")
         return fig
-    order = frames.budgets.groupby("study").budget_mflops.max().sort_values(kind="stable").index  # legend by budget
+    order = frames.budgets.groupby("study")["rank"].max().sort_values(kind="stable").index  # legend by budget
     for i, study in enumerate(s for s in order if s in set(hist.study)):
         grp = hist[hist.study == study]
         color = f"C{i % 10}"

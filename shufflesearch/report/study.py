@@ -48,7 +48,31 @@ def report_study(
     if not any(records.values()):
         raise NothingToReport(f"study {config.name!r} has no trials yet in {redact(url)}; "
                               f"run: shufflesearch search {config.path}")  # fmt: skip
-    attrs = {n: {"mode": config.mode, "window_mflops": list(windows[n]), "dataset": config.dataset, **stored.get(n, {})}
-             for n in names}  # fmt: skip
+    latency = config.latency_windows()
+    attrs = {n: {"mode": config.mode, "window_mflops": list(windows[n]), "budgeted": config.budgeted(),
+                 "dataset": config.dataset, **({"window_latency_ms": list(latency[n])} if latency[n] else {}),
+                 **stored.get(n, {})} for n in names}  # fmt: skip
     return build_report(records, attrs, Path("reports") / config.name if out is None else out,
-                        title=f"ShuffleNet search report: {config.name} ({config.mode})")  # fmt: skip
+                        title=f"ShuffleNet search report: {config.name} ({config.mode})",
+                        paper_latency=_paper_latency(config))  # fmt: skip
+
+
+def _paper_latency(config: StudyConfig):
+    """The study's latency predictor as the report places paper models with it; None without one."""
+    from ..latency.lut import LutError
+    from ..search.objective import latency_table, predicted_latency
+
+    try:
+        table = latency_table(config)
+    except LutError:
+        return None  # the table moved or broke since the search: trials keep what they recorded
+    if table is None:
+        return None
+
+    def predict(spec):
+        try:
+            return predicted_latency(table, spec)
+        except LutError:
+            return None  # a paper model outside the table's space (another resolution or head)
+
+    return predict

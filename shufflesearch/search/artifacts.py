@@ -171,10 +171,12 @@ def _remove_superseded(config, study, storage, store, number: int, values: dict,
             storage.set_study_system_attr(study._study_id, _REMOVED + meta.artifact_id, number)
 
 
-def trial_checkpoint(config: StudyConfig, url: str, trial: int, budget: float | None = None) -> Path:
+def trial_checkpoint(
+    config: StudyConfig, url: str, trial: int, budget: float | None = None, budget_ms: float | None = None
+) -> Path:
     """Download trial `trial`'s kept checkpoint to the local cache and return its path.
 
-    `budget` (MFLOPs) names the budget window when the study has several; trial numbers
+    `budget` (MFLOPs) and/or `budget_ms` name the budget window when the study has several; trial numbers
     count per window, as in reports and optuna-dashboard.
     """
     import optuna
@@ -183,7 +185,7 @@ def trial_checkpoint(config: StudyConfig, url: str, trial: int, budget: float | 
 
     from .results import find_trial
 
-    name, _ = find_trial(config, url, budget=budget, trial=trial)
+    name, _ = find_trial(config, url, budget=budget, trial=trial, budget_ms=budget_ms)
     storage = open_storage(url, create=False)
     study = optuna.load_study(study_name=name, storage=storage)
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial)

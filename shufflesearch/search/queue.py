@@ -103,6 +103,7 @@ def load_or_create(config: StudyConfig, storage, name: str, window, max_epochs: 
         study.set_user_attr("mode", config.mode)
         study.set_user_attr("objectives", objectives(config))
         study.set_user_attr("study_file", str(config.path))
+        study.set_user_attr("budgeted", config.budgeted())
         if latency is not None:
             study.set_user_attr("window_latency_ms", list(latency.window_ms))
             study.set_user_attr("latency_predictor", latency.predictor)

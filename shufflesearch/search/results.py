@@ -69,6 +69,8 @@ class StudySummary:
     best_mflops: float | None
     mean_trial_s: float | None
     pareto: list[dict] = field(default_factory=list)  # multi-objective: the front's records
+    window_latency_ms: tuple[float, float] | None = None  # predicted ms, where a latency budget bounds the study
+    budgeted: tuple[str, ...] = ("mflops",)  # what bounds the windows: "mflops", "latency_ms" or both
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,7 +189,15 @@ def summarize_records(name: str, study_attrs: dict, records: list[TrialRecord]) 
         best_mflops=best["mflops"] if best else None,
         mean_trial_s=sum(durations) / len(durations) if durations else None,
         pareto=pareto_front([r for r in done if r["mflops"] is not None]) if mode == "pareto" else [],
+        window_latency_ms=_window(study_attrs["window_latency_ms"]) if "window_latency_ms" in study_attrs else None,
+        budgeted=_budgeted(study_attrs.get("budgeted")),
     )
+
+
+def _budgeted(value) -> tuple[str, ...]:
+    """A stored `budgeted` list (studies before latency budgets have none: MFLOPs bound them)."""
+    known = tuple(v for v in value if v in ("mflops", "latency_ms")) if isinstance(value, list | tuple) else ()
+    return known or ("mflops",)
 
 
 def pareto_front(records: list[dict], second: str = "mflops") -> list[dict]:
@@ -221,22 +231,20 @@ class NoSuchTrial(UsageError):
     """A budget or trial that the study does not hold (or that did not finish)."""
 
 
-def find_trial(config, url: str, *, budget: float | None = None, trial: int | None = None) -> tuple[str, TrialRecord]:
+def find_trial(
+    config, url: str, *, budget: float | None = None, trial: int | None = None, budget_ms: float | None = None
+) -> tuple[str, TrialRecord]:
     """(Optuna study name, record) of trial `trial` of a budget window, or of the window's winner.
 
-    The winner is the complete trial with the best proxy top-1; in pareto mode `budget` is an
-    MFLOPs cap on the front instead of a window's name. `budget` may be left out when the study
-    has one window (pareto, or a single budget).
+    The winner is the complete trial with the best proxy top-1. A window is named by its MFLOPs
+    `budget`, its latency `budget_ms`, or both (paired budgets); in pareto mode they are caps on
+    the front instead. They may be left out when the study has one window (pareto, or one budget).
     """
     windows = config.budget_windows()
-    if config.mode == "pareto" or (len(windows) == 1 and budget is None):
+    if config.mode == "pareto" or (len(windows) == 1 and budget is None and budget_ms is None):
         name = next(iter(windows))
-    elif budget is None:
-        raise NoSuchTrial(f"study {config.name} has budgets {_budget_list(config)} MFLOPs: name one with --budget")
     else:
-        name = next((n for n, b in zip(windows, config.budgets, strict=True) if math.isclose(b, budget)), None)
-        if name is None:
-            raise NoSuchTrial(f"--budget {budget:g}: study {config.name} has budgets {_budget_list(config)} MFLOPs")
+        name = _window_named(config, budget, budget_ms)
     try:
         records = load_records(url, [name]).get(name, [])
     except NoSuchStorage:
@@ -251,16 +259,40 @@ def find_trial(config, url: str, *, budget: float | None = None, trial: int | No
             raise NoSuchTrial(f"trial {trial} of {name} {what} (trials 0-{len(records) - 1})")
         return name, found
     done = [r for r in records if r["state"] == "complete" and r["top1"] is not None and r["spec"] is not None]
-    if config.mode == "pareto" and budget is not None:
-        done = [r for r in done if r["mflops"] is not None and r["mflops"] <= budget]
+    if config.mode == "pareto":
+        caps = ((budget, "mflops", "MFLOPs"), (budget_ms, "latency_ms", "ms"))
+        for cap, key, _ in caps:
+            done = [r for r in done if cap is None or (r[key] is not None and r[key] <= cap)]
+        under = " and ".join(f"{cap:g} {unit}" for cap, _, unit in caps if cap is not None)
+        if not done:
+            raise NoSuchTrial(f"study {name} has no complete trial{' under ' + under if under else ''} yet")
     if not done:
-        cap = f" under {budget:g} MFLOPs" if config.mode == "pareto" and budget is not None else ""
-        raise NoSuchTrial(f"study {name} has no complete trial{cap} yet")
+        raise NoSuchTrial(f"study {name} has no complete trial yet")
     return name, max(done, key=lambda r: r["top1"])
 
 
-def _budget_list(config) -> str:
-    return ", ".join(f"{b:g}" for b in config.budgets)
+def _window_named(config, budget: float | None, budget_ms: float | None) -> str:
+    """The per-budget window whose MFLOPs and/or ms budgets are the ones given."""
+    windows, ms = config.budget_windows(), config.latency_windows()
+    options = " or ".join(o for o, given in (("--budget", config.budgets), ("--budget-ms", config.latency_budgets))
+                          if given)  # fmt: skip
+    if config.budgets and config.latency_budgets:
+        have = ", ".join(f"{w[1]:g} MFLOPs and {ms[n][1]:g} ms" for n, w in windows.items())
+    else:
+        have = ", ".join(f"{b:g}" for b in config.budgets or config.latency_budgets)
+        have += " MFLOPs" if config.budgets else " ms"
+    if budget is None and budget_ms is None:
+        raise NoSuchTrial(f"study {config.name} has budgets {have}: name one with {options}")
+    found = [
+        n for n, w in windows.items()
+        if (budget is None or (config.budgets and math.isclose(w[1], budget)))
+        and (budget_ms is None or (ms[n] is not None and math.isclose(ms[n][1], budget_ms)))
+    ]  # fmt: skip
+    if len(found) != 1:
+        asked = " ".join(f"{o} {v:g}" for o, v in (("--budget", budget), ("--budget-ms", budget_ms)) if v is not None)
+        several = f" ({len(found)} match: name one with {options.replace(' or ', ' and ')})" if found else ""
+        raise NoSuchTrial(f"{asked}: study {config.name} has budgets {have}{several}")
+    return found[0]
 
 
 def stored_studies(storage: str | None = None, folder: str | Path = "studies") -> tuple[list[dict], list[str]]:

@@ -68,6 +68,10 @@ class StudyConfig:
         """Optuna study name -> (min, max) MFLOPs: one per budget, or one for the whole front."""
         return {name: mflops for name, (mflops, _) in self._windows().items()}
 
+    def budgeted(self) -> list[str]:
+        """What bounds each window: "mflops" (a pareto range counts), "latency_ms", or both."""
+        return ["mflops"] * bool(self.budgets or self.mode == "pareto") + ["latency_ms"] * bool(self.latency_budgets)
+
     def latency_windows(self) -> dict[str, tuple[float, float] | None]:
         """Optuna study name -> (min, max) predicted ms on `lut`, or None where only MFLOPs bound it."""
         return {name: ms for name, (_, ms) in self._windows().items()}
