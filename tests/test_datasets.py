@@ -177,8 +177,11 @@ def test_corrupt_gzip_is_a_dataset_error(tmp_path, damage):
 
 def test_missing_fashion_mnist_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(idx_loader, "FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no downloaded copy either
     with pytest.raises(
-        DatasetError, match=r"not found in .*absent: install it with `apt-get install dataset-fashion-mnist`"
+        DatasetError,
+        match=r"not found in .*absent: download it with `shufflesearch data get fashion-mnist`, "
+        r"install it with `apt-get install dataset-fashion-mnist`",
     ):
         load_dataset("fashion-mnist")
     paths = _write_fmnist(tmp_path / "partial")
@@ -305,8 +308,31 @@ def test_missing_cifar_says_where_to_get_it(tmp_path):
     (tmp_path / "data_batch_4").unlink()
     with pytest.raises(DatasetError, match=r"CIFAR-10 file data_batch_4 not found in .*cifar-10-python\.tar\.gz"):
         load_dataset("cifar10", tmp_path)
-    with pytest.raises(DatasetError, match="CIFAR-10 needs --data-dir"):
+
+
+def test_cifar_without_a_folder_is_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DatasetError, match=r"not in the cache .*shufflesearch data get cifar10"):
         load_dataset("cifar10")
+    _write_cifar(tmp_path / "cache" / "shufflesearch" / "datasets" / "cifar10" / "cifar-10-batches-py")
+    assert load_dataset("cifar10").source == str(
+        tmp_path / "cache" / "shufflesearch" / "datasets" / "cifar10" / "cifar-10-batches-py"
+    )
+
+
+def test_fashion_mnist_without_the_package_is_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(idx_loader, "FASHION_MNIST_DIR", tmp_path / "no-package")
+    with pytest.raises(DatasetError, match=r"shufflesearch data get fashion-mnist.*apt-get install"):
+        load_dataset("fashion-mnist")
+    cached = tmp_path / "cache" / "shufflesearch" / "datasets" / "fashion-mnist"
+    arrays = _fmnist_arrays()
+    _write_fmnist(cached, arrays)
+    ds = load_dataset("fashion-mnist")
+    assert ds.source == str(cached) and ds.test_labels.tolist() == arrays[3].tolist()
+    monkeypatch.setattr(idx_loader, "FASHION_MNIST_DIR", tmp_path / "package")
+    _write_fmnist(tmp_path / "package", _fmnist_arrays(seed=1))
+    assert load_dataset("fashion-mnist").source == str(tmp_path / "package")  # the package comes first
 
 
 CIFAR_BREAKS = {

@@ -23,7 +23,7 @@ from shufflesearch import cli
 
 REPO = Path(__file__).resolve().parents[1]
 REMOTE = ("ssh://", "postgresql://")
-CHEAP = {("analyze",), ("models",), ("table",), ("export",), ("studies", "list")}
+CHEAP = {("analyze",), ("models",), ("table",), ("export",), ("studies", "list"), ("init",)}
 # The first call past validation of each command: an example that reaches one of them is valid.
 HEAVY_CALLS = {
     ("analyze",): [],
@@ -43,6 +43,8 @@ HEAVY_CALLS = {
     ("lut", "validate"): ["shufflesearch.latency.lut.LatencyTable.load"],
     ("fidelity",): ["shufflesearch.accuracy.fidelity.run_fidelity"],
     ("setup",): ["shufflesearch.latency.emulated.sysroot.ensure_sysroot"],
+    ("init",): [],
+    ("data", "get"): ["shufflesearch.accuracy.datasets.download.fetch_dataset"],
     ("search",): ["shufflesearch.search.workers.run_search", "shufflesearch.search.workers.check_resumable"],
     ("finish",): ["shufflesearch.finish.winner.finish_winner"],
     ("studies", "list"): ["shufflesearch.search.results.summarize_studies"],

@@ -225,7 +225,8 @@ def heavy(world, monkeypatch):
     Function-scoped on purpose: a test without it (the real report below) runs the real code."""
     from shufflesearch import export
     from shufflesearch.accuracy import fidelity, trainer, zero_cost
-    from shufflesearch.accuracy.datasets import fashion_mnist
+    from shufflesearch.accuracy.datasets import download, fashion_mnist
+    from shufflesearch.accuracy.datasets.download import FetchResult
     from shufflesearch.complexity import count_complexity, fvcore_check
     from shufflesearch.latency import emulated, lut, measure, ssh
     from shufflesearch.report import build
@@ -248,6 +249,9 @@ def heavy(world, monkeypatch):
     mp.setattr(fidelity, "run_fidelity", one_process(fidelity.run_fidelity))
     mp.setattr(zero_cost, "score_on_dataset", fake_scores)  # score, fidelity --zero-cost
     mp.setattr(emulated.sysroot, "ensure_sysroot", lambda **kwargs: world / "cache" / "arm64")  # setup: downloads
+    mp.setattr(download, "_download", raise_heavy)  # data get: the HTTP transfer
+    mp.setattr(download, "fetch_dataset", until_heavy(download.fetch_dataset, lambda dataset, *a, **k: FetchResult(
+        dataset, download.cached_folder(dataset))))  # fmt: skip
     mp.setattr(workers, "_run_with_progress", lambda *args: None)  # search: the trial loop
     mp.setattr(workers, "_run_processes", lambda *args: None)
     mp.setattr(build, "DPI", 20)  # report: the real plots, fewer pixels (mathtext raised while drawing)
@@ -431,7 +435,7 @@ GROUPS = {  # one test per group keeps each under a minute on a slow machine
     "spec": (["analyze", "models", "table", "export"], 300),
     "latency": (["latency", "lut build", "lut validate"], 300),
     "accuracy": (["train", "score", "fidelity"], 200),
-    "search": (["search", "studies list", "setup"], 200),
+    "search": (["search", "studies list", "setup", "init", "data get"], 200),
     "report": (["report"], 60),
     "ship": (["evaluate", "finish"], 100),
 }

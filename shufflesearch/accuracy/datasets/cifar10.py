@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .download import cached_folder
 from .image_dataset import DatasetError, ImageDataset, fingerprint_of
 
 __all__ = ["CIFAR10_TRAIN_BATCHES", "load_cifar10"]
@@ -23,11 +24,13 @@ _CIFAR_FIX = "re-extract cifar-10-python.tar.gz"
 
 def load_cifar10(data_dir: Path | None) -> ImageDataset:
     fix = (
-        "download the python version (cifar-10-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, "
-        "extract it and pass --data-dir path/to/cifar-10-batches-py"
+        "run `shufflesearch data get cifar10`, or download the python version (cifar-10-python.tar.gz) from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html, extract it and pass --data-dir path/to/cifar-10-batches-py"
     )
-    if data_dir is None:
-        raise DatasetError(f"CIFAR-10 needs --data-dir: {fix}")
+    if data_dir is None:  # the copy `shufflesearch data get cifar10` cached
+        data_dir = cached_folder("cifar10")
+        if not data_dir.is_dir():
+            raise DatasetError(f"CIFAR-10 is not in the cache ({data_dir}) and no --data-dir was given: {fix}")
     if (data_dir / "cifar-10-batches-py").is_dir():  # pointed at the folder it was extracted into
         data_dir = data_dir / "cifar-10-batches-py"
     for name in ("batches.meta", *CIFAR10_TRAIN_BATCHES, "test_batch"):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .download import cached_folder
 from .image_dataset import DatasetError, ImageDataset, fingerprint_of
 
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "FASHION_MNIST_FILES", "load_fashion_mnist"]
@@ -29,11 +30,14 @@ _FASHION_FIX = "reinstall with `apt-get install --reinstall dataset-fashion-mnis
 
 
 def load_fashion_mnist(data_dir: Path | None) -> ImageDataset:
-    directory = data_dir or FASHION_MNIST_DIR
+    # With no folder named: Debian's package, else the copy `shufflesearch data get fashion-mnist` cached.
+    cached = cached_folder("fashion-mnist")
+    directory = data_dir or (cached if not FASHION_MNIST_DIR.is_dir() and cached.is_dir() else FASHION_MNIST_DIR)
     names = ", ".join(f"{f}[.gz]" for f in FASHION_MNIST_FILES)
     if data_dir is None:
         fix = (
-            "install it with `apt-get install dataset-fashion-mnist` or pass --data-dir DIR holding the four IDX files"
+            "download it with `shufflesearch data get fashion-mnist`, install it with "
+            "`apt-get install dataset-fashion-mnist`, or pass --data-dir DIR holding the four IDX files"
         )
     else:
         fix = "pass --data-dir DIR holding the four IDX files, or omit it to use the dataset-fashion-mnist package"
