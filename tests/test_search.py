@@ -41,12 +41,17 @@ def test_sampled_specs_never_exceed_the_budget(groups, repeats, width, budget, f
         assert spec.groups == groups and spec.repeats == repeats
 
 
-def test_width_picks_narrowest_to_widest_feasible():
+def test_width_picks_narrowest_to_widest_feasible_and_records_what_a_person_reads():
     base = {"groups": 3, "repeats2": 4, "repeats3": 8, "repeats4": 4}
     narrow = suggest_spec(FixedTrial({**base, "width": 0.0}), SearchSpace(), (0, 40))
     wide = suggest_spec(FixedTrial({**base, "width": 1.0}), SearchSpace(), (0, 40))
     assert wide == get_preset("shufflenet_v1_x0_5_g3")  # 37.6 MFLOPs: the widest g3 under 40
     assert count_macs(narrow) < count_macs(wide)
+    for width in (0.2, 0.5, 0.75):
+        trial = FixedTrial({**base, "width": width})
+        spec = suggest_spec(trial, SearchSpace(), (0, 40))
+        used = trial.user_attrs["budget_used"]  # readable beside the index: the share it spends, its scale
+        assert used == count_macs(spec) / 40e6 and trial.user_attrs["scale"] == spec.scale
 
 
 def test_presets_round_trip_through_trial_params():

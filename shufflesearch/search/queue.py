@@ -6,8 +6,8 @@ all N up front took minutes for a large N and wrote thousands of rows Ctrl-C cou
 stop. The worker then calls `study.optimize(n_trials=1)`; Optuna pops the queued trial, the
 objective samples its spec and releases the lock. So workers on any number of machines never
 run more than N trials between them, and never the same one twice. The claim lock (a file
-lock beside the SQLite file, a PostgreSQL advisory lock on a server) makes "is there a
-trial left to run?" and "take it" one step across processes and machines.
+lock beside the SQLite file, which the system drops when its holder dies; a PostgreSQL
+advisory lock on a server) makes "is there a trial left to run?" and "take it" one step.
 
 Distinct work: every worker that joins a study, on any machine, takes the next seed stream
 from a counter in the study (`join_study`), and a sampled spec the study already holds
@@ -27,11 +27,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import hashlib
 import random
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +51,7 @@ from .objective import (
     taken_specs,
     untried,
 )
+from .space import LEGACY_CONSTRAINTS, constraint_names
 from .storage import open_storage, redact, sqlite_path
 from .study_file import StudyConfig
 
@@ -98,12 +99,16 @@ def load_or_create(config: StudyConfig, storage, name: str, window, max_epochs: 
         sampler=create_sampler(config), pruner=create_pruner(config, max_epochs),
     )  # fmt: skip
     check_same_kind(config, name, [d.name.lower() for d in study.directions], study.user_attrs)
+    if study.metric_names is None:  # optuna-dashboard and Optuna's plots name the values by these
+        with warnings.catch_warnings(action="ignore", category=optuna.exceptions.ExperimentalWarning):
+            study.set_metric_names(objectives(config))
     if "window_mflops" not in study.user_attrs:
         study.set_user_attr("window_mflops", list(window))
         study.set_user_attr("mode", config.mode)
         study.set_user_attr("objectives", objectives(config))
         study.set_user_attr("study_file", str(config.path))
         study.set_user_attr("budgeted", config.budgeted())
+        study.set_user_attr("constraint_names", constraint_names(latency))  # of each trial's "constraints" list
         if latency is not None:
             study.set_user_attr("window_latency_ms", list(latency.window_ms))
             study.set_user_attr("latency_predictor", latency.predictor)
@@ -179,7 +184,8 @@ def _queue_again(config: StudyConfig, study, window, failed, all_trials, latency
     if kind != "interrupted" and attrs.get("errors", 0) >= MAX_ERRORS:
         return False
     # Optuna's own (constraints: set again, as the same, when the spec is sampled) and our marks stay behind.
-    system = {k: v for k, v in failed.system_attrs.items() if k not in (FAILURE, RESAMPLES) and ":" not in k}
+    dropped = (FAILURE, RESAMPLES, LEGACY_CONSTRAINTS)
+    system = {k: v for k, v in failed.system_attrs.items() if k not in dropped and ":" not in k}
     _add_ticket(study, failed, system, failed.params, failed.distributions, attrs)
     return True
 
@@ -301,13 +307,8 @@ def _beat_quietly(storage) -> None:
     storage.record_heartbeat = record_heartbeat
 
 
-def _count_states(study) -> dict:
-    from optuna.trial import TrialState
-
-    counts = dict.fromkeys(TrialState, 0)
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state] += 1
-    return counts
+def _count_states(study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
 def fail_dead_trials(study, storage) -> None:
@@ -354,14 +355,17 @@ class ClaimLock:
         self._storage = storage
         self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
         self._held = False
-        self._handle = None
+        self._file_lock = None
         self._connection = None
 
     def acquire(self) -> None:
         if self._path is not None:
-            if self._handle is None:
-                self._handle = open(self._path.with_name(self._path.name + ".lock"), "a")  # noqa: SIM115
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
+            if self._file_lock is None:
+                from filelock import FileLock
+
+                # Not thread-local: the lock is this object's, as the flock on one descriptor was, whoever releases it.
+                self._file_lock = FileLock(self._path.with_name(self._path.name + ".lock"), thread_local=False)
+            self._file_lock.acquire()  # waits as long as it takes
         else:
             from sqlalchemy import text
 
@@ -375,7 +379,7 @@ class ClaimLock:
             return
         self._held = False
         if self._path is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._file_lock.release()
         else:
             from sqlalchemy import text
 
@@ -383,10 +387,9 @@ class ClaimLock:
 
     def close(self) -> None:
         self.release()
-        for resource in (self._handle, self._connection):
-            if resource is not None:
-                resource.close()
-        self._handle = self._connection = None
+        if self._connection is not None:
+            self._connection.close()
+        self._file_lock = self._connection = None
 
 
 # fmt: off

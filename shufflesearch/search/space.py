@@ -3,16 +3,20 @@
 Budgets are exact because MFLOPs are known in closed form: a trial first picks groups,
 stage depths and the other discrete choices, then a `width` in [0, 1] that indexes the
 ladder of distinct widths that fit the budget for those choices (0 = narrowest, 1 = widest).
-No sampled spec is ever over budget, and the constraint is still recorded on the trial
-so Optuna's constrained samplers see it. A latency budget (milliseconds on one predictor,
+No sampled spec is ever over budget, and the constraints are still recorded on the trial so
+Optuna's constrained samplers see them. A latency budget (milliseconds on one predictor,
 e.g. a lookup table) cuts the same ladder by predicted latency: both budgets must hold.
+Beside the index each trial records what a person reads: its `scale` and the share of the
+budget it spends (`budget_used`); optuna-dashboard lists them with the parameters.
+(Sampling that share instead cost TPE 1.7x the trials to find the best network: a choice's
+ladder spans only part of the shares, so most of the range maps to one width.)
 
 >>> from optuna.trial import FixedTrial
 >>> space = SearchSpace()
->>> spec = suggest_spec(FixedTrial({"groups": 3, "repeats2": 4, "repeats3": 8, "repeats4": 4, "width": 1.0}),
-...                     space, (0, 40))
->>> spec.stage_channels, count_macs(spec) <= 40e6
-((120, 240, 480), True)
+>>> trial = FixedTrial({"groups": 3, "repeats2": 4, "repeats3": 8, "repeats4": 4, "width": 1.0})
+>>> spec = suggest_spec(trial, space, (0, 40))
+>>> spec.stage_channels, count_macs(spec) <= 40e6, trial.user_attrs["scale"], round(trial.user_attrs["budget_used"], 2)
+((120, 240, 480), True, 0.5, 0.94)
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from dataclasses import dataclass, field
 
 from ..complexity import count_macs
 from ..spec import GROUP_CHOICES, ShuffleNetSpec, SpecError
+
+# Optuna 5 stores each named constraint under "constraints:<name>"; optuna-dashboard (0.21) and
+# Optuna before 5 read only the list under "constraints" (what `constraints_func` still writes).
+LEGACY_CONSTRAINTS = "constraints"
 
 
 class NoFeasibleWidth(Exception):
@@ -45,6 +53,12 @@ class LatencyBudget:
 
     def admits(self, spec: ShuffleNetSpec) -> bool:
         return self.window_ms[0] <= self.predict_ms(spec) <= self.window_ms[1]
+
+
+def constraint_names(latency: LatencyBudget | None = None) -> list[str]:
+    """The trial constraints, in the order of the list optuna-dashboard reads (feasible when <= 0)."""
+    names = ["mflops_over_budget", "mflops_under_minimum"]
+    return [*names, "latency_ms_over_budget", "latency_ms_under_minimum"] if latency is not None else names
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,15 @@ class SearchSpace:
         macs = [m for choice in self.discrete_choices() for _, m in self.width_ladder(*choice)]
         return min(macs) / 1e6, max(macs) / 1e6
 
+    def budget_used(self, groups, repeats, bottleneck, shuffle, entry: tuple[float, float], budget,
+                    latency: LatencyBudget | None = None) -> float:  # fmt: skip
+        """The share of the budget the ladder's `entry` (scale, MACs) spends: of the closer budget, if two."""
+        share = entry[1] / (budget[1] * 1e6)
+        if latency is None:
+            return share
+        spec = self.spec(groups, repeats, entry[0], bottleneck, shuffle)
+        return max(share, latency.predict_ms(spec) / latency.window_ms[1])
+
     def to_params(self, spec: ShuffleNetSpec, budget: tuple[float, float],
                   latency: LatencyBudget | None = None) -> dict | None:  # fmt: skip
         """Trial parameters that reproduce `spec` (to enqueue a preset), or None if outside the space/budget."""
@@ -189,27 +212,45 @@ def suggest_spec(trial, space: SearchSpace, budget: tuple[float, float],
         within_mflops = space.feasible(groups, repeats, bottleneck, shuffle, budget)
         scale, macs = (within_mflops or space.width_ladder(groups, repeats, bottleneck, shuffle))[0]
         narrowest = space.spec(groups, repeats, scale, bottleneck, shuffle)
-        _record_constraint(trial, macs / 1e6, budget, narrowest, latency)
+        _record_constraints(trial, macs / 1e6, budget, narrowest, latency)
         why = f"costs {macs / 1e6:.1f} MFLOPs, outside the budget {budget[0]:g}-{budget[1]:g}"
         if within_mflops:
             why = (f"is predicted at {latency.predict_ms(narrowest):.1f} ms, outside the latency budget "
                    f"{latency.window_ms[0]:g}-{latency.window_ms[1]:g} ms")  # fmt: skip
         raise NoFeasibleWidth(f"groups={groups} repeats={repeats}: the narrowest width {why}")
-    scale, macs = ladder[min(int(width * len(ladder)), len(ladder) - 1)]
+    chosen = min(int(width * len(ladder)), len(ladder) - 1)
+    scale, macs = ladder[chosen]
     spec = space.spec(groups, repeats, scale, bottleneck, shuffle)
-    _record_constraint(trial, macs / 1e6, budget, spec, latency)
+    _record_constraints(trial, macs / 1e6, budget, spec, latency)
+    # What a person reads beside the parameters (optuna-dashboard lists a trial's user attrs).
+    trial.set_user_attr("scale", scale)
+    trial.set_user_attr("budget_used", space.budget_used(groups, repeats, bottleneck, shuffle, ladder[chosen], budget,
+                                                         latency))  # fmt: skip
     return spec
 
 
-def _record_constraint(trial, mflops: float, budget, spec: ShuffleNetSpec, latency: LatencyBudget | None) -> None:
-    # Feasible when <= 0 (Optuna's convention); FixedTrial has no storage to record it in.
-    if hasattr(trial, "set_constraint"):
-        trial.set_constraint("mflops_over_budget", mflops - budget[1])
-        trial.set_constraint("mflops_under_minimum", budget[0] - mflops)
-        if latency is not None:
-            ms = latency.predict_ms(spec)
-            trial.set_constraint("latency_ms_over_budget", ms - latency.window_ms[1])
-            trial.set_constraint("latency_ms_under_minimum", latency.window_ms[0] - ms)
+def _record_constraints(trial, mflops: float, budget, spec: ShuffleNetSpec, latency: LatencyBudget | None) -> None:
+    """Feasible when <= 0 (Optuna's convention): by name (Optuna 5) and as the list optuna-dashboard reads.
+
+    Optuna 5 reads both forms, so its samplers see each violation twice: the same trials are
+    feasible, and a sum of violations (TPE, NSGA-II) doubles for every trial alike, which keeps their order.
+    """
+    values = [mflops - budget[1], budget[0] - mflops]
+    if latency is not None:
+        ms = latency.predict_ms(spec)
+        values += [ms - latency.window_ms[1], latency.window_ms[0] - ms]
+    for name, value in zip(constraint_names(latency), values, strict=True):
+        trial.set_constraint(name, value)
+    if getattr(trial, "storage", None) is not None:  # a FixedTrial has no storage
+        trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS, values)
 
 
-__all__ = ["LatencyBudget", "NoFeasibleWidth", "SearchSpace", "specs_for_table", "suggest_spec"]
+__all__ = [
+    "LEGACY_CONSTRAINTS",
+    "LatencyBudget",
+    "NoFeasibleWidth",
+    "SearchSpace",
+    "constraint_names",
+    "specs_for_table",
+    "suggest_spec",
+]
