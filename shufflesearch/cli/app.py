@@ -3,7 +3,8 @@
 Every command module registers itself on `app` (see `__init__`). Errors become one line on
 stderr here: each of our errors carries its exit code (`errors.ShufflesearchError`: 2 for
 usage, 1 for the machine or a device), click's usage errors theirs, OS errors exit 1.
-SHUFFLESEARCH_DEBUG=1 shows the traceback instead.
+SHUFFLESEARCH_DEBUG=1 shows the traceback instead. The global options (`-v`, `-q`, `--version`)
+live on the app's callback: they choose what the library's log shows (`shufflesearch.logs`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import functools
 import os
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
-from ..errors import ShufflesearchError
+from .. import logs
+from ..errors import ShufflesearchError, UsageError
 
 __all__ = ["MAX_ERROR_CHARS", "app", "main"]
 
@@ -26,15 +29,40 @@ app = typer.Typer(
         "Example: shufflesearch analyze --groups 8 --scale 0.5\n\n"
         "Example: shufflesearch search studies/demo.toml --workers 2"
     ),
-    add_completion=False,
+    add_completion=True,  # --install-completion: the fixed choices and completers of cli/options.py
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from .. import __version__
+
+        typer.echo(f"shufflesearch {__version__}")
+        raise typer.Exit()
+
+
+# The global options, before any command: `shufflesearch -v search ...`.
+@app.callback()
+def _global_options(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False,
+                                         help="More log: -v info and Optuna's own log, -vv debug.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final result.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:  # fmt: skip
+    if verbose and quiet:
+        raise UsageError("-q/--quiet and -v/--verbose contradict each other: give one")
+    logs.show(*logs.verbosity_level(-1 if quiet else verbose))
+
 
 MAX_ERROR_CHARS = 1000  # an error may quote the offending value: a 1 MB value is not a readable line
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if logs.quiet():  # -q: errors and the final result only
+        return
     typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 

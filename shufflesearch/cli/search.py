@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -64,20 +63,31 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
         render.say(f"study {config.name} is complete ({wanted} trials per budget) in {redact(url)}; "
                    f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip
         return
-    started = time.monotonic()
+    from .. import logs
+
+    windows = {name: window_text(mflops, config.latency_windows().get(name), config.budgeted())
+               for name, mflops in config.budget_windows().items()}  # fmt: skip
     console = render.console()
     try:
         if as_json:
             summaries = run_search(config, url, trials, workers, resume)
+        elif logs.quiet():  # only the final result
+            last = []
+            run_search(config, url, trials, workers, resume, on_progress=last.append, windows=windows)
+            console.print(_progress_table(last[-1]))
         else:
-            from rich.live import Live
-
             console.print(f"study {config.name} ({config.mode}) in {render.esc(redact(url))}; {workers} worker(s)")
-            with Live(console=console, refresh_per_second=1, transient=False) as live:
-                summaries = run_search(config, url, trials, workers, resume,
-                                       on_progress=lambda s: live.update(_progress_table(s, wanted, started)))  # fmt: skip
-            if not console.is_terminal:
-                console.line()  # a log file gets the table's last line ended
+            if console.is_terminal:
+                from rich.live import Live
+
+                view = _LiveView(_epochs(config))
+                with Live(console=console, refresh_per_second=1, transient=False) as live:
+                    run_search(config, url, trials, workers, resume, on_progress=lambda p: live.update(view(p)),
+                               windows=windows)  # fmt: skip
+            else:  # a log file: one line per event, and the time left now and then
+                lines = _PlainLines(_epochs(config))
+                run_search(config, url, trials, workers, resume, on_progress=lines, windows=windows)
+                console.print(_progress_table(lines.last))
     except KeyboardInterrupt:
         try:
             check_resumable(config, url)
@@ -99,16 +109,103 @@ def window_text(mflops, ms, budgeted) -> str:
     return ", ".join(parts) or "-"
 
 
-def _progress_table(summaries, trials: int, started: float):
+ETA_EVERY_S = 60.0  # a log file's "time left" line: at the first estimate, then at most this often
+
+
+def _epochs(config) -> int:
+    return max(1, round(config.fidelity.epochs))  # what a trial trains (see search.workers)
+
+
+def _progress_table(progress):
     rows = []
-    for s in summaries:
+    for s in progress.summaries:
         rows.append({
             "study": s.name, "window": window_text(s.window_mflops, s.window_latency_ms, s.budgeted),
-            "candidates": s.candidates, "done": f"{s.complete + s.pruned}/{trials}", "running": s.running,
+            "candidates": s.candidates, "done": f"{s.complete + s.pruned}/{progress.trials}", "running": s.running,
             "pruned": s.pruned, "failed": s.failed, "best top-1": render.pct(s.best_top1),
             "best spec": s.best_label or "-", "s/trial": f"{s.mean_trial_s:.1f}" if s.mean_trial_s else "-",
         })  # fmt: skip
-    return render.rich_table(rows, f"Search progress ({time.monotonic() - started:.0f} s; top-1 = proxy accuracy)")
+    return render.rich_table(rows, f"Search progress ({_time_left(progress)}; top-1 = proxy accuracy)")
+
+
+def _time_left(progress) -> str:
+    """'12 s elapsed, about 40 s left' ('time left unknown' before a trial has finished)."""
+    left = progress.finished < progress.wanted
+    eta = ("time left unknown" if progress.eta_s is None else "finishing" if progress.eta_s < 1
+           else f"about {_seconds(progress.eta_s)} left")  # fmt: skip
+    return f"{_seconds(progress.elapsed_s)} elapsed" + (f", {eta}" if left else "")
+
+
+def _seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    return f"{s // 60:.0f} min {s % 60:02.0f} s" if s < 3600 else f"{s // 3600:.0f} h {s % 3600 // 60:02.0f} min"
+
+
+def _trial_fields(record, windows: dict[str, str], epochs: int) -> dict[str, str]:
+    """One trial as a person reads it: spec, budget window, epoch reached, proxy top-1, time."""
+    seconds = record["duration_s"] if record["duration_s"] is not None else record["running_s"]
+    # A study that scores only at the end reports no epochs: a complete trial has trained them all.
+    epoch = epochs if record["epoch"] is None and record["state"] == "complete" else record["epoch"]
+    reported = record.get("intermediate") or {}  # a running or pruned trial's result: its last epoch's top-1
+    top1 = record["top1"] if record["top1"] is not None else reported.get(max(reported, default=None))
+    return {
+        "trial": str(record["trial"]), "spec": render.line(record["label"] or "-"),
+        "budget": windows.get(record["study"]) or record["study"],
+        "epoch": f"{epoch}/{epochs}" if epoch is not None else "-",
+        "top-1": render.pct(top1), "time": f"{seconds:.1f} s" if seconds is not None else "-",
+    }  # fmt: skip
+
+
+def trial_line(event, windows: dict[str, str], epochs: int) -> str:
+    """A log file's line for one event, e.g. 'trial 3 finished: g3-s0.5 (budget 6.5-13 MFLOPs), epoch 1/1,
+    top-1 45.21 %, 3.2 s'."""
+    f = _trial_fields(event.record, windows, epochs)
+    text = f"trial {f['trial']} {event.kind}: {f['spec']} (budget {f['budget']})"
+    if event.kind == "started":
+        return text
+    text += f", epoch {f['epoch']}, top-1 {f['top-1']}, {f['time']}"
+    why = event.record["status"] if event.kind != "finished" else None
+    return text + (f" ({render.line(why)})" if why else "")
+
+
+class _PlainLines:
+    """`on_progress` for a log file: each event as a line, and the time left at most every ETA_EVERY_S."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.last, self._eta_at = epochs, None, None
+
+    def __call__(self, progress) -> None:
+        self.last = progress
+        for event in progress.events:
+            render.say(trial_line(event, progress.windows, self.epochs))
+        due = self._eta_at is None or progress.elapsed_s - self._eta_at >= ETA_EVERY_S
+        if progress.eta_s is not None and progress.finished < progress.wanted and due:
+            self._eta_at = progress.elapsed_s
+            render.say(f"progress: {progress.finished}/{progress.wanted} trials finished, {len(progress.running)} "
+                       f"running; {_time_left(progress)}")  # fmt: skip
+
+
+class _LiveView:
+    """`on_progress` for a terminal: the studies table over the running and the latest finished trials."""
+
+    SHOWN_FINISHED = 8
+
+    def __init__(self, epochs: int) -> None:
+        import collections
+
+        self.epochs, self._ended = epochs, collections.deque(maxlen=self.SHOWN_FINISHED)
+
+    def __call__(self, progress):
+        from rich.console import Group
+
+        self._ended.extend(e for e in progress.events if e.kind != "started")
+        running = [(r, "running") for r in progress.running]
+        # The latest state of each ended trial (the records are this look's), newest first.
+        ended = [(e.record, e.kind) for e in reversed(self._ended)]
+        rows = [{"state": state, **_trial_fields(r, progress.windows, self.epochs)} for r, state in running + ended]
+        trials = render.rich_table(rows, "Trials (running, then the latest finished)") if rows else ""
+        return Group(_progress_table(progress), trials)
 
 
 studies_app = typer.Typer(help="Inspect stored studies.\n\nExample: shufflesearch studies list", no_args_is_help=True)

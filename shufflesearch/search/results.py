@@ -9,6 +9,7 @@ never on Optuna objects. A record's keys and types are `TrialRecord`, written do
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 from dataclasses import asdict, dataclass, field
@@ -40,11 +41,18 @@ class TrialRecord(TypedDict):
     latency_kind: str | None  # e.g. lut-predicted
     train_seconds: float | None
     duration_s: float | None
+    running_s: float | None  # how long a running trial has run so far
+    epoch: int | None  # the last epoch it reported (per-budget studies report each epoch to Optuna)
     status: str | None  # the trainer's status, or why the trial was infeasible
     retry_of: int | None  # the failed trial this one repeats
     worker: str | None  # host:pid
     spec: dict[str, Any] | None  # ShuffleNetSpec.to_dict()
     curve: Any  # per-epoch top-1, as the trainer stored it
+    intermediate: dict[int, float]  # per-epoch top-1 reported to Optuna: a pruned trial's only curve
+    recipe: dict[str, Any] | None  # the training recipe (Fidelity.to_dict()) the top-1 was made with
+    seed: float | None
+    classes: float | None  # the dataset's class count: chance is 1 / classes
+    dataset: str | None  # "name:fingerprint" of the data it trained on
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,6 +92,10 @@ def trial_record(study_name: str, trial) -> TrialRecord:
     """
     attrs = trial.user_attrs
     duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+    running = trial.state.name == "RUNNING" and trial.datetime_start is not None
+    # Optuna stamps trials with the local naive time (datetime.now()), so "now" is taken the same way.
+    running_s = max(0.0, (datetime.datetime.now() - trial.datetime_start).total_seconds()) if running else None
+    steps = [s for s in trial.intermediate_values if isinstance(s, int)]
     return {
         "study": study_name,
         "trial": trial.number,
@@ -100,12 +112,24 @@ def trial_record(study_name: str, trial) -> TrialRecord:
         "latency_kind": _text(attrs.get("latency_kind")),
         "train_seconds": _number(attrs.get("train_seconds")),
         "duration_s": duration,
+        "running_s": running_s,
+        "epoch": max(steps, default=None),
         "status": _text(attrs.get("status") or attrs.get("infeasible")),
         "retry_of": trial.system_attrs.get("failed_trial"),
         "worker": _text(attrs.get("worker")),
         "spec": attrs.get("spec") if isinstance(attrs.get("spec"), dict) else None,
         "curve": attrs.get("curve"),
+        "intermediate": _intermediate(trial),
+        "recipe": attrs.get("recipe") if isinstance(attrs.get("recipe"), dict) else None,
+        "seed": _number(attrs.get("seed")),
+        "classes": _number(attrs.get("classes")),
+        "dataset": _text(attrs.get("dataset")),
     }
+
+
+def _intermediate(trial) -> dict[int, float]:
+    """Per-epoch top-1 the trial reported to Optuna (finite values only): a pruned trial's only curve."""
+    return {int(step): v for step, v in trial.intermediate_values.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 def _number(value):
@@ -150,18 +174,27 @@ def load_records(storage_url: str, study_names: list[str] | None = None) -> dict
 
 def summarize_studies(storage_url: str, study_names: list[str] | None = None) -> list[StudySummary]:
     """Progress and best result of each study in the storage (or of the named ones)."""
+    return read_studies(storage_url, study_names)[0]
+
+
+def read_studies(
+    storage_url: str, study_names: list[str] | None = None
+) -> tuple[list[StudySummary], dict[str, list[TrialRecord]]]:
+    """The summaries and the trial records of each study in the storage (or of the named ones), in one read:
+    what a live view polls."""
     import optuna
 
     storage = _reader(storage_url)
-    summaries = []
+    summaries, records = [], {}
     with reading(storage_url):
         for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
             if study_names is not None and summary.study_name not in study_names:
                 continue
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            records = [trial_record(summary.study_name, t) for t in study.get_trials(deepcopy=False)]
-            summaries.append(summarize_records(summary.study_name, study.user_attrs, records))
-    return summaries
+            name = summary.study_name
+            records[name] = [trial_record(name, t) for t in study.get_trials(deepcopy=False)]
+            summaries.append(summarize_records(name, study.user_attrs, records[name]))
+    return summaries, records
 
 
 def summarize_records(name: str, study_attrs: dict, records: list[TrialRecord]) -> StudySummary:
@@ -324,6 +357,7 @@ __all__ = [
     "find_trial",
     "load_records",
     "pareto_front",
+    "read_studies",
     "stored_studies",
     "study_attrs",
     "study_finished",

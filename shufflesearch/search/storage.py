@@ -192,8 +192,11 @@ def open_storage(url: str, create: bool = True):
         engine_kwargs = {"connect_args": {"timeout": 120}}
         if not create:
             engine_kwargs = _reader_engine_kwargs(path)
-    # Our progress view reports trial states; Optuna would log an interrupted trial with a traceback.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # Optuna's own log only at -v: our progress view reports trial states, and Optuna would log an
+    # interrupted trial with a traceback.
+    from ..logs import optuna_level
+
+    optuna.logging.set_verbosity(optuna_level())
     if path is not None and create:
         from ..atomic import check_writable
 

@@ -16,6 +16,7 @@ died; and a search whose other workers finished every trial ends well though one
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -27,11 +28,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import interrupt
+from .. import interrupt, logs
 from ..errors import MachineError, UsageError
 from .objective import check_same_kind
+from .progress import SearchProgress, SearchWatch
 from .queue import run_worker
-from .results import StudySummary, study_finished, summarize_studies
+from .results import StudySummary, read_studies, study_finished, summarize_studies
 from .storage import NoSuchStorage, open_storage, reading
 from .study_file import StudyConfig, load_study
 
@@ -56,6 +58,8 @@ class WorkerLost(UserWarning):
 # its run's images and its model's training memory come on top (see check_workers_fit).
 WORKER_RUNTIME_BYTES = 512 * 2**20
 PARENT_GONE_GRACE_S = 30  # a worker whose parent died stops at its next safe point, or exits after this
+
+logger = logging.getLogger(__name__)
 
 
 def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
@@ -149,19 +153,21 @@ def check_workers_fit(config: StudyConfig, workers: int, devices: list[str], dat
 
 
 def run_search(config: StudyConfig, storage_url: str, trials: int | None = None, workers: int = 1,
-               resume: bool = False, on_progress: Callable[[list[StudySummary]], None] | None = None,
-               poll_s: float = 2.0) -> list[StudySummary]:  # fmt: skip
+               resume: bool = False, on_progress: Callable[[SearchProgress], None] | None = None,
+               poll_s: float = 2.0, windows: dict[str, str] | None = None) -> list[StudySummary]:  # fmt: skip
     """Run the study to `trials` finished trials per budget window with `workers` processes.
 
-    Ctrl-C ends it with KeyboardInterrupt once the running trials have stopped cleanly.
+    `on_progress` gets a `SearchProgress` (studies, trials, what changed, the time left) every
+    `poll_s` seconds and once at the end; `windows` (study name -> its budget window as text) is
+    handed on in it. Ctrl-C ends it with KeyboardInterrupt once the running trials have stopped cleanly.
     """
     trials = trials or config.trials
     with interrupt.deferred():
         interrupt.check()  # pressed (and perhaps swallowed) while the command was starting
-        return _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s)
+        return _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s, windows)
 
 
-def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s) -> list[StudySummary]:
+def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s, windows) -> list[StudySummary]:
     from ..accuracy.datasets import load_dataset
     from ..accuracy.devices import worker_devices
     from .objective import latency_table
@@ -176,30 +182,36 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
     if resume:
         check_resumable(config, storage_url)
     names = list(config.budget_windows())
+    look = None
+    if on_progress is not None:  # what is stored already (a resumed study) is not news
+        watch = SearchWatch(trials, workers, windows or dict.fromkeys(names, ""), read_studies(storage_url, names)[1])
+
+        def look() -> None:
+            on_progress(watch.update(*read_studies(storage_url, names)))
+
     interrupt.check()
+    logger.info("searching %s: %d trial(s) per budget window, %d worker(s) on %s", config.name, trials, workers,
+                ", ".join(devices))  # fmt: skip
     if workers == 1:  # in this process: one torch import, and Ctrl-C reaches the trial directly
-        _run_with_progress(config, storage_url, trials, names, on_progress, poll_s, devices[0])
+        _run_with_progress(config, storage_url, trials, look, poll_s, devices[0])
     else:
-        _run_processes(config, storage_url, trials, devices, names, on_progress, poll_s)
+        _run_processes(config, storage_url, trials, devices, look, poll_s)
     interrupt.check()  # a Ctrl-C between trials ended the workers early: not a finished study
-    summaries = summarize_studies(storage_url, names)
-    if on_progress is not None:
-        on_progress(summaries)
-    return summaries
+    if look is not None:
+        look()
+    return summarize_studies(storage_url, names)
 
 
-def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s, device) -> None:
-    import threading
-
+def _run_with_progress(config, storage_url, trials, look, poll_s, device) -> None:
     from .objective import proxy_accuracy_evaluator
 
     done = threading.Event()
 
     def watch() -> None:
         while not done.wait(poll_s):
-            on_progress(summarize_studies(storage_url, names))
+            look()
 
-    watcher = threading.Thread(target=watch, daemon=True) if on_progress else None
+    watcher = threading.Thread(target=watch, daemon=True) if look else None
     if watcher:
         watcher.start()
     try:
@@ -211,13 +223,13 @@ def _run_with_progress(config, storage_url, trials, names, on_progress, poll_s, 
             watcher.join()
 
 
-def _run_processes(config, storage_url, trials, devices, names, on_progress, poll_s) -> None:
+def _run_processes(config, storage_url, trials, devices, look, poll_s) -> None:
     context = multiprocessing.get_context("spawn")  # no fork: torch's threads do not survive it
     errors = context.Queue()
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     procs = [
         context.Process(target=_worker_main, args=(str(config.path), storage_url, trials, i, threads, errors, device,
-                                                   os.getpid()),
+                                                   os.getpid(), logs.chosen()),
                         name=f"shufflesearch-worker-{i}")
         for i, device in enumerate(devices)
     ]  # fmt: skip
@@ -227,8 +239,8 @@ def _run_processes(config, storage_url, trials, devices, names, on_progress, pol
     try:
         while any(p.is_alive() for p in procs):
             interrupt.check()
-            if on_progress is not None:
-                on_progress(summarize_studies(storage_url, names))
+            if look is not None:
+                look()
             time.sleep(poll_s)
     except KeyboardInterrupt:
         for p in procs:  # the terminal sends SIGINT to the group; a lone parent forwards it
@@ -245,6 +257,8 @@ def _run_processes(config, storage_url, trials, devices, names, on_progress, pol
     while not errors.empty():
         problems.append(errors.get())
     problems += [(f"worker {p.name} {_exit_words(p.exitcode)}", 1) for p in procs if p.exitcode not in (0, None)]
+    for p in procs:
+        logger.debug("worker %s (pid %s) %s", p.name, p.pid, _exit_words(p.exitcode))
     if not problems:
         return
     message, code = problems[0]
@@ -257,6 +271,8 @@ def _run_processes(config, storage_url, trials, devices, names, on_progress, pol
 
 
 def _exit_words(code: int) -> str:
+    if code == 0:
+        return "exited cleanly"
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
@@ -264,8 +280,11 @@ def _exit_words(code: int) -> str:
 
 
 def _worker_main(config_path: str, storage_url: str, trials: int, index: int, threads: int, errors,
-                 device: str = "cpu", parent: int | None = None) -> None:  # fmt: skip
+                 device: str = "cpu", parent: int | None = None,
+                 log_levels: tuple[int, int] | None = None) -> None:  # fmt: skip
     warnings.showwarning = _one_line_warning
+    if log_levels is not None:  # a spawned process starts with logging unset: show what the parent shows
+        logs.show(*log_levels)
     if parent is not None:
         _stop_with_parent(parent)
     try:
