@@ -71,7 +71,7 @@ def cache_home(tmp_path, monkeypatch):
         (["--resolution", "513"], "--resolution 513 must be"),
         (["--time-budget", "-1"], "--time-budget -1.0 must be"),
         (["--time-budget", "nan"], "--time-budget nan must be"),
-        (["--precision", "fp8"], "--precision 'fp8' must be one of"),
+        (["--precision", "fp8"], "'fp8' is not one of fp32, bf16, fp16"),
     ],
 )
 def test_train_refuses_a_recipe_that_cannot_train_in_one_line(args, fragment, monkeypatch):

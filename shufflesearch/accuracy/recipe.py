@@ -18,15 +18,12 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..spec import ShuffleNetSpec
 
-if TYPE_CHECKING:
-    from .datasets import ImageDataset
-
-__all__ = ["BATCH_MAX", "DEFAULT_FIDELITY", "EPOCHS_MAX", "IMAGES_MAX", "LR_MAX", "SEED_MAX", "Fidelity", "FidelityError",
+__all__ = ["BATCH_MAX", "DATASETS", "DEFAULT_FIDELITY", "EPOCHS_MAX", "IMAGES_MAX", "LR_MAX", "SEED_MAX", "Fidelity", "FidelityError",
            "adapt_spec", "lr_multiplier", "peak_lr"]  # fmt: skip
 
 # The one seed bound: torch and numpy take it, and so do Optuna's samplers (seeds below
@@ -36,6 +33,9 @@ SCHEDULES = ("cosine", "onecycle", "linear")
 STEMS = ("auto", "small", "imagenet", "keep")
 AUGMENTS = ("none", "crop", "crop-flip")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# The datasets a proxy run reads (`datasets.load_dataset`), named here, torch-free, so that a study file
+# and the command line can list and check them without loading the readers.
+DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 # Bounds on what one proxy run may ask for, each far past any sensible recipe: past them a run
 # only runs for days (epochs = 1e12), overflows float32 (lr = 1e300) or asks for more images than
 # any dataset we read can hold (a subset or an evaluation is clamped to the dataset's size anyway).
@@ -204,7 +204,15 @@ Fidelity.__init__ = _accept_bf16(Fidelity.__init__)  # type: ignore[method-assig
 DEFAULT_FIDELITY = Fidelity()
 
 
-def adapt_spec(spec: ShuffleNetSpec, dataset: ImageDataset, fidelity: Fidelity = DEFAULT_FIDELITY) -> ShuffleNetSpec:
+class ImageShape(Protocol):
+    """What adapting a spec reads of a dataset (`datasets.ImageDataset` has it; this module stays torch-free)."""
+
+    image_size: int
+    in_channels: int
+    num_classes: int
+
+
+def adapt_spec(spec: ShuffleNetSpec, dataset: ImageShape, fidelity: Fidelity = DEFAULT_FIDELITY) -> ShuffleNetSpec:
     """The spec as trained on `dataset`: its channels, classes, resolution and a fitting stem.
 
     >>> from shufflesearch.accuracy.datasets import load_dataset

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..accuracy.recipe import DEFAULT_FIDELITY, SEED_MAX, Fidelity, FidelityError
+from ..accuracy.recipe import DEFAULT_FIDELITY, PRECISIONS, SEED_MAX, Fidelity, FidelityError
 from ..spec import ShuffleNetSpec
 from . import render
 from .app import app
@@ -18,11 +18,12 @@ from .options import (
     Dataset,
     Device,
     ImageSize,
-    Resolution,
     given,
+    one_of,
     output_file,
     seed_list,
     spec_options,
+    with_default,
 )
 
 # The spec options a training run takes: resolution, classes, stem and input channels come from the data and recipe.
@@ -30,6 +31,31 @@ TRAINED_SPEC = ("preset", "groups", "scale", "repeats", "stage_channels", "stem_
 # The recipe's fields as these commands spell them: an error names the option a person typed.
 _OPTIONS = {"train_images": "--subset", "epochs": "--epochs", "batch_size": "--batch-size",
             "resolution": "--resolution", "time_budget_s": "--time-budget", "precision": "--precision"}  # fmt: skip
+
+
+# The recipe's options: left out (None), the recipe's own value applies, and --help shows that value.
+_RECIPE = DEFAULT_FIDELITY
+TrainingResolution = Annotated[
+    int | None,
+    typer.Option(help=with_default("Training px: images are resized to it and the network is built for it.",
+                                   "the dataset's size" if _RECIPE.resolution is None else _RECIPE.resolution)),
+]  # fmt: skip
+Subset = Annotated[
+    int | None, typer.Option(help=with_default("Training images (class-balanced subset).", _RECIPE.train_images))
+]
+Epochs = Annotated[float | None, typer.Option(help=with_default("Epochs over the subset.", _RECIPE.epochs))]
+BatchSize = Annotated[int | None, typer.Option(help=with_default("Minibatch size.", _RECIPE.batch_size))]
+Precision = Annotated[
+    str | None, one_of(PRECISIONS, with_default("Autocast dtype (fp16 with a gradient scaler).", _RECIPE.precision))
+]
+# ZERO_COST_SCORES of accuracy.zero_cost, which imports torch: tests/test_help_truth.py checks them.
+ZERO_COST = ("synflow", "grad_norm", "naswot")
+
+
+def _complete_scores(incomplete: str) -> list[str]:
+    """--zero-cost a,b: the shell completes the name after the last comma."""
+    done, _, last = incomplete.rpartition(",")
+    return [f"{done},{s}" if done else s for s in ZERO_COST if s.startswith(last) and s not in done.split(",")]
 
 
 def _recipe(**options) -> Fidelity:
@@ -48,21 +74,24 @@ def _recipe(**options) -> Fidelity:
 @spec_options(*TRAINED_SPEC)
 def train(
     spec: ShuffleNetSpec,
-    resolution: Resolution = None,
+    resolution: TrainingResolution = None,
     dataset: Dataset = "fashion-mnist",
     data_dir: DataDir = None,
     image_size: ImageSize = None,
-    subset: Annotated[int | None, typer.Option(help="Training images (class-balanced subset).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Epochs over the subset.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
-    time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (anneals by time).")] = None,
+    subset: Subset = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(help=with_default("Stop after this many seconds (anneals by time).", _RECIPE.time_budget_s)),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed for init, subset and order (same seed: same result).", min=0, max=SEED_MAX)
     ] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (1 is fastest on a shared CPU).", min=1, max=1024)] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
     device: Device = "auto",
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (with a gradient scaler).")] = None,
+    precision: Precision = None,
     save: Annotated[
         Path | None,
         typer.Option(help="Keep the trained weights in this safetensors checkpoint (trains even if cached)."),
@@ -132,12 +161,15 @@ def _save(path: Path, result) -> Path:
 @spec_options(*TRAINED_SPEC)
 def score(
     spec: ShuffleNetSpec,
-    resolution: Resolution = None,
+    resolution: TrainingResolution = None,
     dataset: Dataset = "fashion-mnist",
     data_dir: DataDir = None,
     image_size: ImageSize = None,
-    zero_cost: Annotated[str, typer.Option(help="Comma-separated scores.")] = "synflow,grad_norm,naswot",
-    batch: Annotated[int, typer.Option(help="Minibatch size.", min=2)] = 64,
+    zero_cost: Annotated[
+        str, typer.Option(help=f"Comma-separated scores: {', '.join(ZERO_COST)}.", autocompletion=_complete_scores)
+    ] = ",".join(ZERO_COST),
+    batch_size: Annotated[int, typer.Option(help="Images in the one minibatch scored.", min=2)] = 64,
+    batch: Annotated[int | None, typer.Option("--batch", hidden=True, min=2)] = None,  # the older --batch-size
     seed: Annotated[int, typer.Option(help="Seed for init and the minibatch.", min=0, max=SEED_MAX)] = 0,
     device: Device = "auto",
     as_json: AsJson = False,
@@ -151,12 +183,12 @@ def score(
     from ..accuracy.zero_cost import score_on_dataset
 
     where = resolve_device(device)
-
+    batch = batch_size if batch is None else batch
     fidelity = _recipe(resolution=resolution or None)
     data = load_dataset(dataset, data_dir, image_size)
     if batch > len(data.train_labels):
         raise typer.BadParameter(f"{batch} is more than the {len(data.train_labels)} training images of {dataset}; "
-                                 f"e.g. --batch {min(64, len(data.train_labels))}", param_hint="--batch")  # fmt: skip
+                                 f"e.g. --batch-size {min(64, len(data.train_labels))}", param_hint="--batch-size")  # fmt: skip
     trained, result = score_on_dataset(spec, data, fidelity, batch, tuple(zero_cost.split(",")), seed, where)
     if as_json:
         render.print_json({"spec": trained.to_dict(), **result.to_dict()})
@@ -171,9 +203,9 @@ def fidelity(
     data_dir: DataDir = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; results are averaged.")] = "0,1",
     workers: Annotated[int, typer.Option(help="Models trained at once (one thread each).", min=1)] = 2,
-    subset: Annotated[int | None, typer.Option(help="Training images per model.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Epochs per model.")] = None,
-    resolution: Annotated[int | None, typer.Option(help="Training resolution in px.")] = None,
+    subset: Subset = None,
+    epochs: Epochs = None,
+    resolution: TrainingResolution = None,
     zero_cost: Annotated[
         bool, typer.Option("--zero-cost", help="Also rank zero-cost scores against the proxy.")
     ] = False,

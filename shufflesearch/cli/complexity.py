@@ -9,7 +9,7 @@ import typer
 
 from ..complexity import count_complexity
 from ..presets import list_presets
-from ..spec import ShuffleNetSpec
+from ..spec import GROUP_CHOICES, ShuffleNetSpec
 from . import render
 from .app import app
 from .options import (
@@ -26,7 +26,10 @@ from .options import (
     int_list,
     output_file,
     spec_options,
+    with_default,
 )
+
+ONNX_OPSET = 17  # export.OPSET, whose module imports torch: tests/test_help_truth.py checks they agree
 
 
 @app.command()
@@ -97,7 +100,9 @@ def models(as_json: AsJson = False) -> None:
 
 @app.command()
 def table(
-    groups: Annotated[str, typer.Option(help="Comma-separated group counts.")] = "1,2,3,4,8",
+    groups: Annotated[
+        str, typer.Option(help=f"Comma-separated group counts, of {', '.join(map(str, GROUP_CHOICES))}.")
+    ] = ",".join(map(str, GROUP_CHOICES)),
     scales: Annotated[str, typer.Option(help="Comma-separated width multipliers.")] = "0.25,0.5,1.0",
     repeats: Repeats = None,
     resolution: Resolution = None,
@@ -167,7 +172,7 @@ def export(
     storage: Annotated[str | None, typer.Option(help="Storage URL of --study, e.g. postgresql://user@db/nas.")] = None,
     batch: Annotated[int, typer.Option(help="Fixed batch size of the graph.", min=1, max=4096)] = 1,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="A dynamic batch axis instead.")] = False,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset, 7-20. [default: 17]")] = None,
+    opset: Annotated[int | None, typer.Option(help=with_default("ONNX opset, 7-20.", ONNX_OPSET))] = None,
     as_json: AsJson = False,
 ) -> None:
     """Export a variant to ONNX, checked against PyTorch in ONNX Runtime (max abs diff <= 1e-4 x the logits' scale).

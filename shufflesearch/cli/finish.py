@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
+from ..accuracy.recipe import AUGMENTS
 from ..finish.recipe import FINISH_EPOCHS
 from . import render
 from .app import app
-from .options import AsJson, Device
+from .options import TARGETS, AsJson, Device, one_of, suggesting
 from .search import StudyFile
 
 
@@ -26,13 +27,16 @@ def finish(
     ] = None,
     epochs: Annotated[float, typer.Option(help="Epochs over the whole training set.", min=0.01)] = FINISH_EPOCHS,
     resolution: Annotated[int | None, typer.Option(help="Input px (default: the study's recipe).")] = None,
-    augment: Annotated[str | None, typer.Option(help="none, crop or crop-flip (default: the study's).")] = None,
+    augment: Annotated[str | None, one_of(AUGMENTS, "Training augmentation (default: the study's).")] = None,
     out: Annotated[
         Path | None, typer.Option(help="The folder to write (default: studies/finished/<budget>-trial<N>).")
     ] = None,
     device: Device = "auto",
     target: Annotated[
-        str, typer.Option(help="Latency: local, ssh://user@host[:port], arm64-emulated or none.")
+        str,
+        suggesting(
+            (*TARGETS, "none"), "Latency: local, ssh://user@host[:port], arm64-emulated or none.", metavar="<target>"
+        ),
     ] = "local",
     storage: Annotated[str | None, typer.Option(help="Storage URL, e.g. postgresql://user@db/nas.")] = None,
     as_json: AsJson = False,

@@ -8,14 +8,94 @@ from typing import Annotated
 
 import typer
 
+from ..latency import lut as lut_library  # by module: a command calls (and a test replaces) lut_library.build_lut
+from ..latency.device_runner import CLOCKS
+from ..latency.lut.table import STATISTICS
+from ..latency.measure import BACKENDS, measure_latency
 from ..spec import ShuffleNetSpec
 from . import render
 from .app import app
-from .options import AsJson, Classes, InChannels, Python, Resolution, Stem, given, output_file, seconds, spec_options
+from .options import (
+    TARGETS,
+    AsJson,
+    InChannels,
+    Python,
+    Stem,
+    given,
+    library_default,
+    one_of,
+    output_file,
+    seconds,
+    spec_options,
+    suggesting,
+    with_default,
+)
 from .options import ssh_option_list as ssh_options_of
 
 SshOptions = Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi -p 2222'.")]
 SshTimeout = Annotated[float, typer.Option(help="Seconds per ssh call.")]
+Target = Annotated[
+    str,
+    suggesting(TARGETS, "local, ssh://user@host[:port] or arm64-emulated (estimated from instruction counts, no "
+               "device).", metavar="<target>"),
+]  # fmt: skip
+
+
+# A table's input size and classes: the --space file's, else the default space's (the spec's defaults).
+SpaceResolution = Annotated[
+    int | None, typer.Option(help=with_default("Input px the blocks are timed at (with --space: its).", 224))
+]
+SpaceClasses = Annotated[int | None, typer.Option(help=with_default("Classes of the head (with --space: its).", 1000))]
+
+
+# Left out (None), the library's own default applies: read here, once, when the module loads (typer reads a
+# signature's annotations later, when a command is built).
+_build, _validate = lut_library.build_lut, lut_library.validate_lut
+Runs = Annotated[
+    int | None,
+    typer.Option(
+        help=with_default("Timed runs (arm64-emulated: 5 counted runs).", library_default(measure_latency, "runs"))
+    ),
+]
+Warmup = Annotated[
+    int | None, typer.Option(help=with_default("Untimed warm-up runs.", library_default(measure_latency, "warmup")))
+]
+BlockRuns = Annotated[
+    int | None, typer.Option(help=with_default("Timed runs per block and round.", library_default(_build, "runs")))
+]
+BlockRounds = Annotated[
+    int | None,
+    typer.Option(help=with_default("Timings per block (shuffled order); the median is kept.",
+                                   library_default(_build, "rounds"))),
+]  # fmt: skip
+SpecRuns = Annotated[
+    int | None, typer.Option(help=with_default("Timed runs per spec and round.", library_default(_validate, "runs")))
+]
+SpecRounds = Annotated[
+    int | None,
+    typer.Option(help=with_default("Timings per spec (shuffled order); the median is kept.",
+                                   library_default(_validate, "rounds"))),
+]  # fmt: skip
+
+
+def _profiles() -> list[str]:
+    from ..latency.emulated.device_profiles import list_profiles
+
+    return list_profiles()
+
+
+def _tables() -> list[str]:
+    from ..latency.lut.shipped import shipped_tables
+
+    return sorted(shipped_tables())
+
+
+Profile = Annotated[
+    str,
+    suggesting(
+        _profiles, "Device profile of arm64-emulated estimates (see docs/arm-emulation.md).", metavar="<profile>"
+    ),
+]
 
 
 def _phase_progress(as_json: bool):
@@ -26,22 +106,24 @@ def _phase_progress(as_json: bool):
 @spec_options()
 def latency(
     spec: ShuffleNetSpec,
-    target: Annotated[str, typer.Option(help="'local', 'ssh://user@host[:port]' or 'arm64-emulated'.")] = "local",
+    target: Target = "local",
     backend: Annotated[
-        str, typer.Option(help="'onnxruntime' (what a device runs) or 'torch' (eager, local).")
+        str, one_of(BACKENDS, "onnxruntime: what a device runs; torch: eager PyTorch (local only).")
     ] = "onnxruntime",
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    runs: Annotated[int | None, typer.Option(help="Timed runs (default 50; emulated: 5 counted runs).")] = None,
-    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up runs. [default: 10]")] = None,
+    runs: Runs = None,
+    warmup: Warmup = None,
     python: Python = "python3",
     ssh_options: SshOptions = "",
     timeout: Annotated[float, typer.Option(help="Seconds before an SSH measurement is abandoned.")] = 300,
-    profile: Annotated[str, typer.Option(help="Device profile for arm64-emulated estimates.")] = "snapdragon820",
+    profile: Profile = "snapdragon820",
     lut: Annotated[
         str | None,
-        typer.Option(
-            help="Predict from a latency lookup table instead: a file (`lut build`) or the name of a shipped "
-            "table, e.g. snapdragon820 (estimated, no device needed)."
+        suggesting(
+            _tables,
+            "Predict from a latency lookup table instead: a file (`lut build`) or the name of a "
+            "shipped table, e.g. snapdragon820 (estimated, no device needed).",
+            metavar="<file|name>",
         ),
     ] = None,
     as_json: AsJson = False,
@@ -131,28 +213,22 @@ def _space(study_file: Path | None):
 @lut_app.command("build")
 def lut_build(
     out: Annotated[Path, typer.Option(help="Where to write the table, e.g. studies/pi4.lut.json.")],
-    target: Annotated[
-        str, typer.Option(help="'local', 'ssh://user@host[:port]', or 'arm64-emulated' (estimated, no device).")
-    ] = "local",
+    target: Target = "local",
     space: Annotated[
         Path | None, typer.Option(help="Cover the space of this study file (default: the default space).")
     ] = None,
-    profile: Annotated[
-        str, typer.Option(help="Device profile of an arm64-emulated table (see docs/arm-emulation.md).")
-    ] = "snapdragon820",
-    resolution: Resolution = None,
-    classes: Classes = None,
+    profile: Profile = "snapdragon820",
+    resolution: SpaceResolution = None,
+    classes: SpaceClasses = None,
     in_channels: InChannels = None,
     stem: Stem = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    runs: Annotated[int | None, typer.Option(help="Timed runs per block and round. [default: 20]")] = None,
-    rounds: Annotated[
-        int | None, typer.Option(help="Timings per block (shuffled order); the median is kept. [default: 3]")
-    ] = None,
+    runs: BlockRuns = None,
+    rounds: BlockRounds = None,
     clock: Annotated[
-        str, typer.Option(help="'wall', or 'cpu' (thread CPU time, 1 thread; for busy shared hosts).")
+        str, one_of(tuple(CLOCKS), "wall, or cpu: thread CPU time (1 thread; for busy shared hosts).")
     ] = "wall",
-    statistic: Annotated[str, typer.Option(help="'median_ms' (protocol) or 'min_ms'.")] = "median_ms",
+    statistic: Annotated[str, one_of(STATISTICS, "median_ms (the protocol's) or min_ms.")] = "median_ms",
     python: Python = "python3",
     ssh_options: SshOptions = "",
     timeout: SshTimeout = 1800,
@@ -167,11 +243,10 @@ def lut_build(
     Example: shufflesearch lut build --target arm64-emulated --profile snapdragon820 --out studies/sd820.lut.json
     """
     from ..atomic import check_writable
-    from ..latency.lut import build_lut
 
     check_writable(output_file(out).parent)  # a read-only or full folder fails before minutes of timing
     search_space = dataclasses.replace(_space(space), **given(resolution=resolution, num_classes=classes))
-    table = build_lut(search_space, target=target, threads=threads, clock=clock, statistic=statistic, python=python,
+    table = lut_library.build_lut(search_space, target=target, threads=threads, clock=clock, statistic=statistic, python=python,
                       ssh_options=ssh_options_of(ssh_options), timeout_s=seconds(timeout, "--timeout"),
                       progress=_phase_progress(as_json), profile=profile,
                       **given(runs=runs, rounds=rounds, in_channels=in_channels, stem=stem))  # fmt: skip
@@ -204,10 +279,8 @@ def lut_validate(
         Path | None, typer.Option(help="Draw the specs from this study file's space (default: the default space).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random specs.", min=0, max=2**32 - 1)] = 1,
-    runs: Annotated[int | None, typer.Option(help="Timed runs per spec and round. [default: 50]")] = None,
-    rounds: Annotated[
-        int | None, typer.Option(help="Timings per spec (shuffled order); the median is kept. [default: 3]")
-    ] = None,
+    runs: SpecRuns = None,
+    rounds: SpecRounds = None,
     python: Python = "python3",
     ssh_options: SshOptions = "",
     timeout: SshTimeout = 1800,
@@ -224,7 +297,7 @@ def lut_validate(
 
     Example: shufflesearch lut validate studies/pi4.lut.json --space studies/latency-frontier.toml
     """
-    from ..latency.lut import record_validation, resolve_table, validate_lut
+    from ..latency.lut import record_validation, resolve_table
     from ..search.space import specs_for_table
 
     search_space = _space(space)
@@ -232,7 +305,7 @@ def lut_validate(
     if record:
         record_validation(table, None)  # a shipped table or a read-only file fails now, not after the measuring
     chosen = specs_for_table(search_space, table, specs, seed)
-    result = validate_lut(table, chosen, seed=seed, python=python, ssh_options=ssh_options_of(ssh_options),
+    result = lut_library.validate_lut(table, chosen, seed=seed, python=python, ssh_options=ssh_options_of(ssh_options),
                           timeout_s=seconds(timeout, "--timeout"), progress=_phase_progress(as_json),
                           **given(runs=runs, rounds=rounds))  # fmt: skip
     if record:

@@ -11,17 +11,19 @@ built by keyword in `build_spec`.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..presets import get_preset
-from ..spec import ShuffleNetSpec
+from ..accuracy.recipe import DATASETS
+from ..presets import get_preset, list_presets
+from ..spec import GROUP_CHOICES, STEM_KINDS, ShuffleNetSpec
 
 __all__ = [
     "AsJson",
@@ -31,13 +33,19 @@ __all__ = [
     "ImageSize",
     "Resolution",
     "build_spec",
+    "default_text",
     "given",
     "int_list",
+    "library_default",
+    "one_of",
     "output_file",
+    "preset_names",
     "seconds",
     "seed_list",
     "spec_options",
     "ssh_option_list",
+    "suggesting",
+    "with_default",
 ]
 
 _INT_LIST_EXAMPLES = {"--seeds": "0,1", "--groups": "1,2,3,4,8", "--stage-channels": "240,480,960"}
@@ -92,21 +100,93 @@ def given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+# -- what --help shows: the default the library uses, and the choices ---------------------
+def default_text(value: Any) -> str:
+    """A default as a person types it: (4, 8, 4) -> '4,8,4', None -> 'none'."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def with_default(help: str, value: Any) -> str:
+    """`help` ending in the default an option left out gets from the library (the option itself is None then,
+    so the library's own default applies and --help cannot drift from it: the value comes from the library)."""
+    return f"{help}  [default: {default_text(value)}]"
+
+
+def library_default(function: Callable[..., Any], name: str) -> Any:
+    """The default `function` gives its parameter `name`: what an option left out (None) ends up as."""
+    return inspect.signature(function).parameters[name].default
+
+
+def _not_one_of(value: str, choices: Sequence[str]) -> str:
+    near = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+    return f"{value!r} is not one of {', '.join(choices)}" + (f"; did you mean {near[0]}?" if near else "")
+
+
+def _completer(choices: Sequence[str] | Callable[[], Sequence[str]]) -> Callable[[str], list[str]]:
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in (choices() if callable(choices) else choices) if c.startswith(incomplete)]
+
+    return complete
+
+
+def one_of(choices: Sequence[str], help: str, declare: Callable[..., Any] = typer.Option, **option: Any) -> Any:
+    """A typer.Option (or `declare=typer.Argument`) taking one of `choices`: listed in --help, completed by the
+    shell, anything else a usage error in one line (exit 2)."""
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(_not_one_of(value, choices))
+        return value
+
+    option.setdefault("metavar", f"<{'|'.join(choices)}>")
+    return declare(help=help, parser=parse, autocompletion=_completer(choices), **option)
+
+
+def suggesting(choices: Sequence[str] | Callable[[], Sequence[str]], help: str, **option: Any) -> Any:
+    """A typer.Option whose fixed values the shell completes, that also takes free-form ones (an ssh:// URL, a
+    file, cuda:1); the library checks what it is given."""
+    return typer.Option(help=help, autocompletion=_completer(choices), **option)
+
+
+def preset_names() -> list[str]:
+    return sorted(list_presets())
+
+
 # -- the spec's options ---------------------------------------------------------------
+_SPEC = ShuffleNetSpec()  # what an option left out gets (see build_spec)
 Preset = Annotated[
-    str | None, typer.Option(help="Named variant (see `shufflesearch models`); other options override it.")
-]
-Groups = Annotated[int | None, typer.Option(help="Groups of the pointwise convs: 1, 2, 3, 4 or 8. [default: 3]")]
-Scale = Annotated[float | None, typer.Option(help="Width multiplier s ('ShuffleNet s x'). [default: 1.0]")]
-Repeats = Annotated[str | None, typer.Option(help="Units per stage (Stage2,3,4). [default: 4,8,4]")]
-Resolution = Annotated[int | None, typer.Option(help="Input height = width in px. [default: 224]")]
-Classes = Annotated[int | None, typer.Option("--classes", help="Number of classes. [default: 1000]")]
+    str | None,
+    suggesting(preset_names, "Named variant (see `shufflesearch models`); other options override it.",
+               metavar="<name>"),
+]  # fmt: skip
+Groups = Annotated[
+    int | None,
+    suggesting([str(g) for g in GROUP_CHOICES],
+               with_default(f"Groups of the pointwise convs: {', '.join(map(str, GROUP_CHOICES))}.", _SPEC.groups)),
+]  # fmt: skip
+Scale = Annotated[float | None, typer.Option(help=with_default("Width multiplier s ('ShuffleNet s x').", _SPEC.scale))]
+Repeats = Annotated[str | None, typer.Option(help=with_default("Units per stage (Stage2,3,4).", _SPEC.repeats))]
+Resolution = Annotated[int | None, typer.Option(help=with_default("Input height = width in px.", _SPEC.resolution))]
+Classes = Annotated[int | None, typer.Option("--classes", help=with_default("Number of classes.", _SPEC.num_classes))]
 StageChannels = Annotated[str | None, typer.Option(help="Explicit Stage2,3,4 widths instead of the width rule.")]
 StemChannels = Annotated[int | None, typer.Option(help="Explicit stem width instead of the width rule.")]
-Bottleneck = Annotated[float | None, typer.Option(help="Bottleneck width / output width. [default: 0.25]")]
-Stem = Annotated[str | None, typer.Option(help="'imagenet' (stride-2 conv + max pool) or 'small' (28-64 px images).")]
-InChannels = Annotated[int | None, typer.Option(help="Input channels (1 for grayscale). [default: 3]")]
-Shuffle = Annotated[bool | None, typer.Option("--shuffle/--no-shuffle", help="Channel shuffle (the paper's ablation).")]
+Bottleneck = Annotated[
+    float | None, typer.Option(help=with_default("Bottleneck width / output width.", _SPEC.bottleneck_ratio))
+]
+Stem = Annotated[
+    str | None,
+    one_of(STEM_KINDS, with_default("imagenet: stride-2 conv + max pool; small: for 28-64 px images.", _SPEC.stem)),
+]
+InChannels = Annotated[
+    int | None, typer.Option(help=with_default("Input channels (1 for grayscale).", _SPEC.in_channels))
+]
+Shuffle = Annotated[
+    bool | None,
+    typer.Option("--shuffle/--no-shuffle",
+                 help=with_default("Channel shuffle (the paper's ablation).", "--shuffle" if _SPEC.shuffle else "--no-shuffle")),
+]  # fmt: skip
 
 # option name -> its declaration; the order is the order of `--help`
 SPEC_OPTIONS: dict[str, Any] = {
@@ -190,13 +270,18 @@ def spec_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 
 # -- other shared options -------------------------------------------------------------
+# DEVICE_NAMES of accuracy.devices, which imports torch: tests/test_help_truth.py checks they agree.
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 Device = Annotated[
-    str, typer.Option(help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps; checked before any work.")
-]
-Dataset = Annotated[str, typer.Option(help="fashion-mnist (default), cifar10 or imagefolder.")]
+    str,
+    suggesting([d for d in DEVICES if d != "cuda:N"], f"{', '.join(DEVICES)}; auto: a GPU if there is one. Checked "
+               "before any work.", metavar="<device>"),
+]  # fmt: skip
+Dataset = Annotated[str, one_of(DATASETS, "The data to train and test on (imagefolder: --data-dir of class folders).")]
 DataDir = Annotated[
     Path | None, typer.Option(help="Folder with the dataset files (IDX, cifar-10-batches-py, class folders).")
 ]
 ImageSize = Annotated[int | None, typer.Option(help="Resize images to this many px (required for imagefolder).")]
 Python = Annotated[str, typer.Option(help="Python on the SSH device.")]
+TARGETS = ("local", "arm64-emulated", "ssh://")  # ssh://user@host[:port]: the shell completes the scheme

@@ -8,12 +8,22 @@ import typer
 
 from . import render
 from .app import app
-from .options import AsJson
+from .options import AsJson, one_of
+
+COMPONENTS = ("arm64",)
 
 
 @app.command()
 def setup(
-    component: Annotated[str, typer.Argument(help="'arm64': the QEMU sysroot behind --target arm64-emulated.")],
+    component: Annotated[
+        str,
+        one_of(
+            COMPONENTS,
+            "arm64: the QEMU sysroot behind --target arm64-emulated.",
+            declare=typer.Argument,
+            metavar="COMPONENT",
+        ),
+    ],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -21,8 +31,6 @@ def setup(
 
     Example: shufflesearch setup arm64
     """
-    if component != "arm64":
-        raise typer.BadParameter(f"unknown component {component!r}; available: arm64")
     from ..latency.emulated.sysroot import ensure_sysroot, sysroot_status
 
     ensure_sysroot(progress=None if as_json else (lambda m: render.say(m, err=True)), force=force)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..accuracy.recipe import DATASETS
 from . import render
 from .app import app
-from .options import AsJson, Device
+from .options import AsJson, Device, one_of, preset_names, suggesting
 
 
 @app.command()
@@ -18,7 +19,9 @@ def evaluate(
         Path,
         typer.Option(help="Our .safetensors checkpoint, or an official ShuffleNet-Series .pth.tar (with --preset)."),
     ],
-    preset: Annotated[str | None, typer.Option(help="The preset an official checkpoint is for.")] = None,
+    preset: Annotated[
+        str | None, suggesting(preset_names, "The preset an official checkpoint is for.", metavar="<name>")
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -28,9 +31,8 @@ def evaluate(
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(
-            help="Evaluate on this dataset's test split instead: fashion-mnist, cifar10 or imagefolder "
-            "[default: the one the checkpoint was trained on]."
+        one_of(
+            DATASETS, "Evaluate on this dataset's test split instead (default: the one the checkpoint was trained on)."
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate this many images only.", min=1)] = None,

@@ -18,14 +18,13 @@ import dataclasses
 from pathlib import Path
 
 from ...spec import RESOLUTION_RANGE
+from ..recipe import DATASETS  # the names have one home: the torch-free recipe (the CLI lists them)
 from .cifar10 import load_cifar10
 from .fashion_mnist import load_fashion_mnist
 from .image_dataset import DatasetError, ImageDataset, check_size, fingerprint_of, resize, train_subset
 from .image_folder import load_image_folder
 
 __all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset", "train_subset"]
-
-DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int | None = None) -> ImageDataset:
