@@ -15,7 +15,8 @@ from shufflesearch.paper import TABLE2_TOP1_ERROR_PCT
 from shufflesearch.presets import list_presets
 from shufflesearch.report import plots
 from shufflesearch.report.build import MARKER, ReportError, build_report
-from shufflesearch.report.frames import PAPER, SEARCHED, build_frames, hypervolume
+from shufflesearch.report.frames import PAPER, SEARCHED, build_frames
+from shufflesearch.report.history import hypervolume
 from shufflesearch.spec import ShuffleNetSpec
 
 IN_CI = os.environ.get("CI") == "true"
@@ -412,5 +413,18 @@ def test_report_of_a_real_tiny_study(tmp_path):
     assert best[0]["top1_pct"] == pytest.approx(round(100 * top["top1"], 2))
     assert any("tiny-13M" in line and "finished" in line for line in result.summary)
     assert (result.out_dir / "plots" / "accuracy_vs_mflops.png").is_file()
-    assert not result.notes[:-1]  # only the note that no latency was measured
-    assert "latency" in result.notes[-1]
+    complete = [r for r in records["tiny-13M"] if r["state"] == "complete"]
+    near_chance = sum(100 * r["top1"] <= 15 for r in complete)  # 10 classes: chance is 10 %
+    queued_only = all(r["preset"] for r in complete)
+    expected = [f"tiny-13M: {near_chance} of {len(complete)} complete trials score within 5 points of chance"] * bool(
+        near_chance) + ["tiny-13M: every complete trial is one of the"] * queued_only  # fmt: skip
+    assert [n[: len(e)] for n, e in zip(result.notes, expected)] == expected and len(result.notes) == len(expected) + 1
+    assert "latency" in result.notes[-1]  # and the note that no latency was measured
+    import csv
+
+    with open(result.out_dir / "tables" / "provenance.csv") as f:
+        (made,) = list(csv.DictReader(f))
+    assert made["recipe"].startswith("256 images x 1 epochs at 48 px") and "scored on 200 test images" in made["recipe"]
+    assert made["seeds"].startswith("0") and made["devices"] == "cpu" and made["trained_px"] == "48"
+    assert made["dataset"].startswith("fashion-mnist:") and made["fidelity"].startswith("never measured")
+    assert "trained at 48 px" in next(line for line in result.summary if "best" in line)

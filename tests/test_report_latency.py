@@ -114,3 +114,14 @@ def test_a_trial_without_a_latency_kind_is_shown_as_unknown_not_dropped():
            "latency_ms": 12.0, "spec": spec.to_dict()}  # fmt: skip
     frames = build_frames({"s": [rec]}, {"s": {"window_mflops": [20, 40]}})
     assert frames.latency.latency_kind.tolist() == ["unknown"]
+
+
+def test_one_mflops_value_per_kind_still_compares_at_that_value():
+    lat = pd.DataFrame({"groups": [3, 8], "mflops": [40.47, 40.47], "latency_ms": [7.0, 9.0],
+                        "latency_kind": ["measured", "measured"]})  # fmt: skip
+    frame = latency_groups_frame(lat).set_index("groups")
+    assert frame.loc[3, "ms_at_common_mflops"] == pytest.approx(7.0) and frame.loc[
+        8, "vs_fewest_groups"
+    ] == pytest.approx(9 / 7, abs=1e-3)
+    single = latency_groups_frame(lat.iloc[:1].assign(latency_kind="lut-predicted"))
+    assert single.ms_at_common_mflops.tolist() == [7.0]

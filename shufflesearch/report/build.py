@@ -83,6 +83,10 @@ def build_report(
 
 # name, title, caption, frame getter; a table is written even when empty (its header says what would be there).
 _TABLES = [
+    ("provenance", "How these numbers were made",
+     "Per study: the training recipe its trials recorded, the split that scored them, seeds, devices, the data "
+     "(name:fingerprint), the training resolution (labels count MFLOPs at the spec's 224 px) and what this "
+     "recipe's ranking was measured to be worth.", lambda f: f.provenance),
     ("studies", "Studies", "One row per Optuna study: its budget window (MFLOPs, and ms where latency bounds it) and "
      "how many trials are in each state.",
      lambda f: f.studies),
@@ -119,18 +123,29 @@ _TABLES = [
 # file name (also the name of the drawing function, plots.plot_<name>), title, caption
 _PLOTS = [
     ("accuracy_vs_mflops", "Accuracy vs MFLOPs",
-     "Dots: complete trials coloured by group count. Black steps: the Pareto front. Dashed lines: budgets. "
-     "Stars: paper models trained in this study; open triangles on the axis: paper models in a budget window "
-     "that were not trained here."),
+     "Dots: complete trials coloured by group count. Black steps and rings: the Pareto front. Dashed lines: "
+     "budgets, named on the top axis. Stars: paper models trained in this study. Paper models in a budget "
+     "window that were not trained here have no proxy accuracy to plot: the best_per_budget table lists them."),
     ("accuracy_vs_groups", "Accuracy vs groups at each budget",
      "Does grouping the 1x1 convolutions pay at a fixed budget (the paper's Table 2)? Line: best per group count."),
     ("latency_vs_mflops", "Latency vs MFLOPs by group count",
      "Colour: group count; marker shape: how the latency was obtained (measured, LUT-predicted, LUT-estimated, "
-     "emulated). Lines: the fit per group count of the latency_by_groups table; dashed: latency budgets (ms) and MFLOPs budgets."),
+     "emulated). Lines: the fit per group count of the latency_by_groups table. Dashed: latency budgets (named "
+     "on the right axis); dotted: MFLOPs budgets (named on the top axis)."),
     ("stage_costs", "Per-stage cost of the winners",
      "Stacked bars: closed-form multiply-adds of each stage; the number is the total."),
     ("history", "Optimisation history",
      "Best proxy top-1 so far per study (dots: each complete trial); hypervolume for Pareto studies."),
+    ("learning_curves", "Learning curves",
+     "Proxy top-1 after each epoch, on the per-epoch evaluation subset (the number pruning decides on), one "
+     "panel per budget. Grey: complete trials; thick colour: the budget's winner; red dashed ending in x: "
+     "pruned trials, where they were stopped."),
+    ("parameter_importance", "Parameter importance",
+     "Per budget: how much each readable parameter (groups, scale, each stage's depth, the share of the budget "
+     "used, shuffle) matters for reaching the budget's top trials, by PED-ANOVA (Optuna's "
+     "PedAnovaImportanceEvaluator) over the complete trials; shares sum to 1. The width index the search "
+     "samples (a position in the ladder of widths that fit) is left out: it means nothing to a reader. Budgets "
+     "with fewer than 8 complete trials are not shown, and under ~50 trials the shares are indicative only."),
 ]  # fmt: skip
 
 
@@ -168,7 +183,7 @@ def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: s
         write(f"tables/{name}.md", f"# {heading}\n\n{caption}\n\n" + (to_markdown(text_rows) or "_No rows._\n"))
         table_entries.append(TableEntry(heading, rows, f"tables/{name}.csv", f"tables/{name}.md", caption,
                                         collapsed=len(rows) > COLLAPSE_ROWS,
-                                        lead=name == "best_per_budget"))  # fmt: skip
+                                        lead=name in ("provenance", "best_per_budget")))  # fmt: skip
 
     plot_entries = []
     for name, heading, caption in _PLOTS:
@@ -205,6 +220,8 @@ def summary_lines(frames: ReportFrames) -> list[str]:
         window = "".join(f", {w}" for w in windows)
         lines.append(f"{s.study} ({s.mode}{window}): {s.state}; {s.complete} complete, {s.pruned} pruned, "
                      f"{s.failed} failed, {s.running} running, {s.waiting} waiting.")  # fmt: skip
+    for (recipe, fidelity), grp in frames.provenance.groupby(["recipe", "fidelity"], sort=False):
+        lines.append(f"Made with ({', '.join(grp.study)}): {recipe}; fidelity: {fidelity}.")
     for (study, budget), grp in frames.best.groupby(["study", "budget"], sort=False):
         win = grp[grp.kind == SEARCHED]
         paper = grp[(grp.kind == PAPER) & grp.top1_pct.notna()].sort_values("top1_pct", ascending=False)
@@ -213,7 +230,8 @@ def summary_lines(frames: ReportFrames) -> list[str]:
             continue
         w = win.iloc[0]
         latency = f" (~{w.latency_ms:.1f} ms, {w.latency_kind})" if pd.notna(w.latency_ms) else ""
-        line = (f"{study} {budget}: best {w.label} ({w['name']}) at {w.mflops:.1f} MFLOPs{latency}, "
+        trained = f", trained at {w.trained_px} px" if pd.notna(w.trained_px) else ""
+        line = (f"{study} {budget}: best {w.label}{trained} ({w['name']}) at {w.mflops:.1f} MFLOPs{latency}, "
                 f"proxy top-1 {w.top1_pct:.2f}%")  # fmt: skip
         if len(paper) and paper.iloc[0]["name"] != w["name"]:
             p = paper.iloc[0]

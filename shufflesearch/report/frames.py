@@ -26,9 +26,14 @@ from ..paper import OFFICIAL_LAYOUTS, TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..presets import paper_models
 from ..search.results import TrialRecord, pareto_front
 from ..spec import ShuffleNetSpec, SpecError
-from .budgets import bin_of, budgeted_axes, budgets_frame
+from .budgets import bin_of, budgets_frame
+from .history import history_frame
+from .importance import importance_frame
 from .latency_view import latency_frame, latency_groups_frame
-from .stored import stored_number, stored_text, stored_window
+from .learning_curves import curves_frame
+from .provenance import caveats, provenance_frame
+from .stored import stored_number, stored_text
+from .studies import status_notes, studies_frame
 
 # The paper's scales: Table 2's (0.25x, 0.5x, 1x) and the official code's (1.5x, 2x).
 PAPER_SCALES = tuple(sorted({*TABLE2_SCALES, *(scale for _, scale in OFFICIAL_LAYOUTS)}))
@@ -54,12 +59,16 @@ class ReportFrames:
     latency: pd.DataFrame  # complete trials with a latency
     latency_groups: pd.DataFrame  # per latency kind and group count: time per MFLOP
     history: pd.DataFrame  # per study and trial: best so far, hypervolume (Pareto studies)
-    notes: list[str] = field(default_factory=list)
+    provenance: pd.DataFrame  # per study: recipe, split, seeds, devices, data, the recipe's measured fidelity
+    trained_at: str  # the training resolution(s), e.g. "48 px": labels say it beside the 224 px of the counts
+    curves: pd.DataFrame  # per trial and epoch: top-1 on the curve subset; the budget winners flagged
+    importance: pd.DataFrame  # per budget and readable parameter: PED-ANOVA importance (shares sum to 1)
+    notes: list[str] = field(default_factory=list)  # read first: unfinished studies, caveats
 
 
 TRIAL_COLUMNS = [
     "study", "budget_mflops", "budget_ms", "trial", "state", "label", "preset", "groups", "scale", "repeats", "stem_channels",
-    "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "mflops", "params_m", "top1_pct", "latency_ms",
+    "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "trained_px", "mflops", "params_m", "top1_pct", "latency_ms",
     "latency_kind", "train_seconds", "duration_s", "status", "retry_of", "worker",
 ]  # fmt: skip
 
@@ -78,6 +87,7 @@ def build_frames(
     best = best_frame(trials, budgets, paper_latency)
     studies = studies_frame(records_by_study, study_attrs)
     latency = latency_frame(done)
+    provenance = provenance_frame(records_by_study, study_attrs)
     frames = ReportFrames(
         dataset=_dataset_name(records_by_study, study_attrs),
         studies=studies,
@@ -91,18 +101,28 @@ def build_frames(
         latency=latency,
         latency_groups=latency_groups_frame(latency),
         history=history_frame(trials, budgets),
+        provenance=provenance,
+        curves=curves_frame(records_by_study, trials, best[best.kind == SEARCHED]),
+        importance=importance_frame(trials, budgets),
+        trained_at=", ".join(f"{int(px)} px" for px in sorted(set(provenance.trained_px.dropna()))) or "?",
     )
-    frames.notes = status_notes(studies) + ([] if len(frames.latency) else [
+    frames.notes = status_notes(studies) + caveats(trials, best, records_by_study) + ([] if len(frames.latency) else [
         "No trial has a latency (measured or estimated): the MFLOPs-vs-latency plot is skipped."])  # fmt: skip
     return frames
 
 
+def _trained_px(record: dict) -> float | None:
+    """The resolution the trial trained at (its recipe's), where the record says."""
+    recipe = record.get("recipe")
+    return stored_number(recipe.get("resolution")) if isinstance(recipe, dict) else None
+
+
 def _dataset_name(records_by_study: dict, study_attrs: dict) -> str:
-    names = {stored_text(r.get("dataset")) for recs in records_by_study.values() for r in recs} | {
-        stored_text(a.get("dataset")) for a in study_attrs.values()
-    }
-    names.discard(None)
-    return ", ".join(sorted(map(str, names))) or "the study's dataset"
+    """The datasets' names (records store "name:fingerprint"; the provenance table shows the fingerprint)."""
+    texts = {stored_text(r.get("dataset")) for recs in records_by_study.values() for r in recs}
+    texts |= {stored_text(a.get("dataset")) for a in study_attrs.values()}
+    names = {t.rsplit(":", 1)[0] if ":" in t else t for t in texts if t}
+    return ", ".join(sorted(names)) or "the study's dataset"
 
 
 def _spec(record: dict) -> ShuffleNetSpec | None:
@@ -140,6 +160,7 @@ def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.Dat
                 "stage_channels": ",".join(map(str, spec.stage_channels)) if spec else None,
                 "bottleneck_ratio": spec.bottleneck_ratio if spec else None,
                 "shuffle": spec.shuffle if spec else None, "resolution": spec.resolution if spec else None,
+                "trained_px": _trained_px(r),
                 "mflops": round(mflops, 3) if mflops is not None else None,
                 "params_m": round(params / 1e6, 4) if params is not None else None,
                 "top1_pct": round(100 * top1, 2) if top1 is not None else None,
@@ -153,14 +174,8 @@ def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.Dat
     frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *INTERNAL])
     for col in ("mflops", "params_m", "top1_pct", "latency_ms", "budget_mflops", "budget_ms", "scale"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    for col in (
-        "trial",
-        "groups",
-        "stem_channels",
-        "resolution",
-        "retry_of",
-        "budget_rank",
-    ):  # ints stay ints beside blanks
+    for col in ("trial", "groups", "stem_channels", "resolution", "trained_px", "retry_of", "budget_rank"):
+        # ints stay ints beside blanks
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     return frame.sort_values(["study", "trial"], kind="stable").reset_index(drop=True)
 
@@ -173,40 +188,6 @@ def pareto_frame(done: pd.DataFrame, second: str = "mflops") -> pd.DataFrame:
     ]
     rows = [p["row"] for p in pareto_front(points, second)]
     return public(done.iloc[rows]).reset_index(drop=True)
-
-
-def hypervolume(points: list[tuple[float, float]], ref_mflops: float) -> float:
-    """Share of the box [0, ref_mflops] x [0, 100 %] dominated by (mflops, top1_pct) points; 0..1.
-
-    >>> hypervolume([(10.0, 50.0)], 20.0)
-    0.25
-    """
-    inside = sorted((m, a) for m, a in points if m <= ref_mflops and a > 0)
-    area, best = 0.0, 0.0
-    for m, a in inside:  # each new front point adds the strip between the best accuracy so far and its own
-        if a > best:
-            area += (ref_mflops - m) * (a - best)
-            best = a
-    return area / (ref_mflops * 100.0) if ref_mflops > 0 else 0.0
-
-
-def history_frame(trials: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
-    """Per study in trial order: the trial's proxy top-1, the best so far and (Pareto studies) the hypervolume."""
-    rows = []
-    pareto_studies = set(budgets[budgets["mode"] == "pareto"].study)
-    for study, group in trials.groupby("study", sort=True):
-        ref = float(budgets[budgets.study == study].hi_mflops.max())
-        best, points = None, []
-        for t in group.sort_values("trial").itertuples():
-            ok = t.state == "complete" and pd.notna(t.top1_pct)
-            if ok:
-                best = t.top1_pct if best is None else max(best, t.top1_pct)
-                if pd.notna(t.mflops):
-                    points.append((t.mflops, t.top1_pct))
-            hv = round(hypervolume(points, ref), 5) if study in pareto_studies else None
-            rows.append({"study": study, "trial": t.trial, "state": t.state, "top1_pct": t.top1_pct if ok else None,
-                         "best_top1_pct": best, "hypervolume": hv})  # fmt: skip
-    return pd.DataFrame(rows, columns=["study", "trial", "state", "top1_pct", "best_top1_pct", "hypervolume"])
 
 
 def paper_models_frame(paper_latency: PaperLatency | None = None) -> pd.DataFrame:
@@ -229,8 +210,8 @@ def paper_models_frame(paper_latency: PaperLatency | None = None) -> pd.DataFram
 
 
 BEST_COLUMNS = [
-    "study", "budget", "budget_mflops", "budget_ms", "kind", "name", "label", "groups", "scale", "mflops", "params_m",
-    "top1_pct", "latency_ms", "latency_kind", "paper_imagenet_top1_pct", "trial",
+    "study", "budget", "budget_mflops", "budget_ms", "kind", "name", "label", "trained_px", "groups", "scale", "mflops",
+    "params_m", "top1_pct", "latency_ms", "latency_kind", "paper_imagenet_top1_pct", "trial",
 ]  # fmt: skip
 
 
@@ -252,7 +233,7 @@ def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: Paper
         if len(here):
             w = here.sort_values(["top1_pct", "mflops"], ascending=[False, True], kind="stable").iloc[0]
             rows.append({**where, "kind": SEARCHED, "name": stored_text(w.preset) or by_spec.get(w.spec_obj) or
-                         f"trial {w.trial}", "label": w.label, "groups": w.groups, "scale": w.scale,
+                         f"trial {w.trial}", "label": w.label, "trained_px": w.trained_px, "groups": w.groups, "scale": w.scale,
                          "mflops": w.mflops, "params_m": w.params_m, "top1_pct": w.top1_pct,
                          "latency_ms": w.latency_ms, "latency_kind": w.latency_kind,
                          "paper_imagenet_top1_pct": _paper_top1(w.spec_obj), "trial": w.trial})  # fmt: skip
@@ -262,7 +243,8 @@ def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: Paper
         for p in fit.itertuples():
             match = here[here.spec_obj.map(lambda s, p=p: s == p.spec_obj) | (here.preset == p.name)]
             m = match.sort_values("top1_pct", ascending=False).iloc[0] if len(match) else None
-            rows.append({**where, "kind": PAPER, "name": p.name, "label": p.label, "groups": p.groups,
+            rows.append({**where, "kind": PAPER, "name": p.name, "label": p.label,
+                         "trained_px": m.trained_px if m is not None else None, "groups": p.groups,
                          "scale": p.scale, "mflops": p.mflops, "params_m": p.params_m,
                          "top1_pct": m.top1_pct if m is not None else None,
                          "latency_ms": m.latency_ms if m is not None and pd.notna(m.latency_ms) else p.latency_ms,
@@ -273,6 +255,7 @@ def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: Paper
     for col in ("top1_pct", "budget_mflops", "budget_ms", "latency_ms"):
         frame[col] = frame[col].astype(float)
     frame["trial"] = frame["trial"].astype("Int64")
+    frame["trained_px"] = pd.to_numeric(frame["trained_px"], errors="coerce").astype("Int64")
     return frame
 
 
@@ -335,54 +318,6 @@ def stages_frame(best: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
         row["mflops"] = round(cost.mflops, 3)
         rows.append(row)
     return pd.DataFrame(rows, columns=["study", "budget", "budget_mflops", "budget_ms", "label"] if not rows else None)
-
-
-def studies_frame(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> pd.DataFrame:
-    """One row per study: mode, its budget windows (MFLOPs, ms: blank where that does not bound it), trial
-    counts, and whether it is finished, running, empty or failed."""
-    rows = []
-    for study, records in records_by_study.items():
-        attrs = study_attrs.get(study, {})
-        states = [r.get("state") for r in records]
-        n = {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting")}
-        axes, mode = budgeted_axes(attrs), stored_text(attrs.get("mode")) or "per-budget"
-        mflops = stored_window(attrs.get("window_mflops")) if "mflops" in axes or mode == "pareto" else None
-        ms = stored_window(attrs.get("window_latency_ms")) if "latency_ms" in axes else None
-        candidates = attrs.get("candidates")
-        rows.append({"study": study, "mode": mode, "lo_mflops": mflops[0] if mflops else None,
-                     "hi_mflops": mflops[1] if mflops else None, "lo_ms": ms[0] if ms else None,
-                     "hi_ms": ms[1] if ms else None, "candidates": candidates if type(candidates) is int else None,
-                     "trials": len(records), "complete": n["complete"], "pruned": n["pruned"], "failed": n["fail"],
-                     "running": n["running"], "waiting": n["waiting"], "state": _study_state(n, len(records))})  # fmt: skip
-    return pd.DataFrame(rows, columns=["study", "mode", "lo_mflops", "hi_mflops", "lo_ms", "hi_ms", "candidates",
-                                       "trials", "complete", "pruned", "failed", "running", "waiting", "state"])  # fmt: skip
-
-
-def _study_state(n: dict[str, int], total: int) -> str:
-    if total == 0:
-        return "empty"
-    if n["running"] or n["waiting"]:
-        return "running"
-    if n["fail"] == total:
-        return "failed"
-    return "finished"
-
-
-def status_notes(studies: pd.DataFrame) -> list[str]:
-    """Plain sentences for studies a reader must not mistake for finished results."""
-    if studies.empty:
-        return ["No studies found: nothing has been searched yet, so there is nothing to report."]
-    notes = []
-    for s in studies.itertuples():
-        if s.state == "empty":
-            notes.append(f"Study {s.study} has no trials yet.")
-        elif s.state == "failed":
-            notes.append(f"Study {s.study} has only failed trials ({s.failed}): no results to show.")
-        elif s.state == "running":
-            notes.append(f"Study {s.study} is not finished ({s.running} running, {s.waiting} waiting, "
-                         f"{s.complete} complete): this report is a snapshot. A trial whose worker died stays "
-                         "'running' until the next `shufflesearch search --resume` retries it.")  # fmt: skip
-    return notes
 
 
 def public(frame: pd.DataFrame) -> pd.DataFrame:

@@ -38,11 +38,14 @@ def latency_groups_frame(latency: pd.DataFrame) -> pd.DataFrame:
     usable = latency[(latency.mflops > 0) & (latency.latency_ms > 0)].dropna(subset=["groups"])
     for kind, of_kind in usable.groupby("latency_kind", sort=True):
         groups = sorted({int(g) for g in of_kind.groups})
-        x = np.log(of_kind.mflops.to_numpy(float))
-        design = np.column_stack([(of_kind.groups.to_numpy() == g).astype(float) for g in groups] +
-                                 ([x] if np.ptp(x) > 0 else []))  # fmt: skip
-        coef = np.linalg.lstsq(design, np.log(of_kind.latency_ms.to_numpy(float)), rcond=None)[0]
-        exponent = float(coef[len(groups)]) if len(coef) > len(groups) else 1.0
+        x, y = np.log(of_kind.mflops.to_numpy(float)), np.log(of_kind.latency_ms.to_numpy(float))
+        columns = [(of_kind.groups.to_numpy() == g).astype(float) for g in groups]
+        if np.ptp(x) > 0:
+            coef = np.linalg.lstsq(np.column_stack([*columns, x]), y, rcond=None)[0]
+            exponent = float(coef[len(groups)])
+        else:  # one MFLOPs value: no exponent to fit; time in proportion to MFLOPs
+            exponent = 1.0
+            coef = np.linalg.lstsq(np.column_stack(columns), y - x, rcond=None)[0]
         common = float(of_kind.mflops.median())
         at_common = {g: float(np.exp(coef[i] + exponent * np.log(common))) for i, g in enumerate(groups)}
         for g in groups:

@@ -2,11 +2,9 @@
 
 Each `plot_*` draws on the Axes it is given (or on a new Agg figure) and returns the Axes,
 so a notebook can compose them and `build_report` can save them. Accuracy is labelled
-as what it is: proxy top-1 on the study's dataset, not ImageNet.
-
-Text from a study (labels, dataset, study and latency-kind names) goes through `figure_text`, and
-everything is drawn inside `literal_text`: a label `$\\frac{$` is shown as typed, never parsed as
-mathtext (which raised) or handed to TeX.
+as what it is: proxy top-1 on the study's dataset, not ImageNet. What all plots share (literal
+text, Agg figures, labels, log axes) is in `canvas`; the learning curves and the parameter
+importance, each with the pure function that builds its data, have their own modules.
 
 >>> from shufflesearch.report.frames import build_frames
 >>> ax = plot_accuracy_vs_mflops(build_frames({}, {}))  # doctest: +SKIP
@@ -16,125 +14,74 @@ mathtext (which raised) or handed to TeX.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .budgets import budget_label
+from .canvas import (
+    GROUP_COLORS,
+    MFLOPS_LABEL,
+    axes_or_new,
+    budget_ticks,
+    drawn_literally,
+    literal_text,
+    log_if_wide,
+    new_figure,
+    no_data,
+    top1_label,
+)
 from .frames import PAPER, ReportFrames
+from .importance import plot_parameter_importance
+from .learning_curves import plot_learning_curves
 from .text import figure_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-GROUP_COLORS = {1: "#1b9e77", 2: "#d95f02", 3: "#7570b3", 4: "#e7298a", 8: "#66a61e"}
 LATENCY_MARKERS = {"measured": ("o", "measured"), "lut-predicted": ("s", "LUT-predicted (estimate)"),
                    "lut-estimated": ("D", "LUT-estimated (arm64-emulated)"),
                    "emulated-estimate": ("^", "emulated ARM (estimate)")}  # fmt: skip
-MFLOPS_LABEL = "MFLOPs (multiply-adds at 224 px, as in the paper)"
 STAGE_COLORS = ("#bbbbbb", "#4c72b0", "#55a868", "#c44e52", "#8172b2")
 
 
-# Drawn text is text: no mathtext (`$...$`), no TeX (a user's matplotlibrc may turn it on).
-LITERAL_RC = {"text.parse_math": False, "text.usetex": False}
-
-
-@contextlib.contextmanager
-def literal_text() -> Iterator[None]:
-    """Draw and save inside this: every Text artist made here (tick labels are made while saving) is literal.
-
-    Glyphs a font lacks (emoji, scripts beyond DejaVu Sans) are drawn as boxes without a warning per glyph."""
-    import matplotlib
-
-    with matplotlib.rc_context(LITERAL_RC), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
-        yield
-
-
-def _literal(plot):
-    """A plot function whose artists are made inside `literal_text`."""
-
-    @functools.wraps(plot)
-    def wrapper(*args, **kwargs):
-        with literal_text():
-            return plot(*args, **kwargs)
-
-    return wrapper
-
-
-def new_figure(width: float = 9.0, height: float = 5.5) -> Figure:
-    """A standalone Agg figure: no pyplot state, safe in threads and servers."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _axes(ax: Axes | None, width: float = 9.0, height: float = 5.5) -> Axes:
-    return ax if ax is not None else new_figure(width, height).add_subplot()
-
-
-def top1_label(dataset: str) -> str:
-    return f"proxy top-1 (%) on {figure_text(dataset)} (not ImageNet)"
-
-
-def _log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:
-    """A log axis when the data spans more than 4x, with plain-number ticks at 1, 2, 5 x 10^k."""
-    values = values[values > 0]
-    if not len(values) or values.max() / values.min() <= 4:
-        return
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    target.set_minor_formatter(NullFormatter())
-
-
-def _no_data(ax: Axes, message: str) -> Axes:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12, wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return ax
-
-
-@_literal
+@drawn_literally
 def plot_accuracy_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Complete trials by group count, the Pareto front, the budgets and the paper's models."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     ax.set_title("Proxy accuracy vs MFLOPs: searched trials, Pareto front, paper models")
     done = frames.trials[(frames.trials.state == "complete") & frames.trials.top1_pct.notna()]
     if done.empty:
-        return _no_data(ax, "No complete trials yet: nothing to plot.")
+        return no_data(ax, "No complete trials yet: nothing to plot.")
     for g, grp in done.groupby("groups", sort=True):
         ax.scatter(grp.mflops, grp.top1_pct, s=22, alpha=0.65, color=GROUP_COLORS.get(int(g), "grey"),
                    label=f"trials, g={int(g)}", zorder=2)  # fmt: skip
-    front = frames.front
-    ax.step(front.mflops, front.top1_pct, where="post", color="black", lw=1.5, label="Pareto front", zorder=3)
-    for budget in sorted(set(frames.budgets.budget_mflops.dropna())):  # a latency budget is not a line in MFLOPs
-        ax.axvline(budget, color="grey", ls="--", lw=1, zorder=1)
-        ax.annotate(f"budget {budget:g} M", (budget, 1), xycoords=("data", "axes fraction"), xytext=(-2, -4),
-                    textcoords="offset points", color="dimgrey", fontsize=8, rotation=90, ha="right",
-                    va="top")  # fmt: skip
+    front = frames.front  # steps between its points and a ring on each: a one-point front is still drawn
+    ax.step(front.mflops, front.top1_pct, where="post", color="black", lw=1.5, marker="o", ms=9, mfc="none",
+            mew=1.2, label="Pareto front", zorder=3)  # fmt: skip
     papers = frames.best[frames.best.kind == PAPER].sort_values("top1_pct", na_position="last").drop_duplicates("name")
+    # A paper model not trained here has no proxy accuracy: any height would be made up, and Table 2's models
+    # of one budget sit within a few MFLOPs of each other, so their names would overprint on a rug. The
+    # best_per_budget table lists them; the plot shows only what was measured.
     trained = papers[papers.top1_pct.notna()]
     if len(trained):
         ax.scatter(trained.mflops, trained.top1_pct, marker="*", s=160, facecolor="gold", edgecolor="black",
                    label="paper model (trained here)", zorder=4)  # fmt: skip
+    budgets = sorted(set(frames.budgets.budget_mflops.dropna()))  # a latency budget is not a line in MFLOPs
+    for budget in budgets:
+        ax.axvline(budget, color="grey", ls="--", lw=1, zorder=1)
+    log_if_wide(ax, pd.concat([done.mflops, trained.mflops, pd.Series(budgets, dtype=float)]))
+    # Named on the top axis, not beside the line inside the plot, where a point's label may sit.
+    budget_ticks(ax, budgets, [f"budget {b:g}M" for b in budgets])
+    ax.get_xlim(), ax.get_ylim()  # settle the limits the names are placed by
+    to_axes = ax.transData + ax.transAxes.inverted()
     for p in trained.itertuples():
-        ax.annotate(_short(p.label), (p.mflops, p.top1_pct), xytext=(5, 4), textcoords="offset points", fontsize=7)
-    untrained = papers[papers.top1_pct.isna()]
-    if len(untrained):  # no proxy accuracy: mark where they sit on the MFLOPs axis
-        ax.scatter(untrained.mflops, [0.02] * len(untrained), marker="^", s=50, facecolor="none", edgecolor="black",
-                   transform=ax.get_xaxis_transform(), label="paper model (not trained here)", zorder=4)  # fmt: skip
-    _log_if_wide(ax, pd.concat([done.mflops, papers.mflops]))
+        at_right = to_axes.transform((p.mflops, p.top1_pct))[0] > 0.85  # a name there would run off the axes
+        ax.annotate(_short(p.label), (p.mflops, p.top1_pct), xytext=(-5 if at_right else 5, 4), fontsize=7,
+                    textcoords="offset points", ha="right" if at_right else "left")  # fmt: skip
     ax.set_xlabel(MFLOPS_LABEL)
-    ax.set_ylabel(top1_label(frames.dataset))
+    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at))
     ax.grid(True, alpha=0.3, which="major")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
@@ -145,14 +92,14 @@ def _short(label: str) -> str:
     return figure_text(" ".join(str(label).split()[:2]))
 
 
-@_literal
+@drawn_literally
 def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Best (line) and every (dots) proxy top-1 per group count, one colour per budget."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     ax.set_title("Proxy accuracy vs group count at each budget (the paper's Table 2 question)")
     table = frames.groups
     if table.empty:
-        return _no_data(ax, "No complete trials yet: nothing to plot.")
+        return no_data(ax, "No complete trials yet: nothing to plot.")
     groups = sorted({int(g) for g in table.groups})
     pos = {g: i for i, g in enumerate(groups)}
     done = frames.trials[(frames.trials.state == "complete") & frames.trials.top1_pct.notna()]
@@ -169,21 +116,21 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
     ax.set_xticks(range(len(groups)), [f"g={g}" for g in groups])
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xlabel("groups in the pointwise (1x1) convolutions")
-    ax.set_ylabel(top1_label(frames.dataset))
+    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, title="dots: every trial", title_fontsize=8)
     return ax
 
 
-@_literal
+@drawn_literally
 def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Latency of complete trials against MFLOPs: colour per group count, marker per kind (measured or an
     estimate), a line through the origin per group and kind (its median time per MFLOP), and the budgets."""
-    ax = _axes(ax)
+    ax = axes_or_new(ax)
     ax.set_title("Latency vs MFLOPs by group count (batch 1): where MFLOPs are not latency")
     lat = frames.latency
     if lat.empty:
-        return _no_data(ax, "No latency in these studies: they optimise MFLOPs only.")
+        return no_data(ax, "No latency in these studies: they optimise MFLOPs only.")
     for (kind, g), grp in lat.groupby(["latency_kind", "groups"], sort=True):
         marker, name = LATENCY_MARKERS.get(kind, ("x", f"{figure_text(kind)} (unlabelled)"))
         color = GROUP_COLORS.get(int(g), "grey")
@@ -192,14 +139,17 @@ def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes
     for row in frames.latency_groups.itertuples():  # the per-group fit that latency_by_groups compares
         fit = row.ms_at_common_mflops * (span / row.common_mflops) ** row.mflops_exponent
         ax.plot(span, fit, color=GROUP_COLORS.get(int(row.groups), "grey"), lw=1, alpha=0.6)
-    for ms in sorted(set(frames.budgets.budget_ms.dropna())):
+    ms_budgets = sorted(set(frames.budgets.budget_ms.dropna()))
+    for ms in ms_budgets:
         ax.axhline(ms, color="grey", ls="--", lw=1, zorder=1)
-        ax.annotate(f"budget {ms:g} ms", (0, ms), xycoords=("axes fraction", "data"), xytext=(4, 2),
-                    textcoords="offset points", color="dimgrey", fontsize=8)  # fmt: skip
-    for mflops in sorted(set(frames.budgets.budget_mflops.dropna())):
+    mflops_budgets = sorted(set(frames.budgets.budget_mflops.dropna()))
+    for mflops in mflops_budgets:
         ax.axvline(mflops, color="grey", ls=":", lw=1, zorder=1)
-    _log_if_wide(ax, lat.mflops)
-    _log_if_wide(ax, lat.latency_ms, axis="y")
+    log_if_wide(ax, lat.mflops)
+    log_if_wide(ax, lat.latency_ms, axis="y")
+    # Budgets named on the free axes (right, top), never over a point.
+    budget_ticks(ax, ms_budgets, [f"budget {ms:g} ms" for ms in ms_budgets], axis="y")
+    budget_ticks(ax, mflops_budgets, [f"{m:g}M" for m in mflops_budgets])
     ax.set_xlabel(MFLOPS_LABEL)
     ax.set_ylabel("latency (ms; the marker says measured or estimated)")
     ax.grid(True, alpha=0.3, which="both")
@@ -207,14 +157,14 @@ def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes
     return ax
 
 
-@_literal
+@drawn_literally
 def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Stacked horizontal bars: where each budget's winner spends its multiply-adds."""
     table = frames.stages
-    ax = _axes(ax, height=max(3.0, 1.2 + 0.55 * len(table)))
+    ax = axes_or_new(ax, height=max(3.0, 1.2 + 0.55 * len(table)))
     ax.set_title("Where the winners spend their MFLOPs (closed-form count per stage)")
     if table.empty:
-        return _no_data(ax, "No winner yet: nothing to break down.")
+        return no_data(ax, "No winner yet: nothing to break down.")
     stage_cols = [c for c in table.columns if c.endswith("_mflops") and c not in ("budget_mflops", "mflops")]
     names = [f"{budget_label(m, ms, short=True)} {figure_text(lab)}"
              for m, ms, lab in zip(table.budget_mflops, table.budget_ms, table.label)]  # fmt: skip
@@ -233,7 +183,7 @@ def plot_stage_costs(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     return ax
 
 
-@_literal
+@drawn_literally
 def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
     """Best proxy top-1 so far per study; beside it the hypervolume of Pareto studies."""
     hist = frames.history
@@ -243,7 +193,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
     ax = axes[0]
     ax.set_title("Optimisation history: best proxy top-1 so far")
     if hist.top1_pct.notna().sum() == 0:
-        _no_data(ax, "No complete trials yet: nothing to plot.")
+        no_data(ax, "No complete trials yet: nothing to plot.")
         return fig
     order = frames.budgets.groupby("study")["rank"].max().sort_values(kind="stable").index  # legend by budget
     for i, study in enumerate(s for s in order if s in set(hist.study)):
@@ -255,7 +205,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
-    ax.set_ylabel(top1_label(frames.dataset))
+    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, title="dots: each complete trial", title_fontsize=8)
     if has_hv:
@@ -278,5 +228,7 @@ __all__ = [
     "plot_accuracy_vs_mflops",
     "plot_history",
     "plot_latency_vs_mflops",
+    "plot_learning_curves",
+    "plot_parameter_importance",
     "plot_stage_costs",
 ]

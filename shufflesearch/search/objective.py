@@ -30,9 +30,10 @@ Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
 
 
 def latency_table(config: StudyConfig):
-    """The study's latency predictor (a LatencyTable, checked to cover the space) when a latency
-    budget or objective asks for one, else None."""
-    if not (config.latency_budgets or (config.second_objective == "latency" and config.mode == "pareto")):
+    """The study's latency predictor (a LatencyTable, checked to cover the space) when the study names
+    one (`lut`: every trial then records its predicted latency) or a latency budget or objective needs
+    one, else None."""
+    if not (config.lut or config.latency_budgets or (config.second_objective == "latency" and config.mode == "pareto")):
         return None
     from ..latency.lut import resolve_table
 
@@ -100,6 +101,11 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
             "dataset": result.dataset,
             "top5": result.top5,
             "device": result.device,
+            # how the number was made, for the report: the recipe, the seed, the chance level (`dataset`
+            # is the data's name and fingerprint)
+            "recipe": result.fidelity,
+            "seed": result.seed,
+            "classes": dataset.num_classes,
             **checkpoint,
         }
 
