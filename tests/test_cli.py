@@ -245,3 +245,33 @@ def test_accuracy_reads_as_percent_and_json_keeps_the_fraction(monkeypatch):
     assert code == 0 and "81.23 %" in out and "0.8123" not in out
     code, out, _ = run(["studies", "list", "--json"])
     assert code == 0 and json.loads(out)[0]["best_top1"] == 0.81234
+
+
+def test_the_training_bar_says_what_happens_before_the_first_step_and_the_time_left(monkeypatch):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from shufflesearch.accuracy.train_result import TrainProgress
+    from shufflesearch.cli import render
+    from shufflesearch.logs import show, verbosity_level
+
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", lambda: Console(file=out, force_terminal=True, width=140))
+    with render.training_bar("train", 2) as progress:
+        time.sleep(0.3)  # a refresh before any step: data loading
+        first = out.getvalue()
+        progress(TrainProgress(0.5, 2, 5, 20, 0.5, 640, 321.0))
+        time.sleep(0.3)
+    assert "preparing the data" in first and "nan" not in first and "0 img/s" not in first
+    assert "loss 0.500  321 img/s" in out.getvalue() and "left" in out.getvalue()
+    show(*verbosity_level(-1))  # -q: no bar at all
+    try:
+        quiet = io.StringIO()
+        monkeypatch.setattr(render, "console", lambda: Console(file=quiet, force_terminal=True, width=140))
+        with render.training_bar("train", 2) as progress:
+            progress(TrainProgress(0.5, 2, 5, 20, 0.5, 640, 321.0))
+        assert quiet.getvalue() == ""
+    finally:
+        show(*verbosity_level(0))

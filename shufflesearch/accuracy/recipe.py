@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..spec import ShuffleNetSpec
 
 __all__ = ["BATCH_MAX", "DATASETS", "DEFAULT_FIDELITY", "EPOCHS_MAX", "IMAGES_MAX", "LR_MAX", "SEED_MAX", "Fidelity", "FidelityError",
-           "adapt_spec", "lr_multiplier", "peak_lr"]  # fmt: skip
+           "adapt_spec", "describe_recipe", "lr_multiplier", "peak_lr"]  # fmt: skip
 
 # The one seed bound: torch and numpy take it, and so do Optuna's samplers (seeds below
 # 2**32), even after each local worker adds 1000 to the study's seed (64 workers fit).
@@ -249,3 +249,20 @@ def lr_multiplier(fid: Fidelity, frac: float) -> float:
     if fid.schedule == "linear":
         return 1 - t
     return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def describe_recipe(recipe: dict[str, Any]) -> str:
+    """A recipe (`Fidelity.to_dict()`, maybe stored by another version) in one line, as a person compares two.
+
+    >>> describe_recipe(DEFAULT_FIDELITY.replace(train_images=2000).to_dict())
+    '2000 images x 2 epochs at 48 px (imagenet stem), batch 128, lr 0.2 onecycle, crop-flip; scored on the whole test split'
+    """
+    def shown(key: str) -> str:  # a stored value of any type reads as itself, never a format error
+        value = recipe.get(key)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    px, scored = recipe.get("resolution"), recipe.get("eval_images")
+    return (f"{shown('train_images')} images x {shown('epochs')} epochs at "
+            f"{shown('resolution') + ' px' if px else 'the data’s own size'} ({shown('stem')} stem), batch "
+            f"{shown('batch_size')}, lr {shown('lr')} {shown('schedule')}, {shown('augment')}; scored on "
+            f"{'the whole test split' if scored is None else shown('eval_images') + ' test images'}")  # fmt: skip

@@ -168,15 +168,25 @@ class FittedTable:
 
 @contextlib.contextmanager
 def training_bar(name: str, epochs: float) -> Iterator[Callable]:
-    """A transient progress bar for a training run; yields the `progress` callback `train_proxy` takes."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """A transient progress bar for a training run; yields the `progress` callback `train_proxy` takes.
 
+    Until the first step it says what is happening (loading and resizing the data), not `loss nan 0 img/s`;
+    then the loss, the speed, the time spent and the time left. Under `-q` there is no bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..logs import quiet
+
+    if quiet():
+        yield lambda p: None
+        return
     columns = (TextColumn("epoch {task.fields[epoch]:.2f}/{task.fields[epochs]}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[speed]:.0f} img/s"), TimeElapsedColumn())  # fmt: skip
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"),
+               TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=console(), transient=True) as bar:
-        task = bar.add_task(name, total=1.0, epoch=0.0, epochs=f"{epochs:g}", loss=float("nan"), speed=0.0)
+        task = bar.add_task(name, total=1.0, epoch=0.0, epochs=f"{epochs:g}", status="preparing the data")
 
         def progress(p) -> None:
-            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, loss=p.train_loss, speed=p.images_per_s)
+            status = f"loss {p.train_loss:.3f}  {p.images_per_s:.0f} img/s" if p.step else "preparing the data"
+            bar.update(task, completed=p.step / max(p.steps, 1), epoch=p.epoch, status=status)
 
         yield progress

@@ -64,6 +64,7 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
                    f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip
         return
     from .. import logs
+    from ..accuracy.recipe import describe_recipe
 
     windows = {name: window_text(mflops, config.latency_windows().get(name), config.budgeted())
                for name, mflops in config.budget_windows().items()}  # fmt: skip
@@ -77,6 +78,9 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
             console.print(_progress_table(last[-1]))
         else:
             console.print(f"study {config.name} ({config.mode}) in {render.esc(redact(url))}; {workers} worker(s)")
+            # the spec labels count MFLOPs at their 224 px; say at what the proxy trains
+            console.print(render.line(f"proxy top-1 on {config.dataset}: {describe_recipe(config.fidelity.to_dict())}"),
+                          markup=False, highlight=False)  # fmt: skip
             if console.is_terminal:
                 from rich.live import Live
 

@@ -6,7 +6,7 @@ fidelity measured for that recipe (`accuracy.measured_fidelity`), or that it was
 `caveats`: sentences for results that contradict the paper's direction, accuracies near chance,
 and studies that ran only their queued paper models.
 
->>> recipe_text({"train_images": 2000, "epochs": 2, "resolution": 48, "stem": "imagenet", "batch_size": 128,
+>>> describe_recipe({"train_images": 2000, "epochs": 2, "resolution": 48, "stem": "imagenet", "batch_size": 128,
 ...              "lr": 0.2, "schedule": "onecycle", "augment": "crop-flip", "eval_images": None})
 '2000 images x 2 epochs at 48 px (imagenet stem), batch 128, lr 0.2 onecycle, crop-flip; scored on the whole test split'
 """
@@ -19,20 +19,11 @@ import pandas as pd
 
 from ..accuracy.measured_fidelity import measured_fidelity
 from ..accuracy.ranking import spearman
+from ..accuracy.recipe import describe_recipe
 from .stored import stored_number, stored_text
 
 PROVENANCE_COLUMNS = ["study", "trials", "recipe", "split", "seeds", "devices", "dataset", "trained_px", "fidelity"]
 NEAR_CHANCE_PTS = 5.0  # a top-1 within this many points of chance has learnt next to nothing
-
-
-def recipe_text(recipe: dict) -> str:
-    """A recipe in one line, as a person compares two of them."""
-    px = recipe.get("resolution")
-    scored = recipe.get("eval_images")
-    return (f"{recipe.get('train_images')} images x {recipe.get('epochs'):g} epochs at "
-            f"{f'{px} px' if px else 'the data’s own size'} ({recipe.get('stem')} stem), batch {recipe.get('batch_size')}, "
-            f"lr {recipe.get('lr'):g} {recipe.get('schedule')}, {recipe.get('augment')}; scored on "
-            f"{'the whole test split' if scored is None else f'{scored} test images'}")  # fmt: skip
 
 
 def _recipes(records: list[dict], attrs: dict) -> tuple[list[dict], bool]:
@@ -53,7 +44,7 @@ def provenance_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[
         done = [r for r in records if r.get("state") == "complete"]
         recipes, recorded = _recipes(records, attrs)
         recipe = recipes[0] if recipes else None
-        text = recipe_text(recipe) if recipe else "not recorded"
+        text = describe_recipe(recipe) if recipe else "not recorded"
         if recipe and not recorded:
             text += " (from the study file: the trials did not record theirs)"
         elif len(recipes) > 1:
