@@ -257,6 +257,7 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
     >>> describe_recipe(DEFAULT_FIDELITY.replace(train_images=2000).to_dict())
     '2000 images x 2 epochs at 48 px (imagenet stem), batch 128, lr 0.2 onecycle, crop-flip; scored on the whole test split'
     """
+
     def shown(key: str) -> str:  # a stored value of any type reads as itself, never a format error
         value = recipe.get(key)
         return f"{value:g}" if isinstance(value, float) else str(value)
