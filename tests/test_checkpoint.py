@@ -253,7 +253,7 @@ def test_cli_export_and_evaluate_a_trained_checkpoint(trained, fashion, tmp_path
     [
         (["export", "--groups", "8", "--weights", "W"], "--groups: with trained weights the network comes from"),
         (["export", "--weights", "W", "--batch", "2", "--dynamic-batch"], "--batch N or --dynamic-batch, not both"),
-        (["export", "--trial", "3"], "--trial and --budget name a trial of --study FILE"),
+        (["export", "--trial", "3"], "--trial, --budget and --budget-ms name a trial of --study FILE"),
         (["export", "--weights", "W", "--preset", "shufflenet_v1_x1_0_g3"], "drop --preset"),
         (["evaluate", "--weights", "W", "--data-dir", "nowhere"], "nowhere is not a folder"),
         (["evaluate", "--weights", "W", "--device", "cuda:7"], "device 'cuda:7' is not available"),

@@ -442,3 +442,38 @@ def test_a_damaged_cache_entry_in_a_search_is_trained_again(tmp_path, monkeypatc
         result = objective.proxy_accuracy_evaluator(config, device="cpu")(spec, lambda step, top1: None)
     shutil.rmtree(result["checkpoint"].parent)
     assert 0 <= result["top1"] <= 1 and not result["cached"]
+
+
+def test_a_study_database_another_worker_is_creating_is_not_another_programs_file(tmp_path):
+    # SQLite creates Optuna's tables one by one: a worker that opens the file in between saw a
+    # "foreign" file and gave up (seen in CI with three workers started together).
+    import sqlite3
+
+    import optuna
+
+    from shufflesearch.search.storage import NoSuchStorage, StorageError, open_storage
+
+    partial = tmp_path / "partial.db"
+    with sqlite3.connect(partial) as connection:
+        connection.execute("CREATE TABLE studies (study_id INTEGER)")
+        connection.execute("CREATE TABLE study_directions (x)")
+    with pytest.raises(NoSuchStorage, match="holds no studies yet"):  # a reader: nothing to read yet
+        open_storage(f"sqlite:///{partial}", create=False)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE studies (study_id INTEGER)")
+        connection.execute("CREATE TABLE notes (text)")  # not Optuna's: another program's file
+    with pytest.raises(StorageError, match="another program"):
+        open_storage(f"sqlite:///{foreign}")
+    # A writer that meets Optuna's first tables, as another worker's create_all left them, completes the study.
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    fresh = tmp_path / "fresh.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{fresh}")
+    for name in ("version_info", "studies", "study_directions"):
+        models.BaseModel.metadata.tables[name].create(engine)
+    engine.dispose()
+    storage = open_storage(f"sqlite:///{fresh}")
+    assert optuna.create_study(storage=storage, study_name="s").study_name == "s"
+    storage.engine.dispose()

@@ -262,7 +262,7 @@ def _reader_engine_kwargs(path: Path) -> dict:
             raise StorageError(f"cannot read {path}: SQLite must write its -shm file beside it and this folder is not "
                                "writable; copy the .db (and its -wal file) elsewhere, or ask for write access") from None  # fmt: skip
         raise StorageError(f"{path} is not a study database ({exc}); name the .db file a search wrote") from None
-    if not tables:
+    if not tables or (not tables >= OPTUNA_TABLES and all(map(_optuna_table, tables))):  # none yet, or being made
         raise NoSuchStorage(f"{path} holds no studies yet; a search creates them (shufflesearch search STUDY_FILE)")
     _refuse_foreign(path, tables)
     if uri is None:
@@ -289,9 +289,17 @@ def _read_only_uri(path: Path) -> str | None:
 
 
 def _refuse_foreign(path: Path, tables: set[str]) -> None:
-    """Another program's database (tables, none of them a study's): Optuna would add its own to it."""
-    if tables and not tables >= OPTUNA_TABLES:
+    """Another program's database (tables, none of them a study's): Optuna would add its own to it.
+
+    A study database another worker is creating right now holds only some of Optuna's tables
+    (SQLite creates them one by one): that is a study, not another program's file."""
+    if tables and not tables >= OPTUNA_TABLES and not all(map(_optuna_table, tables)):
         raise StorageError(f"{path} is another program's SQLite file; name a new or existing study .db file")
+
+
+def _optuna_table(name: str) -> bool:
+    """A table of Optuna's schema (every version keeps these names), or of its migrations."""
+    return name in ("studies", "trials", "version_info", "alembic_version") or name.startswith(("study_", "trial_"))
 
 
 def _tables(target: str) -> set[str]:
