@@ -3,6 +3,7 @@ fidelity) and warns where a reader must not trust them (issue 15)."""
 
 from __future__ import annotations
 
+import pandas as pd
 from test_report import rec
 
 from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY
@@ -64,3 +65,20 @@ def test_provenance_names_the_recipe_seeds_data_and_what_the_recipe_is_worth():
     assert rows.loc["c", "fidelity"].startswith("never measured") and rows.loc["c", "seeds"].startswith("3")
     assert frames.trained_at == "48 px" and frames.dataset == "fashion-mnist"
     assert set(frames.trials.trained_px.dropna()) == {48}
+
+
+def test_damaged_provenance_fields_read_as_missing_not_a_crash():
+    damaged = [rec("s-13M", 0, classes=0.5, recipe={**DEMO, "resolution": "abc"}, seed=float("nan")),
+               rec("s-13M", 1, scale=0.3, classes=float("inf"), recipe={**DEMO, "resolution": {"x": 1}})]  # fmt: skip
+    frames = build_frames({"s-13M": damaged}, {"s-13M": {**WINDOW, "seed": float("nan")}})
+    assert frames.trained_at == "?" and not any("chance" in n for n in frames.notes)
+    assert frames.provenance.seeds.tolist() == [""]
+
+
+def test_the_latency_summary_names_the_group_count_furthest_from_the_fewest_groups():
+    from shufflesearch.report.latency_view import disagreement_lines, latency_groups_frame
+
+    faster = pd.DataFrame({"groups": [1, 1, 3, 3], "mflops": [10.0, 20.0, 10.0, 20.0],
+                           "latency_ms": [4.0, 8.0, 3.0, 6.0], "latency_kind": ["measured"] * 4})  # fmt: skip
+    (line,) = disagreement_lines(faster, latency_groups_frame(faster))
+    assert "g3 takes 0.75x the time of g1" in line

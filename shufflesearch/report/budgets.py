@@ -19,11 +19,11 @@ import math
 import pandas as pd
 
 from ..paper import TABLE2_BUDGETS_MFLOPS
+from ..search.results import budgeted_axes
 from .stored import stored_text, stored_window
 
 BUDGET_COLUMNS = ["study", "mode", "budget", "budget_mflops", "budget_ms", "lo_mflops", "hi_mflops", "lo_ms", "hi_ms",
                   "rank"]  # fmt: skip
-AXES = ("mflops", "latency_ms")
 
 
 def budget_label(mflops: float | None, ms: float | None, short: bool = False) -> str:
@@ -38,14 +38,6 @@ def budget_label(mflops: float | None, ms: float | None, short: bool = False) ->
 
 def _given(value: float | None) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def budgeted_axes(attrs: dict) -> set[str]:
-    """Which quantities bound the study: the stored `budgeted` list, else MFLOPs plus a stored latency window."""
-    stored = attrs.get("budgeted")
-    if isinstance(stored, (list, tuple)) and {stored_text(a) for a in stored} & set(AXES):
-        return {a for a in stored if a in AXES}
-    return {"mflops"} | ({"latency_ms"} if stored_window(attrs.get("window_latency_ms")) else set())
 
 
 def budgets_frame(studies, study_attrs: dict[str, dict]) -> pd.DataFrame:

@@ -57,7 +57,7 @@ class ReportFrames:
     complexity: pd.DataFrame  # paper-Table-1-style widths and cost for the groups/scales touched
     stages: pd.DataFrame  # per-stage MFLOPs of each budget's winner
     latency: pd.DataFrame  # complete trials with a latency
-    latency_groups: pd.DataFrame  # per latency kind and group count: time per MFLOP
+    latency_groups: pd.DataFrame  # per latency kind and group count: time at equal MFLOPs, from one fit
     history: pd.DataFrame  # per study and trial: best so far, hypervolume (Pareto studies)
     provenance: pd.DataFrame  # per study: recipe, split, seeds, devices, data, the recipe's measured fidelity
     trained_at: str  # the training resolution(s), e.g. "48 px": labels say it beside the 224 px of the counts

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .budgets import budget_label
 from .canvas import drawn_literally, new_figure, no_data, top1_label
-from .stored import stored_number
+from .stored import chance_pct, stored_number
 from .text import figure_text
 
 if TYPE_CHECKING:
@@ -91,8 +91,7 @@ def curves_frame(records_by_study: dict[str, list[dict]], trials: pd.DataFrame, 
                 continue
             points, source = curve_points(record)
             rank = int(t.budget_rank) if pd.notna(t.budget_rank) else None
-            classes = stored_number(record.get("classes"))  # recorded with the trial: chance is 1 / classes
-            chance = round(100 / classes, 2) if classes is not None and 1 < classes < math.inf else None
+            chance = chance_pct(record)
             for epoch, top1, loss in points:
                 rows.append({"study": study, "trial": number, "budget": budget_label(t.budget_mflops, t.budget_ms),
                              "budget_mflops": t.budget_mflops, "budget_ms": t.budget_ms, "budget_rank": rank,

@@ -125,7 +125,7 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
 @drawn_literally
 def plot_latency_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axes:
     """Latency of complete trials against MFLOPs: colour per group count, marker per kind (measured or an
-    estimate), a line through the origin per group and kind (its median time per MFLOP), and the budgets."""
+    estimate), the fit per group and kind of `latency_groups` (time at equal MFLOPs), and the budgets."""
     ax = axes_or_new(ax)
     ax.set_title("Latency vs MFLOPs by group count (batch 1): where MFLOPs are not latency")
     lat = frames.latency

@@ -20,7 +20,7 @@ import pandas as pd
 from ..accuracy.measured_fidelity import measured_fidelity
 from ..accuracy.ranking import spearman
 from ..accuracy.recipe import describe_recipe
-from .stored import stored_number, stored_text
+from .stored import chance_pct, stored_number, stored_text
 
 PROVENANCE_COLUMNS = ["study", "trials", "recipe", "split", "seeds", "devices", "dataset", "trained_px", "fidelity"]
 NEAR_CHANCE_PTS = 5.0  # a top-1 within this many points of chance has learnt next to nothing
@@ -61,12 +61,14 @@ def provenance_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[
             "seeds": ", ".join(map(str, seeds)) + (" (one per trial: no spread measured here)" if seeds else ""),
             "devices": ", ".join(sorted({t for t in (stored_text(r.get("device")) for r in done) if t})) or "?",
             "dataset": ", ".join(datasets) or name,
-            "trained_px": recipe.get("resolution") if recipe else None,
+            "trained_px": stored_number(recipe.get("resolution")) if recipe else None,
             "fidelity": measured.sentence() if measured else (
                 "never measured for this recipe: its ranking may not follow ImageNet's; measure it with "
                 "`shufflesearch fidelity` (docs/fidelity.md)"),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+    frame = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+    frame["trained_px"] = pd.to_numeric(frame.trained_px, errors="coerce").round().astype("Int64")
+    return frame
 
 
 def caveats(trials: pd.DataFrame, best: pd.DataFrame, records_by_study: dict[str, list[dict]]) -> list[str]:
@@ -101,10 +103,10 @@ def _short(label: str) -> str:
 def _near_chance(trials: pd.DataFrame, records_by_study: dict[str, list[dict]]) -> list[str]:
     lines = []
     for study, records in records_by_study.items():
-        classes = {int(c) for c in (stored_number(r.get("classes")) for r in records) if c}
-        if len(classes) != 1:
+        levels = {chance_pct(r) for r in records} - {None}
+        if len(levels) != 1:
             continue  # not recorded (older trials), or mixed: no one chance level
-        chance = 100.0 / classes.pop()
+        chance = levels.pop()
         done = trials[(trials.study == study) & (trials.state == "complete") & trials.top1_pct.notna()]
         near = done[done.top1_pct <= chance + NEAR_CHANCE_PTS]
         if len(near):

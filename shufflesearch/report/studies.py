@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..search.results import TrialRecord
-from .budgets import budgeted_axes
+from ..search.results import TrialRecord, budgeted_axes
 from .stored import stored_text, stored_window
 
 

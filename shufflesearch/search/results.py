@@ -223,14 +223,17 @@ def summarize_records(name: str, study_attrs: dict, records: list[TrialRecord]) 
         mean_trial_s=sum(durations) / len(durations) if durations else None,
         pareto=pareto_front([r for r in done if r["mflops"] is not None]) if mode == "pareto" else [],
         window_latency_ms=_window(study_attrs["window_latency_ms"]) if "window_latency_ms" in study_attrs else None,
-        budgeted=_budgeted(study_attrs.get("budgeted")),
+        budgeted=budgeted_axes(study_attrs),
     )
 
 
-def _budgeted(value) -> tuple[str, ...]:
-    """A stored `budgeted` list (studies before latency budgets have none: MFLOPs bound them)."""
+def budgeted_axes(study_attrs: dict) -> tuple[str, ...]:
+    """What bounds a stored study: its `budgeted` list ("mflops", "latency_ms"), else (a study made before the
+    list was stored) MFLOPs, and latency where a latency window is stored."""
+    value = study_attrs.get("budgeted")
     known = tuple(v for v in value if v in ("mflops", "latency_ms")) if isinstance(value, list | tuple) else ()
-    return known or ("mflops",)
+    window = study_attrs.get("window_latency_ms")
+    return known or ("mflops", *(("latency_ms",) if _window(window) != (0.0, 0.0) else ()))
 
 
 def pareto_front(records: list[dict], second: str = "mflops") -> list[dict]:
