@@ -67,11 +67,16 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def wait_for(predicate, timeout_s: float, poll_s: float = 0.2, what: str = "condition"):
+def wait_for(predicate, timeout_s: float, poll_s: float = 0.2, what: str = "condition", process=None):
+    """Poll `predicate` until it is truthy; a watched `process` that exits first fails at once, with its stderr."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"the process exited ({process.returncode}) while we waited for {what}: "
+                                 f"{(err or '')[-2000:]}{(out or '')[-500:]}")  # fmt: skip
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -18,7 +18,7 @@ import pytest
 from servers import require, wait_for
 
 from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
-from shufflesearch.search.storage import open_storage
+from shufflesearch.search.storage import NoSuchStorage, open_storage
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).with_name("shufflesearch"))
@@ -62,13 +62,22 @@ def start_worker(path, storage, *extra, env=None):
 
 
 def trials_of(storage, name):
+    # A reader, as `studies list` is: the test must not race the workers creating the schema.
     # Disposed at once: SQLite connections left open in this process kept later ones on an old snapshot
     # of a WAL database that other processes were writing (a poll then never saw a trial run).
-    opened = open_storage(storage)
+    opened = open_storage(storage, create=False)
     try:
         return optuna.load_study(study_name=f"{name}-13M", storage=opened).get_trials()
     finally:
         opened.engine.dispose()
+
+
+def polled_trials(storage, name):
+    """The study's trials, or none while the workers have not created its database or the study yet."""
+    try:
+        return trials_of(storage, name)
+    except (NoSuchStorage, KeyError):
+        return []
 
 
 def by_state(trials, *states):
@@ -119,13 +128,10 @@ def test_sigkilled_worker_leaves_no_corruption_and_its_trial_is_retried(tmp_path
     path = study_file(tmp_path, "killed", trials=5, images=1024)
     victim = start_worker(path, postgres_url)
 
-    def training_trial():
-        try:  # running, and past sampling: its spec is recorded, so it is training
-            return [t for t in by_state(trials_of(postgres_url, "killed"), "RUNNING") if "spec" in t.user_attrs]
-        except KeyError:  # study not created yet
-            return None
+    def training_trial():  # running, and past sampling: its spec is recorded, so it is training
+        return [t for t in by_state(polled_trials(postgres_url, "killed"), "RUNNING") if "spec" in t.user_attrs]
 
-    (trial,) = wait_for(training_trial, 120, what="the first trial to train")[:1]
+    (trial,) = wait_for(training_trial, 120, what="the first trial to train", process=victim)[:1]
     os.killpg(victim.pid, signal.SIGKILL)  # mid-trial: no chance to mark anything
     victim.wait()
     survivors = [start_worker(path, postgres_url) for _ in range(2)]
@@ -163,7 +169,7 @@ def test_ctrl_c_then_resume_on_the_embedded_storage(tmp_path):
     path = study_file(tmp_path, "resumed", trials=4, images=1024)
     storage = f"sqlite:///{tmp_path / 'resumed.db'}"
     run = start_worker(path, storage)
-    wait_for(lambda: (tmp_path / "resumed.db").exists() and _running(storage), 120, what="a running trial")
+    wait_for(lambda: by_state(polled_trials(storage, "resumed"), "RUNNING"), 120, what="a running trial", process=run)
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130, (out[-2000:], err[-2000:])
@@ -176,13 +182,6 @@ def test_ctrl_c_then_resume_on_the_embedded_storage(tmp_path):
     trials = trials_of(storage, "resumed")
     assert_exactly(trials, 4)
     assert any(t.system_attrs.get("failed_trial") == interrupted[0].number for t in trials)
-
-
-def _running(storage):
-    try:
-        return by_state(trials_of(storage, "resumed"), "RUNNING")
-    except KeyError:
-        return []
 
 
 def test_a_seeded_study_is_reproducible(tmp_path):
@@ -221,11 +220,8 @@ def _alive(pid):
         return False
 
 
-def _training(storage, name):
-    try:  # running, and past sampling: its spec is recorded, so it is training
-        return [t for t in by_state(trials_of(storage, name), "RUNNING") if "label" in t.user_attrs]
-    except KeyError:  # study not created yet
-        return []
+def _training(storage, name):  # running, and past sampling: its spec is recorded, so it is training
+    return [t for t in by_state(polled_trials(storage, name), "RUNNING") if "label" in t.user_attrs]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
@@ -234,7 +230,7 @@ def test_killing_the_workers_parent_stops_its_workers(tmp_path, sig):
     name = f"orphans{sig.name.lower()}"
     path, storage = study_file(tmp_path, name, trials=3, images=2048), f"sqlite:///{tmp_path / 'o.db'}"
     parent = start_worker(path, storage, "--workers", "2")
-    wait_for(lambda: _training(storage, name), 300, 0.5, what="a worker to train")
+    wait_for(lambda: _training(storage, name), 300, 0.5, what="a worker to train", process=parent)
     workers = wait_for(lambda: _children(parent.pid) if len(_children(parent.pid)) == 2 else None, 60,
                        what="two worker processes")  # fmt: skip
     os.kill(parent.pid, sig)  # the parent only: its workers are not told by anyone
@@ -254,7 +250,7 @@ def test_a_search_whose_surviving_worker_finished_every_trial_exits_0(tmp_path):
     require(FASHION_MNIST_DIR.exists(), "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
     path, storage = study_file(tmp_path, "survivor", trials=4, images=1024), f"sqlite:///{tmp_path / 's.db'}"
     run = start_worker(path, storage, "--workers", "2", env={k: v for k, v in ENV.items() if k != "PYTHONWARNINGS"})
-    (trial, *_) = wait_for(lambda: _training(storage, "survivor"), 300, 0.5, what="a worker to train")
+    (trial, *_) = wait_for(lambda: _training(storage, "survivor"), 300, 0.5, what="a worker to train", process=run)
     victim = int(trial.user_attrs["worker"].rsplit(":", 1)[1])
     assert victim in _children(run.pid)
     os.kill(victim, signal.SIGKILL)  # one worker dies (the OOM killer, say); the other goes on

@@ -10,6 +10,7 @@ here: `check_storage_url` (offline, cheap) and `open_storage` (connects).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sqlite3
@@ -204,6 +205,8 @@ def open_storage(url: str, create: bool = True):
             raise StorageError(f"folder {path.parent} does not exist; create it first (mkdir -p {path.parent}) or "
                                "name a .db file in an existing folder")  # fmt: skip
         check_writable(path.parent)  # read-only or full: one line naming the folder, not sqlite's traceback
+        if not path.exists():
+            _create_whole(path)
         try:
             if path.is_file():
                 _refuse_foreign(path, _tables(str(path)))
@@ -306,6 +309,37 @@ def _tables(target: str) -> set[str]:
     """The tables of an SQLite file (a path, or a file: URI), read without writing."""
     with contextlib.closing(sqlite3.connect(target, uri=target.startswith("file:"), timeout=120)) as connection:
         return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _create_whole(path: Path) -> None:
+    """Make the study database at `path` whole, or keep the one another worker made first.
+
+    Optuna creates its tables one by one, then stamps its schema version: workers and readers
+    opening a database being created in place met some of the tables, or none of the version
+    rows, and raced to add them. Built beside it and hard-linked into place (a link never
+    replaces a file), the database appears whole or not at all. A worker killed while
+    building leaves only its hidden `.NAME.PID.new` file; on a filesystem without hard links
+    the database is created in place, as before.
+    """
+    from optuna.storages import RDBStorage
+
+    building = path.with_name(f".{path.name}.{os.getpid()}.new")
+    parts = [building, *(building.with_name(building.name + end) for end in ("-wal", "-shm"))]
+    try:
+        _use_wal(building)
+        RDBStorage(f"sqlite:///{building}").engine.dispose()
+        with contextlib.closing(sqlite3.connect(building)) as connection:  # everything into the one file we link
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with contextlib.suppress(FileExistsError):  # another worker's came first: as whole as ours
+            os.link(building, path)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise StorageUnavailable(f"cannot create {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # sqlite3's or SQLAlchemy's: the folder filled, say
+        raise StorageUnavailable(f"cannot create {path}: {str(exc).splitlines()[0]}") from None
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
 
 
 def _use_wal(path: Path) -> None:
