@@ -10,7 +10,13 @@ import pytest
 from scipy import stats
 
 from shufflesearch.accuracy.cache import ResultCache, result_key
-from shufflesearch.accuracy.fidelity import run_fidelity, table2_specs, zero_cost_ranking
+from shufflesearch.accuracy.fidelity import (
+    rankers_vs_paper,
+    run_fidelity,
+    table2_specs,
+    table2_zero_cost_scores,
+    zero_cost_ranking,
+)
 from shufflesearch.accuracy.ranking import spearman
 from shufflesearch.accuracy.recipe import Fidelity, adapt_spec
 from shufflesearch.accuracy.trainer import TRAINER_VERSION, TrainResult
@@ -135,9 +141,47 @@ def test_zero_cost_ranking_scores_each_table2_model_against_its_proxy_top1(fashi
         return adapt_spec(spec, data, fidelity), result
 
     monkeypatch.setattr(zero_cost, "score_on_dataset", fake_scores)
-    ranking = zero_cost_ranking(report, fashion, fid)
+    scores = table2_zero_cost_scores(fashion, fid)
+    ranking = zero_cost_ranking(report, scores)
     assert set(ranking) == {"fake", "params", "mflops"}
     assert ranking["fake"] == pytest.approx(-1.0)
+    # Against the paper too, beside the proxy and the free counts: the paper's error ranks exactly backwards.
+    rankers = rankers_vs_paper(report.rows, scores)
+    assert list(rankers) == ["proxy top-1", "proxy test loss", "params", "mflops", "fake"]
+    assert rankers["fake"]["spearman"] == pytest.approx(-1.0) and rankers["fake"]["kendall"] == pytest.approx(-1.0)
+
+
+def test_the_free_rankers_are_the_counts_analyze_prints_ranked_against_the_paper(fashion, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from shufflesearch.cli import app
+
+    fid = Fidelity(train_images=100, epochs=1)
+    cache = ResultCache(tmp_path / "c.sqlite")
+    for key, result in _stored(fashion, fid, 0, lambda g, s, e: 0.5 + g / 100):  # a proxy that only sees groups
+        cache.put(key, result.to_dict())
+    report = run_fidelity(fashion, fid, seeds=(0,), cache=cache)
+    for row in report.rows:
+        shown = CliRunner().invoke(
+            app, ["analyze", "--groups", str(row["groups"]), "--scale", str(row["scale"]), "--json"]
+        )
+        analyzed = json.loads(shown.stdout)
+        assert (row["params"], row["mflops"]) == (analyzed["params"], pytest.approx(analyzed["mflops"])), row["label"]
+    truth = [-r["paper_top1_error"] for r in report.rows]
+    for name, key in (("params", "params"), ("mflops", "mflops"), ("proxy top-1", "top1")):
+        figures, values = report.rankers[name], [r[key] for r in report.rows]
+        assert figures["spearman"] == pytest.approx(stats.spearmanr(values, truth).statistic)
+        assert figures["kendall"] == pytest.approx(stats.kendalltau(values, truth).statistic)
+        assert figures["spearman_95"][0] <= figures["spearman"] <= figures["spearman_95"][1]
+        for scale, within in figures["by_group"].items():
+            rows = [r for r in report.rows if f"{r['scale']:g}" == scale]
+            assert within["n"] == 5
+            assert within["spearman"] == pytest.approx(
+                stats.spearmanr([r[key] for r in rows], [-r["paper_top1_error"] for r in rows]).statistic
+            )
+    assert report.rankers["proxy top-1"]["spearman"] == pytest.approx(report.spearman_overall)
 
 
 @pytest.mark.slow
@@ -163,3 +207,34 @@ def test_worker_processes_give_the_same_report(fashion, tmp_path):
     assert sorted(p.run for p in seen) == list(range(1, 16))
     with pytest.raises(ValueError, match="workers=0 must be a positive integer"):
         run_fidelity(fashion, fid, workers=0)
+
+
+def test_the_fidelity_command_shows_each_ranker_beside_the_proxy(fashion, tmp_path, monkeypatch, capsys):
+    import json
+
+    from shufflesearch import cli
+    from shufflesearch.accuracy.recipe import DEFAULT_FIDELITY
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fid = DEFAULT_FIDELITY.replace(train_images=100, epochs=1)  # what --subset 100 --epochs 1 asks for
+    cache = ResultCache()
+    for key, result in _stored(fashion, fid, 0, lambda g, s, e: 1 - e / 100):
+        cache.put(key, result.to_dict())
+    argv = ["fidelity", "--seeds", "0", "--subset", "100", "--epochs", "1", "--device", "cpu", "--workers", "1"]
+    shown = {}
+    for as_json in (False, True):
+        with pytest.raises(SystemExit) as done:
+            cli.main([*argv, *(["--json"] if as_json else [])])
+        assert done.value.code == 0
+        shown[as_json] = capsys.readouterr().out
+    assert "Each ranker against the paper's ImageNet top-1" in shown[False]
+    rankers = json.loads(shown[True])["rankers"]
+    assert list(rankers) == ["proxy top-1", "proxy test loss", "params", "mflops"]
+    assert rankers["proxy top-1"]["spearman"] == pytest.approx(1.0)
+    assert rankers["params"]["spearman"] < 1.0  # the free count is not the perfect stand-in proxy
+    rows = [line.split("│") for line in shown[False].splitlines() if line.startswith("│")]
+    names = " ".join(cells[1].strip() for cells in rows).split()
+    assert names == ["proxy", "top-1", "proxy", "test", "loss", "params", "mflops"], names
+    for name in ("params", "mflops"):  # a count's row shows its own figures
+        (cells,) = [cells for cells in rows if cells[1].strip() == name]
+        assert [c.strip() for c in cells[2:5:2]] == [f"{rankers[name][k]:.3f}" for k in ("spearman", "kendall")]

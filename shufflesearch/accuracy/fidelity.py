@@ -22,15 +22,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..complexity import count_complexity
 from ..paper import TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset
 from .devices import worker_devices
-from .ranking import spearman
+from .ranking import agreement, spearman
 from .recipe import DEFAULT_FIDELITY, Fidelity
 from .trainer import TrainProgress, TrainResult, train_proxy
 
-__all__ = ["FidelityProgress", "FidelityReport", "run_fidelity", "table2_specs", "zero_cost_ranking"]
+__all__ = [
+    "FidelityProgress",
+    "FidelityReport",
+    "rankers_vs_paper",
+    "run_fidelity",
+    "table2_specs",
+    "table2_zero_cost_scores",
+    "zero_cost_ranking",
+]
 
 
 def table2_specs() -> list[ShuffleNetSpec]:
@@ -54,7 +63,9 @@ class FidelityReport:
     """Proxy vs paper for the 15 Table 2 models. Accuracies are fractions; error is percent.
 
     `rows`: groups, scale, paper_top1_error, macs-free spec label, per-seed top1 and test
-    loss, their means, seconds. `seed_spread`: mean over models of the per-model standard
+    loss, their means, seconds, and the model's params and MFLOPs as the paper counts them
+    (224 px, 1000 classes: what `analyze` prints). `rankers`: `rankers_vs_paper`, the proxy
+    beside the free counts on the same models and truth. `seed_spread`: mean over models of the per-model standard
     deviation of top-1 across seeds (0 with one seed). `direction_ok_by_scale[s]`: the mean
     top-1 of g > 1 models beats g = 1 at scale s, as in the paper. The `test_loss` fields rank by
     negated test loss instead, which ranked better than top-1 in 4 of 5 runs (docs/fidelity.md).
@@ -71,6 +82,7 @@ class FidelityReport:
     direction_ok_by_scale: dict[str, bool]
     wins_over_g1_by_scale: dict[str, int]
     test_loss_wins_over_g1_by_scale: dict[str, int]
+    rankers: dict[str, dict]
     fidelity: dict[str, Any]
     dataset: str
     seeds: list[int]
@@ -131,6 +143,7 @@ def run_fidelity(
     rows = []
     for i, (spec, ((g, s), err)) in enumerate(zip(specs, TABLE2_TOP1_ERROR_PCT.items())):
         per_seed = [results[i, j] for j in range(len(seeds))]
+        cost = count_complexity(spec)
         ok = [r.top1 for r in per_seed if r.status == "ok"]
         complete = len(ok) == len(per_seed)
         rows.append({
@@ -145,6 +158,8 @@ def run_fidelity(
             "test_loss": statistics.fmean(r.test_loss for r in per_seed) if complete else float("inf"),
             "top1_std": statistics.stdev(ok) if len(ok) > 1 else 0.0,
             "seconds": sum(r.seconds for r in per_seed),
+            "params": cost.params,
+            "mflops": cost.mflops,
         })  # fmt: skip
     done = list(results.values())
     seconds, cpu_seconds = sum(r.seconds for r in done), sum(r.cpu_seconds for r in done)
@@ -207,6 +222,7 @@ def _report(
         seed_spread=statistics.fmean(r["top1_std"] for r in rows),
         minutes=seconds / 60,
         cpu_minutes=cpu_seconds / 60,
+        rankers=rankers_vs_paper(rows),
         direction_ok_by_scale=direction,
         wins_over_g1_by_scale=wins,
         test_loss_wins_over_g1_by_scale=loss_wins,
@@ -217,16 +233,41 @@ def _report(
     )
 
 
-def zero_cost_ranking(report: FidelityReport, data: ImageDataset, fidelity: Fidelity = DEFAULT_FIDELITY) -> dict:
+def rankers_vs_paper(rows: Sequence[dict[str, Any]], scores: dict[str, Sequence[float]] | None = None) -> dict:
+    """Each ranker against the paper's ImageNet accuracy on the same models: the proxy beside what is free.
+
+    Rankers: the proxy's top-1 and test loss, #params and MFLOPs (closed form, as `analyze`),
+    and any `scores` (a zero-cost score per row, higher = better). Each: Spearman and Kendall
+    with 95% bootstrap intervals, overall and within each scale (`ranking.agreement`).
+    """
+    rankers = {
+        "proxy top-1": [r["top1"] for r in rows],
+        "proxy test loss": [-r["test_loss"] for r in rows],
+        "params": [r["params"] for r in rows],
+        "mflops": [r["mflops"] for r in rows],
+        **(scores or {}),
+    }
+    return agreement([-r["paper_top1_error"] for r in rows], rankers, [f"{r['scale']:g}" for r in rows])
+
+
+def table2_zero_cost_scores(data: ImageDataset, fidelity: Fidelity = DEFAULT_FIDELITY) -> dict[str, list[float]]:
+    """Every zero-cost score of the 15 Table 2 models, as the trainer would train them on `data`, in row order."""
+    from .zero_cost import score_on_dataset
+
+    table = [score_on_dataset(spec, data, fidelity)[1].scores for spec in table2_specs()]
+    return {name: [row.get(name, float("nan")) for row in table] for name in dict.fromkeys(n for r in table for n in r)}
+
+
+def zero_cost_ranking(report: FidelityReport, scores: dict[str, Sequence[float]]) -> dict:
     """Spearman of each zero-cost score (and the baselines) against the study's proxy top-1.
 
-    Scores the 15 Table 2 models as the trainer would train them on `data` at `fidelity`;
-    the result is `zero_cost.score_correlations`' dict (score name -> rho).
+    `scores`: `table2_zero_cost_scores`; the result is `zero_cost.score_correlations`' dict
+    (score name -> rho).
     """
-    from .zero_cost import score_correlations, score_on_dataset
+    from .zero_cost import score_correlations
 
     specs = table2_specs()
-    scores = [score_on_dataset(spec, data, fidelity)[1].scores for spec in specs]
     top1 = [next(r["top1"] for r in report.rows if (r["groups"], r["scale"]) == (s.groups, s.scale))
             for s in specs]  # fmt: skip
-    return score_correlations(specs, top1, scores)
+    table = [{name: values[i] for name, values in scores.items()} for i in range(len(specs))]
+    return score_correlations(specs, top1, table)

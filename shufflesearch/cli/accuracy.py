@@ -207,19 +207,19 @@ def fidelity(
     epochs: Epochs = None,
     resolution: TrainingResolution = None,
     zero_cost: Annotated[
-        bool, typer.Option("--zero-cost", help="Also rank zero-cost scores against the proxy.")
+        bool, typer.Option("--zero-cost", help="Also rank each zero-cost score against the paper (and the proxy).")
     ] = False,
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
-    """How well proxy accuracy ranks the paper's 15 Table 2 models (Spearman vs ImageNet).
+    """How well proxy accuracy ranks the paper's 15 Table 2 models, beside #params and MFLOPs.
 
     Example: shufflesearch fidelity --seeds 0,1 --workers 2 --zero-cost
     """
     from ..accuracy.cache import ResultCache
     from ..accuracy.datasets import load_dataset
     from ..accuracy.devices import worker_devices
-    from ..accuracy.fidelity import run_fidelity, zero_cost_ranking
+    from ..accuracy.fidelity import rankers_vs_paper, run_fidelity, table2_zero_cost_scores, zero_cost_ranking
 
     worker_devices(device, workers)  # a missing GPU: one line, before the data loads
     fid = _recipe(train_images=subset, epochs=epochs, resolution=resolution)
@@ -230,7 +230,9 @@ def fidelity(
                           device=device)  # fmt: skip
     result = report.to_dict()
     if zero_cost:
-        result["zero_cost_spearman_vs_proxy"] = zero_cost_ranking(report, data, fid)
+        scores = table2_zero_cost_scores(data, fid)
+        result["rankers"] = rankers_vs_paper(report.rows, scores)
+        result["zero_cost_spearman_vs_proxy"] = zero_cost_ranking(report, scores)
     if as_json:
         render.print_json(result)
         return
@@ -238,7 +240,23 @@ def fidelity(
     console.print(f"Spearman vs the paper's ImageNet accuracy (15 models): overall [bold]{report.spearman_overall:.3f}"
                   f"[/bold]; by scale {report.spearman_by_scale}; g>1 beats g=1: {report.direction_ok_by_scale}; "
                   f"seed spread {100 * report.seed_spread:.2f} points; {report.minutes:.1f} training-minutes")  # fmt: skip
+    console.print(render.rich_table(_ranker_rows(result["rankers"]), "Each ranker against the paper's ImageNet top-1 "
+                                    "on the same 15 models (95% bootstrap intervals)"))  # fmt: skip
     if zero_cost:
         console.print(
             f"zero-cost scores and baselines, Spearman vs proxy top-1: {result['zero_cost_spearman_vs_proxy']}"
         )
+
+
+def _ranker_rows(rankers: dict[str, dict]) -> list[dict]:
+    """One row per ranker: its Spearman and Kendall with intervals, then its Spearman within each scale."""
+
+    def interval(figures: dict, name: str) -> str:
+        return "[{:.2f},{:.2f}]".format(*figures[f"{name}_95"])  # one token: a narrow table never splits it
+
+    return [
+        {"ranker": name, "Spearman": f"{f['spearman']:.3f}", "Spearman 95%": interval(f, "spearman"),
+         "Kendall": f"{f['kendall']:.3f}", "Kendall 95%": interval(f, "kendall"),
+         **{f"within x{scale}": f"{g['spearman']:.2f}" for scale, g in f["by_group"].items()}}
+        for name, f in rankers.items()
+    ]  # fmt: skip
