@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 from servers import require, wait_for
-from test_search_distributed import ENV, by_state, start_worker, study_file, trials_of
+from test_search_distributed import ENV, NOT_YET, by_state, start_worker, study_file, trials_of
 
 from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
 from shufflesearch.search.queue import fail_dead_trials
@@ -114,7 +114,7 @@ def _exists(storage, name):
     try:
         trials_of(storage, name)
         return True
-    except KeyError:
+    except NOT_YET:
         return False
 
 
@@ -125,7 +125,7 @@ def _done(storage, name, trials):
 def _completed(storage, name):
     try:
         return len(by_state(trials_of(storage, name), "COMPLETE"))
-    except KeyError:
+    except NOT_YET:
         return 0
 
 
@@ -142,7 +142,7 @@ def _phase(storage, name, pid):
     """Where the kill lands: in a trial of this worker, or elsewhere (start-up, queueing, writing)."""
     try:
         running = by_state(trials_of(storage, name), "RUNNING")
-    except KeyError:
+    except NOT_YET:
         return "before the study existed"
     mine = [t for t in running if t.user_attrs.get("worker") == f"{socket.gethostname()}:{pid}"]
     return "training" if any("spec" in t.user_attrs for t in mine) else "between trials"
@@ -151,7 +151,7 @@ def _phase(storage, name, pid):
 def _check_nothing_lost(storage, name, completed):
     try:
         trials = trials_of(storage, name)
-    except KeyError:
+    except NOT_YET:
         assert not completed
         return completed
     now = {t.number: t.values for t in by_state(trials, "COMPLETE")}

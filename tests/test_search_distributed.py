@@ -72,11 +72,15 @@ def trials_of(storage, name):
         opened.engine.dispose()
 
 
+# What `trials_of` raises while the workers have not created the database (NoSuchStorage) or the study yet.
+NOT_YET = (NoSuchStorage, KeyError)
+
+
 def polled_trials(storage, name):
     """The study's trials, or none while the workers have not created its database or the study yet."""
     try:
         return trials_of(storage, name)
-    except (NoSuchStorage, KeyError):
+    except NOT_YET:
         return []
 
 
