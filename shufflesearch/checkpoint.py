@@ -48,7 +48,8 @@ FORMAT = "shufflesearch-checkpoint/1"
 MAX_CHECKPOINT_BYTES = 8 * 2**30  # 2x the largest network that still exports to one ONNX file
 Channels = Literal["RGB", "BGR", "L"]
 # What a checkpoint's `metrics` holds of a training run (TrainResult's fields of the same names).
-RESULT_METRICS = ("top1", "top5", "test_loss", "images_seen", "seconds", "device", "seed")
+# `scored_on` says which split top1/top5/test_loss are on (validation or test).
+RESULT_METRICS = ("top1", "top5", "test_loss", "scored_on", "images_seen", "seconds", "device", "seed")
 _PLAIN = ("format", "shufflesearch_version")  # header values stored as text; the others are JSON
 
 

@@ -21,7 +21,9 @@ from shufflesearch.model import build_model
 from shufflesearch.presets import get_preset
 from shufflesearch.spec import ShuffleNetSpec
 
-QUICK = Fidelity(train_images=300, epochs=1, resolution=28, stem="small", eval_images=1000, curve_eval_images=0)
+QUICK = Fidelity(
+    train_images=300, epochs=1, resolution=28, stem="small", eval_images=1000, curve_eval_images=0, scored_on="test"
+)  # reproduced below from the file alone, on the same test images
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,7 @@ PROBES = {
                   "--resolution": fid("spec_of", "resolution"), "--subset": fid("spec_of", "train_images"),
                   "--epochs": fid("spec_of", "epochs"), "--batch-size": fid("spec_of", "batch_size"),
                   "--time-budget": fid("spec_of", "time_budget_s"), "--precision": fid("spec_of", "precision"),
+                  "--scored-on": fid("spec_of", "scored_on"),
                   "--seed": arg("spec_of", "seed"), "--threads": arg("spec_of", "threads"),
                   "--dataset": arg("data", "name"), "--device": arg("device", "name")}),
     ("score",): ([], {"device": ("shufflesearch.accuracy.devices", "resolve_device", False, None),
@@ -120,7 +121,7 @@ PROBES = {
                     {"--dataset": arg("data", "name"), "--seeds": arg("f", "seeds", lambda s: ",".join(map(str, s))),
                      "--workers": arg("f", "workers"), "--subset": fid("f", "train_images"),
                      "--epochs": fid("f", "epochs"), "--resolution": fid("f", "resolution"),
-                     "--device": arg("f", "device")}),
+                     "--scored-on": fid("f", "scored_on"), "--device": arg("f", "device")}),
     ("finish",): (["studies/demo.toml"], {"f": ("shufflesearch.finish", "finish_winner", True, None)},
                   {"--epochs": arg("f", "epochs"), "--device": arg("f", "device"), "--target": arg("f", "target"),
                    "--resolution": arg("f", "resolution"), "--augment": arg("f", "augment")}),
@@ -220,18 +221,20 @@ def test_the_literal_copies_of_torch_side_names_agree_with_the_library():
 
 # -- choices ---------------------------------------------------------------------------------------------
 def _choices():
-    from shufflesearch.accuracy.recipe import AUGMENTS, DATASETS, PRECISIONS
+    from shufflesearch.accuracy.recipe import AUGMENTS, DATASETS, PRECISIONS, SPLITS
     from shufflesearch.latency.device_runner import CLOCKS
     from shufflesearch.latency.lut.table import STATISTICS
     from shufflesearch.latency.measure import BACKENDS
     from shufflesearch.spec import STEM_KINDS
 
     return {"--dataset": DATASETS, "--backend": BACKENDS, "--precision": PRECISIONS, "--augment": AUGMENTS,
-            "--stem": STEM_KINDS, "--clock": tuple(CLOCKS), "--statistic": STATISTICS, "component": ("arm64",)}  # fmt: skip
+            "--stem": STEM_KINDS, "--clock": tuple(CLOCKS), "--statistic": STATISTICS, "component": ("arm64",),
+            "--scored-on": SPLITS}  # fmt: skip
 
 
 FIXED = [(path, p) for path, c in COMMANDS.items() for p in c.params if (p.opts[0] if p.opts else p.name) in
-         ("--dataset", "--backend", "--precision", "--augment", "--stem", "--clock", "--statistic", "component")]  # fmt: skip
+         ("--dataset", "--backend", "--precision", "--augment", "--stem", "--clock", "--statistic", "component",
+          "--scored-on")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("path", "param"), FIXED, ids=[f"{' '.join(p)} {q.opts[0]}" for p, q in FIXED])
@@ -260,6 +263,8 @@ def test_every_command_with_a_fixed_choice_option_has_it_checked():
         ("evaluate", "--dataset"),
         ("latency", "--backend"),
         ("train", "--precision"),
+        ("train", "--scored-on"),
+        ("fidelity", "--scored-on"),
         ("finish", "--augment"),
         ("lut build", "--clock"),
         ("lut build", "--statistic"),

@@ -95,7 +95,7 @@ def test_best_per_budget_is_the_top_trial_beside_every_paper_model_in_the_window
 
 
 def test_pareto_front_matches_the_search_layers_and_brute_force():
-    from shufflesearch.search.results import pareto_front
+    from shufflesearch.search.standing import pareto_front
 
     records, attrs = random_studies(seed=3)
     frames = build_frames(records, attrs)
@@ -409,8 +409,14 @@ def test_report_of_a_real_tiny_study(tmp_path):
     result = report_study(config, url, out=tmp_path / "reports" / "tiny")
     assert list(records) == ["tiny-13M"] and len(records["tiny-13M"]) == 2
     best = [r for r in result.tables["best_per_budget"] if r["kind"] == SEARCHED]
-    top = max((r for r in records["tiny-13M"] if r["top1"] is not None), key=lambda r: r["top1"])
-    assert best[0]["top1_pct"] == pytest.approx(round(100 * top["top1"], 2))
+    from shufflesearch.search.results import study_attrs
+
+    race = study_attrs(url)["tiny-13M"]["race"]  # after the search, its two trials raced with real training
+    assert set(race["scores"]) == {str(r["trial"]) for r in records["tiny-13M"]} and race["extra_trainings"] >= 2
+    top = next(r for r in records["tiny-13M"] if r["trial"] == race["winner"])  # the race's winner is the best
+    assert best[0]["top1_pct"] == pytest.approx(round(100 * top["top1"], 2)) and best[0]["trial"] == race["winner"]
+    assert any(line.startswith("tiny-13M: the race of 2 finalists") for line in result.summary)
+    assert (result.out_dir / "tables" / "races.csv").is_file()
     assert any("tiny-13M" in line and "finished" in line for line in result.summary)
     assert (result.out_dir / "plots" / "accuracy_vs_mflops.png").is_file()
     complete = [r for r in records["tiny-13M"] if r["state"] == "complete"]
@@ -424,7 +430,11 @@ def test_report_of_a_real_tiny_study(tmp_path):
 
     with open(result.out_dir / "tables" / "provenance.csv") as f:
         (made,) = list(csv.DictReader(f))
-    assert made["recipe"].startswith("256 images x 1 epochs at 48 px") and "scored on 200 test images" in made["recipe"]
+    assert (
+        made["recipe"].startswith("256 images x 1 epochs at 48 px")
+        and "scored on 200 of 5000 validation images" in made["recipe"]
+    )
+    assert made["split"].startswith("validation (5000 images held out of the training set")  # never called test
     assert made["seeds"].startswith("0") and made["devices"] == "cpu" and made["trained_px"] == "48"
     assert made["dataset"].startswith("fashion-mnist:") and made["fidelity"].startswith("never measured")
     assert "trained at 48 px" in next(line for line in result.summary if "best" in line)

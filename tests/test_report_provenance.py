@@ -50,7 +50,7 @@ def test_a_study_of_only_queued_paper_models_is_not_called_a_search():
 
 
 def test_provenance_names_the_recipe_seeds_data_and_what_the_recipe_is_worth():
-    default = DEFAULT_FIDELITY.to_dict()
+    default = DEFAULT_FIDELITY.replace(scored_on="test").to_dict()  # the recipe docs/fidelity.md measured first
     common = {"seed": 0, "device": "cpu", "dataset": "fashion-mnist:abc123"}
     frames = build_frames({"a": [rec("a", 0, recipe=default, **common)], "b": [rec("b", 0, recipe=DEMO, **common),
                            rec("b", 1, recipe=default, **common)], "c": [rec("c", 0)]},
@@ -58,6 +58,7 @@ def test_provenance_names_the_recipe_seeds_data_and_what_the_recipe_is_worth():
     rows = frames.provenance.set_index("study")
     assert rows.loc["a", "recipe"].startswith("30000 images x 2 epochs at 48 px (imagenet stem), batch 128")
     assert rows.loc["a", "recipe"].endswith("scored on the whole test split")
+    assert rows.loc["a", "split"].startswith("test (the same split chooses and reports")
     assert "Spearman 0.971" in rows.loc["a", "fidelity"] and "0.36 points" in rows.loc["a", "fidelity"]
     assert rows.loc["a", "seeds"].startswith("0 (one per trial") and rows.loc["a", "dataset"] == "fashion-mnist:abc123"
     assert "and 1 other recipe(s)" in rows.loc["b", "recipe"]

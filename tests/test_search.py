@@ -13,8 +13,8 @@ from optuna.trial import FixedTrial
 from shufflesearch.complexity import count_macs
 from shufflesearch.presets import get_preset, paper_models
 from shufflesearch.search.queue import prepare_study
-from shufflesearch.search.results import pareto_front
 from shufflesearch.search.space import NoFeasibleWidth, SearchSpace, suggest_spec
+from shufflesearch.search.standing import pareto_front
 from shufflesearch.search.study_file import StudyFileError, load_study
 
 SMALL_SPACE = SearchSpace(groups=(1, 3, 8), scale=(0.1, 1.0), repeats=((1, 3), (1, 4), (1, 3)))
@@ -200,8 +200,8 @@ def test_the_trainer_reports_per_epoch_top1_for_pruning(tmp_path, monkeypatch):
     config = StudyConfig(name="p", path=Path("p.toml"), fidelity=tiny, keep_weights="none")
     reports = []
     evaluate = proxy_accuracy_evaluator(config)
-    evaluate(SMALL_SPACE.spec(3, (1, 1, 1), 0.25), lambda step, top1: reports.append((step, top1)))
-    assert [step for step, _ in reports] == [1, 2] and all(0 <= top1 <= 1 for _, top1 in reports)
+    evaluate(SMALL_SPACE.spec(3, (1, 1, 1), 0.25), lambda step, top1, loss: reports.append((step, top1, loss)))
+    assert [step for step, _, _ in reports] == [1, 2] and all(0 <= top1 <= 1 and loss > 0 for _, top1, loss in reports)
 
 
 def test_latency_objective_needs_a_readable_table(tmp_path):
@@ -376,7 +376,7 @@ def test_a_cached_result_trains_again_only_for_weights_the_policy_keeps(tmp_path
 
     beaten = load_study(write(tmp_path, TINY_STUDY.format(name="beaten", trials=2), "beaten.toml"))
     evaluate = objective.proxy_accuracy_evaluator(beaten)
-    first = evaluate(spec, lambda step, top1: None)  # fills the cache
+    first = evaluate(spec, lambda step, top1, loss=None: None)  # fills the cache
     shutil.rmtree(first["checkpoint"].parent)
     assert trained == [True] and first["top1"] < 1.0
     run_worker(beaten, beaten.default_storage(), 1, lambda spec, report: {"top1": 1.0})  # the best so far
@@ -439,7 +439,7 @@ def test_a_damaged_cache_entry_in_a_search_is_trained_again(tmp_path, monkeypatc
                      TRAINER_VERSION, "cpu")  # fmt: skip
     ResultCache().put(key, {"top1": "not a number", "curve": 3})  # what a damaged entry reads back as
     with pytest.warns(Warning, match="(?i)damaged"):
-        result = objective.proxy_accuracy_evaluator(config, device="cpu")(spec, lambda step, top1: None)
+        result = objective.proxy_accuracy_evaluator(config, device="cpu")(spec, lambda step, top1, loss=None: None)
     shutil.rmtree(result["checkpoint"].parent)
     assert 0 <= result["top1"] <= 1 and not result["cached"]
 

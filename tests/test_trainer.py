@@ -169,9 +169,16 @@ def test_bad_fidelity_is_one_line_error(change, pattern):
 
 def test_cache_keys_keep_their_meaning():
     # Pinned on main before the recipe left trainer.py: a changed key silently drops every stored result.
-    assert result_key(ShuffleNetSpec(), "abc", DEFAULT_FIDELITY, 0, TRAINER_VERSION) == (
+    # Every result stored then was scored on the test split: that recipe keeps its key, and the
+    # default recipe, scored on validation images since, can never be served one of them.
+    on_test = DEFAULT_FIDELITY.replace(scored_on="test", validation_images=123)  # no images held out: not in the key
+    assert result_key(ShuffleNetSpec(), "abc", on_test, 0, TRAINER_VERSION) == (
         "790d72593579c5d60adcedd0db46b4c73c8d1ca7e4fe7f25339c40d3d8035af3"
     )
+    default = result_key(ShuffleNetSpec(), "abc", DEFAULT_FIDELITY, 0, TRAINER_VERSION)
+    assert default != result_key(ShuffleNetSpec(), "abc", on_test, 0, TRAINER_VERSION)
+    assert default != result_key(ShuffleNetSpec(), "abc", DEFAULT_FIDELITY.replace(validation_images=4000), 0,
+                                 TRAINER_VERSION)  # fmt: skip
 
 
 def test_recipe_imports_no_heavy_library():

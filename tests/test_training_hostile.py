@@ -18,7 +18,7 @@ import torch
 
 from shufflesearch.accuracy import images
 from shufflesearch.accuracy.cache import ResultCache, default_cache_path
-from shufflesearch.accuracy.datasets import ImageDataset
+from shufflesearch.accuracy.datasets import DatasetError, ImageDataset
 from shufflesearch.accuracy.recipe import Fidelity, FidelityError
 from shufflesearch.accuracy.train_result import DamagedResult, TrainResult, cached_result
 from shufflesearch.accuracy.trainer import train_proxy
@@ -143,8 +143,11 @@ def test_a_dataset_of_one_training_image_is_refused_before_training():
     x = torch.zeros((1, 1, 28, 28), dtype=torch.uint8)
     one = ImageDataset("one", ("a", "b"), x, torch.zeros(1, dtype=torch.int64), x.clone(), torch.zeros(1, dtype=torch.int64),
                        "memory", "f00")  # fmt: skip
+    spec = ShuffleNetSpec(groups=2, scale=0.25, repeats=(1, 1, 1))
+    with pytest.raises(DatasetError, match=r"1 training images are too few to hold out a validation split"):
+        train_proxy(spec, one, Fidelity(train_images=10))
     with pytest.raises(FidelityError, match=r"one has 1 training image: a training batch needs at least 2"):
-        train_proxy(ShuffleNetSpec(groups=2, scale=0.25, repeats=(1, 1, 1)), one, Fidelity(train_images=10))
+        train_proxy(spec, one, Fidelity(train_images=10, scored_on="test"))
 
 
 # -- a damaged proxy-result cache: a miss with one warning, then overwritten -----------------------------------

@@ -56,9 +56,13 @@ def result_key(spec: Any, dataset_fingerprint: str, fidelity: Any, seed: int, ve
     result is never served for a GPU request or the other way round. GPUs of one kind share
     results, as CPUs of different models already do: they differ in the last bits, not in what
     a search learns. The precision is spelled as before it had a field (`bf16: true|false`,
-    plus `precision` only for fp16), so stored fp32 and bf16 results keep their keys.
+    plus `precision` only for fp16), so stored fp32 and bf16 results keep their keys. Likewise a
+    run scored on the test split leaves the split out: every result stored before splits had
+    names was scored there, and keeps its key; a validation-scored run can never hit one.
     """
-    recipe = fidelity.to_dict()
+    from .recipe import recipe_key
+
+    recipe = recipe_key(fidelity.to_dict())
     precision = recipe.pop("precision", "fp32")
     recipe["bf16"] = precision == "bf16"
     if precision not in ("fp32", "bf16"):

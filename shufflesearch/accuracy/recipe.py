@@ -23,8 +23,9 @@ from typing import Any, Protocol
 from ..errors import UsageError
 from ..spec import ShuffleNetSpec
 
-__all__ = ["BATCH_MAX", "DATASETS", "DEFAULT_FIDELITY", "EPOCHS_MAX", "IMAGES_MAX", "LR_MAX", "SEED_MAX", "Fidelity", "FidelityError",
-           "adapt_spec", "describe_recipe", "lr_multiplier", "peak_lr"]  # fmt: skip
+__all__ = ["BATCH_MAX", "DATASETS", "DEFAULT_FIDELITY", "EPOCHS_MAX", "IMAGES_MAX", "LR_MAX", "SEED_MAX", "SPLITS", "Fidelity",
+           "FidelityError", "adapt_spec", "describe_recipe", "lr_multiplier", "peak_lr", "recipe_key",
+           "split_of"]  # fmt: skip
 
 # The one seed bound: torch and numpy take it, and so do Optuna's samplers (seeds below
 # 2**32), even after each local worker adds 1000 to the study's seed (64 workers fit).
@@ -33,6 +34,9 @@ SCHEDULES = ("cosine", "onecycle", "linear")
 STEMS = ("auto", "small", "imagenet", "keep")
 AUGMENTS = ("none", "crop", "crop-flip")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# What a run is scored on: a validation split carved from the training images (what a search
+# chooses by), or the test split (what a finished choice is reported on, never chosen by).
+SPLITS = ("validation", "test")
 # The datasets a proxy run reads (`datasets.load_dataset`), named here, torch-free, so that a study file
 # and the command line can list and check them without loading the readers.
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
@@ -66,6 +70,11 @@ class Fidelity:
     steps. `time_budget_s` (if set) also ends the run and anneals the LR by elapsed time, which
     makes the result depend on the machine's speed: `images_seen` records what it got.
 
+    `scored_on` is the split `top1` and the loss are measured on: "validation" holds out
+    `validation_images` training images (class-balanced, the same images for every run and seed:
+    `datasets.validation_split`; at most a fifth of a small training set) and trains only on the
+    rest; "test" scores the dataset's test split, for reporting a finished choice.
+
     `precision` is the autocast dtype of the forward pass: "fp32" (none), "bf16", or "fp16"
     (with a gradient scaler). The older spelling still works: `bf16=True`/`False` (in the
     constructor, `from_dict` and `replace`) means precision "bf16"/"fp32", and `.bf16` reads
@@ -97,10 +106,12 @@ class Fidelity:
     momentum: float = 0.9
     nesterov: bool = True
     augment: str = "crop-flip"
-    eval_images: int | None = None  # None: the whole evaluation split
+    eval_images: int | None = None  # None: the whole scored split
     curve_eval_images: int = 1000  # per-epoch top-1 on this many evaluation images (0: no per-epoch eval)
     time_budget_s: float | None = None
     precision: str = "fp32"
+    scored_on: str = "validation"
+    validation_images: int = 5000
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str, example: Any) -> FidelityError:
@@ -120,7 +131,8 @@ class Fidelity:
                 except OverflowError:
                     raise bad(name, "is too large", 1.0) from None
         counts = {"train_images": (BATCH_MIN, IMAGES_MAX, 10_000), "batch_size": (BATCH_MIN, BATCH_MAX, 128),
-                  "curve_eval_images": (0, IMAGES_MAX, 1000), "eval_images": (1, IMAGES_MAX, 2000)}  # fmt: skip
+                  "curve_eval_images": (0, IMAGES_MAX, 1000), "eval_images": (1, IMAGES_MAX, 2000),
+                  "validation_images": (1, IMAGES_MAX, 5000)}  # fmt: skip
         for name, (lo, hi, example) in counts.items():
             value = getattr(self, name)
             if name == "eval_images" and value is None:
@@ -141,7 +153,7 @@ class Fidelity:
                 raise bad(name, f"must lie in [0, {hi}]", 0.9 if name == "momentum" else 0.1)
         if self.resolution is not None and (type(self.resolution) is not int or not 28 <= self.resolution <= 512):
             raise bad("resolution", "must be None (the dataset's size) or an integer in [28, 512] px", 56)
-        for name, choices in (("schedule", SCHEDULES), ("stem", STEMS), ("augment", AUGMENTS)):
+        for name, choices in (("schedule", SCHEDULES), ("stem", STEMS), ("augment", AUGMENTS), ("scored_on", SPLITS)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"must be one of {', '.join(choices)}", choices[0])
         if type(self.nesterov) is not bool:
@@ -251,19 +263,45 @@ def lr_multiplier(fid: Fidelity, frac: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * t))
 
 
+def split_of(recipe: dict[str, Any]) -> str:
+    """The split a stored recipe's top-1 is on: "validation" or "test" (recipes stored before
+    splits had a name were all scored on the test split; anything else reads as unknown)."""
+    split = recipe.get("scored_on", "test")
+    return split if split in SPLITS else "unknown"
+
+
+def recipe_key(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe (`Fidelity.to_dict()`, maybe stored by another version) as two compare: a recipe scored
+    on the test split without the split's fields, as every recipe was stored before splits had names
+    (and no images are held out of it), so old and new spellings of one recipe are equal."""
+    key = dict(recipe)
+    if key.get("scored_on", "test") == "test":
+        key.pop("scored_on", None)
+        key.pop("validation_images", None)
+    return key
+
+
 def describe_recipe(recipe: dict[str, Any]) -> str:
     """A recipe (`Fidelity.to_dict()`, maybe stored by another version) in one line, as a person compares two.
 
     >>> describe_recipe(DEFAULT_FIDELITY.replace(train_images=2000).to_dict())
-    '2000 images x 2 epochs at 48 px (imagenet stem), batch 128, lr 0.2 onecycle, crop-flip; scored on the whole test split'
+    '2000 images x 2 epochs at 48 px (imagenet stem), batch 128, lr 0.2 onecycle, crop-flip; scored on 5000 validation images held out of the training set'
+    >>> describe_recipe({"train_images": 2000, "epochs": 2.0, "resolution": 48})  # stored before splits had names
+    '2000 images x 2 epochs at 48 px (None stem), batch None, lr None None, None; scored on the whole test split'
     """
 
     def shown(key: str) -> str:  # a stored value of any type reads as itself, never a format error
         value = recipe.get(key)
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    px, scored = recipe.get("resolution"), recipe.get("eval_images")
+    px, limit, split = recipe.get("resolution"), recipe.get("eval_images"), split_of(recipe)
+    if split == "validation":
+        held = (
+            shown("validation_images") if limit is None else f"{shown('eval_images')} of {shown('validation_images')}"
+        )
+        scored = f"{held} validation images held out of the training set"
+    else:
+        scored = f"the whole {split} split" if limit is None else f"{shown('eval_images')} {split} images"
     return (f"{shown('train_images')} images x {shown('epochs')} epochs at "
             f"{shown('resolution') + ' px' if px else 'the data’s own size'} ({shown('stem')} stem), batch "
-            f"{shown('batch_size')}, lr {shown('lr')} {shown('schedule')}, {shown('augment')}; scored on "
-            f"{'the whole test split' if scored is None else shown('eval_images') + ' test images'}")  # fmt: skip
+            f"{shown('batch_size')}, lr {shown('lr')} {shown('schedule')}, {shown('augment')}; scored on {scored}")  # fmt: skip

@@ -42,11 +42,17 @@ class TrainProgress:
     images_per_s: float
     epoch_end: bool = False
     top1: float | None = None  # at an epoch end: top-1 on the curve subset (what a search prunes on)
+    loss: float | None = None  # at an epoch end: the curve subset's loss (what a loss-ranked search prunes on)
 
 
 @dataclass(frozen=True)
 class TrainResult:
     """Outcome of one proxy run. `top1`/`top5`/`test_loss` are None when the run diverged.
+
+    They are measured on `scored_on` ("validation": images held out of the training set;
+    "test": the test split; results stored before splits had names were all on the test split),
+    over `scored_images` images (None in results stored before it was counted). `test_loss`
+    keeps its stored name whatever the split: the split is `scored_on`'s to say.
 
     `input_mean`/`input_std`: per channel, in 0-255 pixel units, what the network's input was
     normalised with. `weights` (CPU tensors, only with `keep_weights=True` and status "ok") is
@@ -70,6 +76,8 @@ class TrainResult:
     device: str = "cpu"
     input_mean: list[float] = field(default_factory=list)
     input_std: list[float] = field(default_factory=list)
+    scored_on: str = "test"
+    scored_images: int | None = None
     weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +141,8 @@ _RULES = {
     "device": lambda v: isinstance(v, str),
     "input_mean": lambda v: isinstance(v, list) and all(_number(x) for x in v),
     "input_std": lambda v: isinstance(v, list) and all(_number(x) and x > 0 for x in v),
+    "scored_on": lambda v: v in ("validation", "test"),
+    "scored_images": lambda v: v is None or (_count(v) and v > 0),
 }
 _REQUIRED = [f.name for f in dataclasses.fields(TrainResult) if f.default is dataclasses.MISSING
              and f.default_factory is dataclasses.MISSING]  # fmt: skip

@@ -37,7 +37,7 @@ from ..environment import machine_info
 from ..memory import TooLargeForThisMachine, check_fits_in_memory
 from ..model import build_model
 from ..spec import ShuffleNetSpec
-from .datasets import ImageDataset, train_subset
+from .datasets import ImageDataset, train_subset, validation_split
 from .devices import check_precision, cuda_kernels, device_info, device_kind, resolve_device
 from .evaluate import count_correct, eval_indices
 from .images import RunImages, split_bytes
@@ -72,7 +72,8 @@ def train_proxy(
     keep_weights: bool = False,
     state_file: str | Path | None = None,
 ) -> TrainResult:
-    """Train `spec` on `dataset` at `fidelity` and return its top-1 on the evaluation (test) split.
+    """Train `spec` on `dataset` at `fidelity` and return its top-1 on the split the recipe scores on
+    (`fidelity.scored_on`: validation images held out of the training set, or the test split).
 
     `cache` is a `ResultCache` (or None): a hit returns the stored result with `cached=True`.
     Its key holds the device's kind for a GPU run (`cache.result_key` says why). A cached result
@@ -142,7 +143,13 @@ class _Run:
         check_precision(fid.precision, self.device)
         # Reading the loss is free on the CPU and a wait for the device on a GPU.
         self.sync_every = 1 if self.device.type == "cpu" else GPU_SYNC_EVERY
-        self.n = min(fid.train_images, len(dataset.train_labels))
+        labels = _as_tensor(dataset.train_labels)
+        # Validation images are held out of what the run may train on; the test split holds out nothing.
+        if fid.scored_on == "validation":
+            self.held, self.pool = validation_split(labels, fid.validation_images)
+        else:
+            self.held, self.pool = None, torch.arange(len(labels))
+        self.n = min(fid.train_images, len(self.pool))
         self.batch = min(fid.batch_size, self.n)
         if self.batch < BATCH_MIN:  # the recipe asks for 2 or more: the dataset has fewer
             raise FidelityError(f"{dataset.name} has {self.n} training image: a training batch needs at least "
@@ -157,7 +164,7 @@ class _Run:
         fid, spec, dev = self.fid, self.spec, self.device
         start, cpu_start = time.perf_counter(), time.process_time()
         gen = torch.Generator(device=dev).manual_seed(self.seed)
-        idx = train_subset(self.dataset.train_labels, self.n, self.seed)
+        idx = self.train_indices()
         x_train = RunImages(_as_tensor(self.dataset.train_images)[idx], spec.resolution, dev, stats=True)
         y_train = _as_tensor(self.dataset.train_labels)[idx].to(dev)
         mean, std = x_train.mean, x_train.std
@@ -246,7 +253,9 @@ class _Run:
             speed = seen / max(time.perf_counter() - loop_start, 1e-9)
             if epoch_end:
                 point = {"epoch": step / steps_per_epoch, "images_seen": seen, "train_loss": loss_sum / loss_count}
-                point["top1"] = self._evaluate(model, x_curve, y_curve, mean, std)[0] if x_curve is not None else None
+                point["top1"] = point["loss"] = None
+                if x_curve is not None:  # what a search prunes on: the curve subset's top-1, or its loss
+                    point["top1"], _, point["loss"] = self._evaluate(model, x_curve, y_curve, mean, std)
                 point["seconds"] = time.perf_counter() - start
                 curve.append(point)
                 loss_sum, loss_count = 0.0, 0
@@ -261,8 +270,9 @@ class _Run:
                     })  # fmt: skip
             if self.progress is not None:
                 epoch = step / steps_per_epoch
-                top1 = curve[-1]["top1"] if epoch_end else None
-                self.progress(TrainProgress(epoch, fid.epochs, step, total_steps, value, seen, speed, epoch_end, top1))
+                top1, loss = (curve[-1]["top1"], curve[-1]["loss"]) if epoch_end else (None, None)
+                self.progress(TrainProgress(epoch, fid.epochs, step, total_steps, value, seen, speed, epoch_end, top1,
+                                            loss))  # fmt: skip
 
         top1 = top5 = test_loss = None
         if status == "ok":
@@ -288,14 +298,24 @@ class _Run:
             device=self.name,
             input_mean=mean.flatten().tolist(),
             input_std=std.flatten().tolist(),
+            scored_on=fid.scored_on,
+            scored_images=len(y_eval),
             weights=_on_cpu(model.state_dict()) if keep_weights and status == "ok" else None,
         )
+
+    def train_indices(self) -> torch.Tensor:
+        """The training images this run trains on: a seeded class-balanced subset of those not held out."""
+        return self.pool[train_subset(_as_tensor(self.dataset.train_labels)[self.pool], self.n, self.seed)]
 
     def _dataset_name(self) -> str:
         return f"{self.dataset.name}:{self.dataset.fingerprint}"
 
     def _eval_split(self, limit: int | None) -> tuple[RunImages, torch.Tensor]:
-        x, y = _as_tensor(self.dataset.test_images), _as_tensor(self.dataset.test_labels)
+        """The scored split (validation or test), or `limit` class-balanced images of it."""
+        if self.held is None:
+            x, y = _as_tensor(self.dataset.test_images), _as_tensor(self.dataset.test_labels)
+        else:
+            x, y = _as_tensor(self.dataset.train_images)[self.held], _as_tensor(self.dataset.train_labels)[self.held]
         keep = eval_indices(y, limit)  # seed 0, not the run's seed: every run is scored on the same images
         if keep is not None:
             x, y = x[keep], y[keep]
@@ -304,7 +324,8 @@ class _Run:
     def _data_bytes(self) -> int:
         """The images the run holds (`images.split_bytes`), and the float copy the training statistics
         take of a split resized up front, or a few float copies of a batch of them."""
-        fid, test = self.fid, len(self.dataset.test_labels)
+        fid = self.fid
+        test = len(self.dataset.test_labels) if self.held is None else len(self.held)
         c, s, r = self.dataset.in_channels, self.dataset.image_size, self.spec.resolution
         train = split_bytes(self.n, c, s, r)
         stats = 4 * train if train == self.n * c * r * r else 0

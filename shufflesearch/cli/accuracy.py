@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..accuracy.recipe import DEFAULT_FIDELITY, PRECISIONS, SEED_MAX, Fidelity, FidelityError
+from ..accuracy.recipe import DEFAULT_FIDELITY, PRECISIONS, SEED_MAX, SPLITS, Fidelity, FidelityError
 from ..spec import ShuffleNetSpec
 from . import render
 from .app import app
@@ -30,7 +30,8 @@ from .options import (
 TRAINED_SPEC = ("preset", "groups", "scale", "repeats", "stage_channels", "stem_channels", "bottleneck", "shuffle")
 # The recipe's fields as these commands spell them: an error names the option a person typed.
 _OPTIONS = {"train_images": "--subset", "epochs": "--epochs", "batch_size": "--batch-size",
-            "resolution": "--resolution", "time_budget_s": "--time-budget", "precision": "--precision"}  # fmt: skip
+            "resolution": "--resolution", "time_budget_s": "--time-budget", "precision": "--precision",
+            "scored_on": "--scored-on"}  # fmt: skip
 
 
 # The recipe's options: left out (None), the recipe's own value applies, and --help shows that value.
@@ -48,6 +49,11 @@ BatchSize = Annotated[int | None, typer.Option(help=with_default("Minibatch size
 Precision = Annotated[
     str | None, one_of(PRECISIONS, with_default("Autocast dtype (fp16 with a gradient scaler).", _RECIPE.precision))
 ]
+ScoredOn = Annotated[
+    str | None,
+    one_of(SPLITS, with_default("Score on validation images held out of the training set (what a search chooses "
+                                "by) or on the test split (to report a finished choice).", _RECIPE.scored_on)),
+]  # fmt: skip
 # ZERO_COST_SCORES of accuracy.zero_cost, which imports torch: tests/test_help_truth.py checks them.
 ZERO_COST = ("synflow", "grad_norm", "naswot")
 
@@ -92,6 +98,7 @@ def train(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Train even if this exact run is cached.")] = False,
     device: Device = "auto",
     precision: Precision = None,
+    scored_on: ScoredOn = None,
     save: Annotated[
         Path | None,
         typer.Option(help="Keep the trained weights in this safetensors checkpoint (trains even if cached)."),
@@ -112,7 +119,7 @@ def train(
 
     where = resolve_device(device)  # a missing GPU or an unsupported precision: one line, before the data loads
     fidelity = _recipe(train_images=subset, epochs=epochs, batch_size=batch_size, resolution=resolution,
-                       time_budget_s=time_budget, precision=precision)  # fmt: skip
+                       time_budget_s=time_budget, precision=precision, scored_on=scored_on)  # fmt: skip
     check_precision(fidelity.precision, where)
     if save is not None:
         check_writable(output_file(save).parent)  # fail now, not after the training
@@ -139,8 +146,10 @@ def train(
         if result.cached
         else f"{result.seconds:.0f} s on {result.device}, {result.images_seen:,} images seen"
     )
-    console.print(f"{trained} on {render.esc(dataset)}: proxy top-1 [bold]{render.pct(result.top1)}[/bold] on the "
-                  f"held-out test split ({source}); not an ImageNet accuracy")  # fmt: skip
+    scored = (f"{result.scored_images or 'the'} validation images held out of the training set"
+              if result.scored_on == "validation" else "the held-out test split")  # fmt: skip
+    console.print(f"{trained} on {render.esc(dataset)}: proxy top-1 [bold]{render.pct(result.top1)}[/bold] on "
+                  f"{scored} ({source}); not an ImageNet accuracy")  # fmt: skip
     if save is not None:
         console.print(f"weights, spec, recipe and metrics saved to {render.esc(str(_save(save, result)))}")
     rows = [{"epoch": round(p["epoch"], 2), "images seen": p["images_seen"], "train loss": round(p["train_loss"], 4),
@@ -206,6 +215,7 @@ def fidelity(
     subset: Subset = None,
     epochs: Epochs = None,
     resolution: TrainingResolution = None,
+    scored_on: ScoredOn = None,
     zero_cost: Annotated[
         bool, typer.Option("--zero-cost", help="Also rank each zero-cost score against the paper (and the proxy).")
     ] = False,
@@ -222,7 +232,7 @@ def fidelity(
     from ..accuracy.fidelity import rankers_vs_paper, run_fidelity, table2_zero_cost_scores, zero_cost_ranking
 
     worker_devices(device, workers)  # a missing GPU: one line, before the data loads
-    fid = _recipe(train_images=subset, epochs=epochs, resolution=resolution)
+    fid = _recipe(train_images=subset, epochs=epochs, resolution=resolution, scored_on=scored_on)
     data = load_dataset(dataset, data_dir)
     seed_tuple = seed_list(seeds, SEED_MAX)
     progress = None if as_json else (lambda p: render.say(f"  {p}", err=True))

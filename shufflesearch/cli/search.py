@@ -59,7 +59,9 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
                       *([f"--workers {workers}"] if workers > 1 else []),
                       *([f"--storage {redact(storage)}"] if storage else []),
                       *([f"--device {device}"] if device else [])])  # fmt: skip
-    if not as_json and study_finished(config, url, wanted):
+    from ..search.racing import races_due
+
+    if not as_json and study_finished(config, url, wanted) and not races_due(config, url):
         render.say(f"study {config.name} is complete ({wanted} trials per budget) in {redact(url)}; "
                    f"add trials with --trials N, or report it: shufflesearch report {study_file}")  # fmt: skip
         return
@@ -78,6 +80,10 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
             console.print(_progress_table(last[-1]))
         else:
             console.print(f"study {config.name} ({config.mode}) in {render.esc(redact(url))}; {workers} worker(s)")
+
+            def say(line: str) -> None:  # a race's trainings, as they finish
+                console.print(render.line(line), markup=False, highlight=False)
+
             # the spec labels count MFLOPs at their 224 px; say at what the proxy trains
             console.print(render.line(f"proxy top-1 on {config.dataset}: {describe_recipe(config.fidelity.to_dict())}"),
                           markup=False, highlight=False)  # fmt: skip
@@ -87,10 +93,10 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
                 view = _LiveView(_epochs(config))
                 with Live(console=console, refresh_per_second=1, transient=False) as live:
                     run_search(config, url, trials, workers, resume, on_progress=lambda p: live.update(view(p)),
-                               windows=windows)  # fmt: skip
+                               windows=windows, on_race=say)  # fmt: skip
             else:  # a log file: one line per event, and the time left now and then
                 lines = _PlainLines(_epochs(config))
-                run_search(config, url, trials, workers, resume, on_progress=lines, windows=windows)
+                run_search(config, url, trials, workers, resume, on_progress=lines, windows=windows, on_race=say)
                 console.print(_progress_table(lines.last))
     except KeyboardInterrupt:
         try:

@@ -23,7 +23,7 @@ def folder_readme(result, metrics: dict[str, Any]) -> str:
     searched = result.search_latency
     searched_line = "" if searched is None else (
         f"| latency the search used | {searched['ms']:.3f} ms ({searched['kind']}, the study's predictor) |\n")  # fmt: skip
-    proxy = "-" if result.proxy_top1 is None else f"{100 * result.proxy_top1:.2f}%"
+    proxy = "-" if result.proxy_top1 is None else f"{100 * result.proxy_top1:.2f}% (on the {result.proxy_split} split)"
     return f"""# {result.label}: trial {result.trial} of {result.study}, finished
 
 A ShuffleNet v1 network found by a shufflesearch study ({metrics["study_file"]}) and trained

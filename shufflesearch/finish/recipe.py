@@ -16,7 +16,8 @@ FINISH_EPOCHS = 30
 def finish_fidelity(study: Fidelity, train_size: int, *, epochs: float = FINISH_EPOCHS, resolution: int | None = None,
                     augment: str | None = None, train_images: int | None = None,
                     eval_images: int | None = None) -> Fidelity:  # fmt: skip
-    """`study`'s recipe (schedule, lr, stem, precision, ...) with the whole training set, `epochs` and no time budget.
+    """`study`'s recipe (schedule, lr, stem, precision, ...) with the whole training set, `epochs` and no time
+    budget, scored on the test split (the study chose on validation images, which this run trains on).
 
     `resolution`/`augment` None keep the study's; `train_images` None is the whole training
     set (`train_size`); `eval_images` None scores the whole test split.
@@ -27,6 +28,7 @@ def finish_fidelity(study: Fidelity, train_size: int, *, epochs: float = FINISH_
         resolution=study.resolution if resolution is None else resolution,
         augment=study.augment if augment is None else augment,
         eval_images=eval_images,
+        scored_on="test",  # the choice is made: it is reported on the test split, trained on every training image
         time_budget_s=None,  # a deadline would make the result depend on this machine's speed
     )
 

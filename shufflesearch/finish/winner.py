@@ -44,8 +44,9 @@ class FinishResult:
     trial: int
     label: str
     spec: dict[str, Any]
-    proxy_top1: float | None  # what the search measured at its proxy recipe
-    top1: float
+    proxy_top1: float | None  # what the search measured at its proxy recipe, on `proxy_split`
+    proxy_split: str  # "validation" (held out of the search's training images), "test" (older studies) or "unknown"
+    top1: float  # on the test split, as top5
     top5: float
     images: int  # test images scored
     onnx: dict[str, Any]  # images, agree, max_abs_diff
@@ -114,7 +115,7 @@ def finish_winner(
     finished = FinishResult(
         out=out, study=study, **_budgets(config, study, budget, budget_ms),
         trial=record["trial"], label=trained.label, spec=trained.to_dict(),
-        proxy_top1=record["top1"], top1=result.top1, top5=result.top5, images=onnx["images"],
+        proxy_top1=record["top1"], proxy_split=record["split"], top1=result.top1, top5=result.top5, images=onnx["images"],
         onnx=onnx, latency=latency, search_latency=_search_latency(record), device=result.device, train_seconds=result.seconds,
         recipe=fidelity.to_dict(), files=[*files, "metrics.json", "README.md"],
     )  # fmt: skip

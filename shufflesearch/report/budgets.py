@@ -3,8 +3,9 @@
 Each (study, budget) is one bin: a per-budget study is one bin (its window), a Pareto study is cut
 at the paper's MFLOPs ladder. A bin is named by what bounds it, so a latency-only budget reads
 "≤ 7.7 ms", never as the search space's whole MFLOPs range. Study attributes used: `mode`,
-`window_mflops`, `window_latency_ms` and `budgeted` (which of "mflops", "latency_ms" bound the
-study; without it, MFLOPs and whatever latency window is stored).
+`window_mflops`, `window_latency_ms`, `budgeted` (which of "mflops", "latency_ms" bound the
+study; without it, MFLOPs and whatever latency window is stored) and `objectives` (whether the
+study ranks by top-1 or by loss: `rank_by`).
 
 >>> frame = budgets_frame(["s-7.7ms"], {"s-7.7ms": {"window_mflops": [0, 419], "window_latency_ms": [4.6, 7.7],
 ...                                                 "budgeted": ["latency_ms"]}})
@@ -20,10 +21,11 @@ import pandas as pd
 
 from ..paper import TABLE2_BUDGETS_MFLOPS
 from ..search.results import budgeted_axes
+from ..search.standing import ranked_by
 from .stored import stored_text, stored_window
 
 BUDGET_COLUMNS = ["study", "mode", "budget", "budget_mflops", "budget_ms", "lo_mflops", "hi_mflops", "lo_ms", "hi_ms",
-                  "rank"]  # fmt: skip
+                  "rank_by", "rank"]  # fmt: skip
 
 
 def budget_label(mflops: float | None, ms: float | None, short: bool = False) -> str:
@@ -54,7 +56,8 @@ def budgets_frame(studies, study_attrs: dict[str, dict]) -> pd.DataFrame:
         for prev, top in zip([lo, *edges], [*edges, hi]):
             shown = top if "mflops" in axes or mode == "pareto" else None
             rows.append({"study": study, "mode": mode, "budget": budget_label(shown, hi_ms), "budget_mflops": shown,
-                         "budget_ms": hi_ms, "lo_mflops": prev, "hi_mflops": top, "lo_ms": lo_ms, "hi_ms": hi_ms})  # fmt: skip
+                         "budget_ms": hi_ms, "lo_mflops": prev, "hi_mflops": top, "lo_ms": lo_ms, "hi_ms": hi_ms,
+                         "rank_by": ranked_by(attrs)})  # fmt: skip
     frame = pd.DataFrame(rows, columns=BUDGET_COLUMNS[:-1])
     for col in ("budget_mflops", "budget_ms", "lo_ms", "hi_ms"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)

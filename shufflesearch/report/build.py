@@ -29,6 +29,7 @@ from .folder import MARKER, ReportError, carry_over, digest, existing, manifest,
 from .frames import PAPER, SEARCHED, PaperLatency, ReportFrames, build_frames, public
 from .html import GENERATOR, PlotEntry, TableEntry, format_cell, render_page
 from .latency_view import disagreement_lines
+from .races import race_lines
 from .tables import frame_rows, spreadsheet_safe, to_csv, to_markdown
 
 __all__ = ["MARKER", "ReportError", "ReportResult", "build_report", "summary_lines"]
@@ -91,10 +92,16 @@ _TABLES = [
      "how many trials are in each state.",
      lambda f: f.studies),
     ("best_per_budget", "Best per budget vs the paper's models",
-     "Per budget: the most accurate searched trial, then every paper model (official presets and Table 2 models) "
+     "Per budget: the searched winner (the best proxy score, or the race's winner where finalists were raced), "
+     "then every paper model (official presets and Table 2 models) "
      "inside the same window (in ms: by the study's latency predictor). top1_pct is proxy accuracy (blank: not "
      "trained in this study); paper_imagenet_top1_pct is the paper's published ImageNet number, for context only; "
      "latency_kind says how each latency was obtained.", lambda f: public(f.best)),
+    ("races", "Races between each budget's finalists",
+     "After a per-budget search, its best trials were trained again on more seeds until the leader beat the "
+     "runner-up beyond the noise (a one-sided 95% paired comparison on seeds) or the seed cap was reached. mean "
+     "and spread are over each finalist's seeds (top-1 in %, or the loss where the study ranks by loss); "
+     "params_pick is what picking by parameter count alone would have chosen.", lambda f: f.races),
     ("accuracy_by_groups", "Accuracy by group count",
      "The paper's Table 2 question per budget: best and median proxy top-1 for each group count tried.",
      lambda f: f.groups),
@@ -175,7 +182,7 @@ def _write_report(root: Path, frames: ReportFrames, summary: list[str], title: s
     table_entries = []
     for name, heading, caption, get in _TABLES:
         frame = get(frames)
-        if name in ("latency", "latency_by_groups") and frame.empty:
+        if name in ("latency", "latency_by_groups", "races") and frame.empty:
             continue
         rows = frame_rows(frame)
         write(f"tables/{name}.csv", frame.to_csv(index=False) if not rows else to_csv(spreadsheet_safe(rows)))
@@ -237,4 +244,4 @@ def summary_lines(frames: ReportFrames) -> list[str]:
             p = paper.iloc[0]
             line += f"; best paper model trained here: {p['name']} at {p.mflops:.1f} MFLOPs, {p.top1_pct:.2f}%"
         lines.append(line + ".")
-    return lines + disagreement_lines(frames.latency, frames.latency_groups)
+    return lines + race_lines(frames.races) + disagreement_lines(frames.latency, frames.latency_groups)

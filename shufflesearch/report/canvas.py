@@ -66,10 +66,16 @@ def axes_or_new(ax: Axes | None, width: float = 9.0, height: float = 5.5) -> Axe
     return ax if ax is not None else new_figure(width, height).add_subplot()
 
 
-def top1_label(dataset: str, what: str = "proxy top-1 (%)", trained_at: str | None = None) -> str:
-    """The accuracy axis: what it is, on which data, at which training resolution (MFLOPs count 224 px)."""
+def top1_label(dataset: str, what: str = "proxy top-1 (%)", trained_at: str | None = None,
+               scored_on: str | None = None) -> str:  # fmt: skip
+    """The accuracy axis: what it is, on which data and split, at which training resolution (MFLOPs count 224 px).
+
+    >>> top1_label("fashion-mnist", trained_at="48 px", scored_on="validation")
+    'proxy top-1 (%) on fashion-mnist validation images, trained at 48 px (not ImageNet)'
+    """
     at = f", trained at {figure_text(trained_at)}" if trained_at and trained_at != "?" else ""
-    return f"{what} on {figure_text(dataset)}{at} (not ImageNet)"
+    split = f" {figure_text(scored_on)} images" if scored_on and scored_on != "?" else ""
+    return f"{what} on {figure_text(dataset)}{split}{at} (not ImageNet)"
 
 
 def log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:

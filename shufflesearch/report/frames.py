@@ -24,7 +24,8 @@ from ..complexity import count_complexity
 from ..complexity.sweep import complexity_rows
 from ..paper import OFFICIAL_LAYOUTS, TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..presets import paper_models
-from ..search.results import TrialRecord, pareto_front
+from ..search.results import TrialRecord
+from ..search.standing import pareto_front, window_winner
 from ..spec import ShuffleNetSpec, SpecError
 from .budgets import bin_of, budgets_frame
 from .history import history_frame
@@ -32,6 +33,7 @@ from .importance import importance_frame
 from .latency_view import latency_frame, latency_groups_frame
 from .learning_curves import curves_frame
 from .provenance import caveats, provenance_frame
+from .races import races_frame
 from .stored import stored_number, stored_text
 from .studies import status_notes, studies_frame
 
@@ -61,14 +63,17 @@ class ReportFrames:
     history: pd.DataFrame  # per study and trial: best so far, hypervolume (Pareto studies)
     provenance: pd.DataFrame  # per study: recipe, split, seeds, devices, data, the recipe's measured fidelity
     trained_at: str  # the training resolution(s), e.g. "48 px": labels say it beside the 224 px of the counts
+    scored_on: str  # the split(s) the top-1 numbers are on, e.g. "validation": every accuracy label says it
     curves: pd.DataFrame  # per trial and epoch: top-1 on the curve subset; the budget winners flagged
     importance: pd.DataFrame  # per budget and readable parameter: PED-ANOVA importance (shares sum to 1)
+    races: pd.DataFrame  # per raced budget and finalist: seeds, mean and spread, how it ended (`races.races_frame`)
     notes: list[str] = field(default_factory=list)  # read first: unfinished studies, caveats
 
 
 TRIAL_COLUMNS = [
     "study", "budget_mflops", "budget_ms", "trial", "state", "label", "preset", "groups", "scale", "repeats", "stem_channels",
-    "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "trained_px", "mflops", "params_m", "top1_pct", "latency_ms",
+    "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "trained_px", "mflops", "params_m", "top1_pct", "loss",
+    "latency_ms",
     "latency_kind", "train_seconds", "duration_s", "status", "retry_of", "worker",
 ]  # fmt: skip
 
@@ -84,7 +89,7 @@ def build_frames(
     budgets = budgets_frame(records_by_study, study_attrs)
     trials = trials_frame(records_by_study, budgets)
     done = trials[(trials.state == "complete") & trials.top1_pct.notna()]
-    best = best_frame(trials, budgets, paper_latency)
+    best = best_frame(trials, budgets, paper_latency, _race_winners(records_by_study, study_attrs))
     studies = studies_frame(records_by_study, study_attrs)
     latency = latency_frame(done)
     provenance = provenance_frame(records_by_study, study_attrs)
@@ -104,9 +109,12 @@ def build_frames(
         provenance=provenance,
         curves=curves_frame(records_by_study, trials, best[best.kind == SEARCHED]),
         importance=importance_frame(trials, budgets),
+        races=races_frame(study_attrs),
         trained_at=", ".join(f"{int(px)} px" for px in sorted(set(provenance.trained_px.dropna()))) or "?",
+        scored_on=_splits(records_by_study),
     )
-    frames.notes = status_notes(studies) + caveats(trials, best, records_by_study) + ([] if len(frames.latency) else [
+    frames.notes = status_notes(studies) + _ranked_by_loss(budgets) + caveats(trials, best, records_by_study) + (
+        [] if len(frames.latency) else [
         "No trial has a latency (measured or estimated): the MFLOPs-vs-latency plot is skipped."])  # fmt: skip
     return frames
 
@@ -123,6 +131,29 @@ def _dataset_name(records_by_study: dict, study_attrs: dict) -> str:
     texts |= {stored_text(a.get("dataset")) for a in study_attrs.values()}
     names = {t.rsplit(":", 1)[0] if ":" in t else t for t in texts if t}
     return ", ".join(sorted(names)) or "the study's dataset"
+
+
+def _race_winners(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> dict[str, int]:
+    """Study -> the trial its stored race picked (`search.results.window_winner`: a stale race does not count)."""
+    winners = {}
+    for study, attrs in study_attrs.items():
+        done = [r for r in records_by_study.get(study, []) if r.get("state") == "complete"]
+        winner = window_winner(done, attrs) if isinstance(attrs.get("race"), dict) else None
+        if winner is not None:
+            winners[study] = winner["trial"]
+    return winners
+
+
+def _ranked_by_loss(budgets: pd.DataFrame) -> list[str]:
+    studies = sorted(set(budgets.study[budgets.rank_by == "loss"]))
+    return [f"{', '.join(studies)} rank{'s' * (len(studies) == 1)} trials by the proxy's loss, not its top-1: each "
+            "budget's winner is the lowest loss, which need not be the highest top-1 shown."] if studies else []  # fmt: skip
+
+
+def _splits(records_by_study: dict) -> str:
+    """The split(s) complete trials' top-1 is on ("validation", "test"; "?" when none says)."""
+    found = {r.get("split") for recs in records_by_study.values() for r in recs if r.get("state") == "complete"}
+    return ", ".join(sorted(s for s in found if s in ("validation", "test"))) or "?"
 
 
 def _spec(record: dict) -> ShuffleNetSpec | None:
@@ -164,6 +195,7 @@ def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.Dat
                 "mflops": round(mflops, 3) if mflops is not None else None,
                 "params_m": round(params / 1e6, 4) if params is not None else None,
                 "top1_pct": round(100 * top1, 2) if top1 is not None else None,
+                "loss": stored_number(r.get("loss")),
                 "latency_ms": round(latency, 3) if latency is not None else None,
                 "latency_kind": stored_text(r.get("latency_kind")),
                 "train_seconds": round(train_s, 1) if train_s is not None else None,
@@ -172,7 +204,7 @@ def trials_frame(records_by_study: dict[str, list[TrialRecord]], budgets: pd.Dat
                 "spec_obj": spec, "budget_rank": rank,
             })  # fmt: skip
     frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *INTERNAL])
-    for col in ("mflops", "params_m", "top1_pct", "latency_ms", "budget_mflops", "budget_ms", "scale"):
+    for col in ("mflops", "params_m", "top1_pct", "loss", "latency_ms", "budget_mflops", "budget_ms", "scale"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     for col in ("trial", "groups", "stem_channels", "resolution", "trained_px", "retry_of", "budget_rank"):
         # ints stay ints beside blanks
@@ -215,8 +247,11 @@ BEST_COLUMNS = [
 ]  # fmt: skip
 
 
-def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: PaperLatency | None = None) -> pd.DataFrame:
-    """Per budget: the most accurate complete trial, then every paper model inside the same window.
+def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: PaperLatency | None = None,
+               race_winners: dict[str, int] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Per budget: the complete trial its study ranks best (highest top-1, or lowest loss where the study
+    ranks by loss; a per-budget study's race winner where it ran one), then every paper model inside the
+    same window.
 
     A paper model's `top1_pct` is filled when the study trained that exact spec (the search
     queues them first), so searched and paper models compare on the same proxy. Inside a latency
@@ -231,7 +266,11 @@ def best_frame(trials: pd.DataFrame, budgets: pd.DataFrame, paper_latency: Paper
         where = {"study": b.study, "budget": b.budget, "budget_mflops": b.budget_mflops, "budget_ms": b.budget_ms}
         here = done[(done.study == b.study) & (done.budget_rank == b.rank)]
         if len(here):
-            w = here.sort_values(["top1_pct", "mflops"], ascending=[False, True], kind="stable").iloc[0]
+            by = ["loss", "mflops"] if b.rank_by == "loss" else ["top1_pct", "mflops"]
+            ranked = here[here.loss.notna()] if b.rank_by == "loss" and here.loss.notna().any() else here
+            w = ranked.sort_values(by, ascending=[b.rank_by == "loss", True], kind="stable").iloc[0]
+            raced = here[here.trial == (race_winners or {}).get(b.study, -1)] if b.mode == "per-budget" else here[:0]
+            w = raced.iloc[0] if len(raced) else w
             rows.append({**where, "kind": SEARCHED, "name": stored_text(w.preset) or by_spec.get(w.spec_obj) or
                          f"trial {w.trial}", "label": w.label, "trained_px": w.trained_px, "groups": w.groups, "scale": w.scale,
                          "mflops": w.mflops, "params_m": w.params_m, "top1_pct": w.top1_pct,

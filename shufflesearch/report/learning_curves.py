@@ -41,6 +41,7 @@ class CurveFrames(Protocol):
 
     dataset: str
     trained_at: str
+    scored_on: str
     curves: pd.DataFrame
 
 
@@ -136,7 +137,7 @@ def plot_learning_curves(frames: CurveFrames, fig: Figure | None = None) -> Figu
         _draw_panel(ax, title, rows_here)
         if i % cols == 0:
             ax.set_ylabel(
-                top1_label(frames.dataset, "top-1 (%), per-epoch subset", frames.trained_at),
+                top1_label(frames.dataset, "top-1 (%), per-epoch subset", frames.trained_at, frames.scored_on),
                 fontsize=8,
             )
     for ax in axes[len(panels) :]:

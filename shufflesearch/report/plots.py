@@ -81,7 +81,7 @@ def plot_accuracy_vs_mflops(frames: ReportFrames, ax: Axes | None = None) -> Axe
         ax.annotate(_short(p.label), (p.mflops, p.top1_pct), xytext=(-5 if at_right else 5, 4), fontsize=7,
                     textcoords="offset points", ha="right" if at_right else "left")  # fmt: skip
     ax.set_xlabel(MFLOPS_LABEL)
-    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at))
+    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at, scored_on=frames.scored_on))
     ax.grid(True, alpha=0.3, which="major")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
@@ -116,7 +116,7 @@ def plot_accuracy_vs_groups(frames: ReportFrames, ax: Axes | None = None) -> Axe
     ax.set_xticks(range(len(groups)), [f"g={g}" for g in groups])
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xlabel("groups in the pointwise (1x1) convolutions")
-    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at))
+    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at, scored_on=frames.scored_on))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, title="dots: every trial", title_fontsize=8)
     return ax
@@ -205,7 +205,7 @@ def plot_history(frames: ReportFrames, fig: Figure | None = None) -> Figure:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
-    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at))
+    ax.set_ylabel(top1_label(frames.dataset, trained_at=frames.trained_at, scored_on=frames.scored_on))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, title="dots: each complete trial", title_fontsize=8)
     if has_hv:

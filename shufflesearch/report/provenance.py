@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..accuracy.measured_fidelity import measured_fidelity
 from ..accuracy.ranking import spearman
-from ..accuracy.recipe import describe_recipe
+from ..accuracy.recipe import describe_recipe, split_of
 from .stored import chance_pct, stored_number, stored_text
 
 PROVENANCE_COLUMNS = ["study", "trials", "recipe", "split", "seeds", "devices", "dataset", "trained_px", "fidelity"]
@@ -57,7 +57,7 @@ def provenance_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[
         measured = measured_fidelity(name, recipe) if recipe else None
         rows.append({
             "study": study, "trials": len(done), "recipe": text,
-            "split": "test (the same split chooses and reports: not held out)",
+            "split": _split_text(recipe),
             "seeds": ", ".join(map(str, seeds)) + (" (one per trial: no spread measured here)" if seeds else ""),
             "devices": ", ".join(sorted({t for t in (stored_text(r.get("device")) for r in done) if t})) or "?",
             "dataset": ", ".join(datasets) or name,
@@ -69,6 +69,19 @@ def provenance_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[
     frame = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
     frame["trained_px"] = pd.to_numeric(frame.trained_px, errors="coerce").round().astype("Int64")
     return frame
+
+
+def _split_text(recipe: dict | None) -> str:
+    """What the study's top-1 numbers are measured on, and whether that split also chose them."""
+    split = split_of(recipe) if recipe else "unknown"
+    if split == "validation":
+        images = stored_number(recipe.get("validation_images"))
+        held = f"{int(images)} " if images is not None else ""
+        return (f"validation ({held}images held out of the training set; trials are chosen on them, "
+                "the test split is left for the finished choice)")  # fmt: skip
+    if split == "test":
+        return "test (the same split chooses and reports: not held out)"
+    return "not recorded"
 
 
 def caveats(trials: pd.DataFrame, best: pd.DataFrame, records_by_study: dict[str, list[dict]]) -> list[str]:

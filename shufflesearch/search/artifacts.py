@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import MachineError, UsageError
+from .standing import rank_value
 from .storage import open_storage
 from .study_file import StudyConfig
 
@@ -90,7 +91,8 @@ def would_keep(config: StudyConfig, trial, values: dict) -> bool:
 def keep_trial_weights(config: StudyConfig, trial, checkpoint: Path, values: dict) -> str | None:
     """Upload `checkpoint` for the running `trial` if the policy keeps it; return the artifact id (None: not kept).
 
-    `values` holds the trial's `top1` (and `mflops` / `latency_ms` in pareto mode). Under `best`,
+    `values` holds the trial's `top1` and `test_loss` (and `mflops` / `latency_ms` in pareto mode). Under `best`
+    (by the study's `rank_by`),
     the checkpoints of the window's other trials that this one beats are removed. Any failure of
     the store (whatever its client raises) is an ArtifactStoreError.
     """
@@ -134,17 +136,24 @@ def _reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
+def _standing(config: StudyConfig, attrs: dict) -> float | None:
+    """A trial's standing by the study's `rank_by` (higher is better), from its attributes; None: not a number."""
+    numbers = {k: v if isinstance(v, int | float) and not isinstance(v, bool) else None
+               for k, v in (("top1", attrs.get("top1")), ("loss", attrs.get("test_loss")))}  # fmt: skip
+    return rank_value(numbers, config.rank_by)
+
+
 def _is_best(config: StudyConfig, values: dict, others: list[dict]) -> bool:
-    top1 = values.get("top1")
-    if top1 is None:
+    score = _standing(config, values)
+    if score is None:
         return False
     if config.mode != "pareto":
-        return all(not isinstance(o.get("top1"), int | float) or top1 > o["top1"] for o in others)
+        return all(_standing(config, o) is None or score > _standing(config, o) for o in others)
     second = "latency_ms" if config.second_objective == "latency" else "mflops"
     mine = values.get(second)
     return mine is not None and not any(
-        isinstance(o.get("top1"), int | float) and isinstance(o.get(second), int | float)
-        and o["top1"] >= top1 and o[second] <= mine and (o["top1"], o[second]) != (top1, mine)
+        _standing(config, o) is not None and isinstance(o.get(second), int | float)
+        and _standing(config, o) >= score and o[second] <= mine and (_standing(config, o), o[second]) != (score, mine)
         for o in others
     )  # fmt: skip
 

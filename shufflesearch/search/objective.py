@@ -24,9 +24,12 @@ from ..spec import ShuffleNetSpec
 from .space import LatencyBudget, NoFeasibleWidth, suggest_spec
 from .study_file import StudyConfig
 
-# An evaluator trains/measures one spec; `report(step, top1)` may raise optuna.TrialPruned. Its
-# outcome may hold "checkpoint" (a temporary weights file) and "retrain" (see proxy_accuracy_evaluator).
-Evaluator = Callable[[ShuffleNetSpec, Callable[[int, float], None]], dict]
+# An evaluator trains/measures one spec; `report(step, top1, loss=None)` (per epoch, on the curve
+# subset) may raise optuna.TrialPruned. Its outcome holds "top1" and "test_loss" (on the recipe's
+# split) and may hold "checkpoint" (a temporary weights file) and "retrain" (see proxy_accuracy_evaluator).
+Evaluator = Callable[[ShuffleNetSpec, Callable[..., None]], dict]
+# A trial's objective values by name, from its outcome: the loss is the trainer's `test_loss` (on the recipe's split).
+_OUTCOME_KEY = {"loss": "test_loss"}
 
 
 def latency_table(config: StudyConfig):
@@ -91,8 +94,10 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
             raise optuna.TrialPruned(f"training {result.status}")
         checkpoint = {"checkpoint": _write_checkpoint(result)} if keep and result.weights is not None else {}
         return {
-            "top1": result.top1,
+            "top1": result.top1,  # on result.scored_on's split, which the recipe also names
             "test_loss": result.test_loss,
+            "scored_on": result.scored_on,
+            "scored_images": result.scored_images,
             "train_seconds": result.seconds,
             "images_seen": result.images_seen,
             "status": result.status,
@@ -114,7 +119,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
             interrupt.check()
             top1 = getattr(p, "top1", None)
             if p.epoch_end and top1 is not None:
-                report(max(1, round(p.epoch)), top1)
+                report(max(1, round(p.epoch)), top1, getattr(p, "loss", None))
 
         def train() -> dict:
             result = train_proxy(spec, dataset, fidelity, seed=config.seed, progress=progress, cache=cache,
@@ -176,11 +181,21 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_cla
         trial.set_user_attr("mflops", cost.mflops)
         trial.set_user_attr("params", cost.params)
 
-        def report(step: int, top1: float) -> None:
-            if config.mode == "per-budget":
-                trial.report(top1, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}")
+        epoch_top1: dict[int, float] = {}
+
+        def report(step: int, top1: float, loss: float | None = None) -> None:
+            if config.mode != "per-budget":
+                return
+            if config.rank_by == "loss":  # Optuna's intermediate values are losses: keep the top-1 for the report
+                epoch_top1[step] = top1
+                trial.set_user_attr("epoch_top1", epoch_top1)
+            value = top1 if config.rank_by == "top1" else loss
+            if value is None or not math.isfinite(value):
+                return  # nothing to prune on at this epoch
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step} with top-1 {top1:.4f}"
+                                         + (f", loss {loss:.4f}" if config.rank_by == "loss" else ""))  # fmt: skip
 
         checkpoint = None
         try:
@@ -217,13 +232,15 @@ class StudyMismatch(UsageError):
 
 
 def directions(config: StudyConfig) -> list[str]:
-    return ["maximize"] if config.mode == "per-budget" else ["maximize", "minimize"]
+    first = "maximize" if config.rank_by == "top1" else "minimize"
+    return [first] if config.mode == "per-budget" else [first, "minimize"]
 
 
 def objectives(config: StudyConfig) -> list[str]:
-    """What the study's values are, in order (stored with a new study, compared when it is opened again)."""
-    return ["top1"] if config.mode == "per-budget" else ["top1", "latency_ms" if config.second_objective == "latency"
-                                                         else "mflops"]  # fmt: skip
+    """What the study's values are, in order (stored with a new study, compared when it is opened again):
+    top-1 or the loss (`rank_by`, both on the recipe's split), then, in pareto mode, the cost."""
+    return [config.rank_by] if config.mode == "per-budget" else [
+        config.rank_by, "latency_ms" if config.second_objective == "latency" else "mflops"]  # fmt: skip
 
 
 def check_same_kind(config: StudyConfig, name: str, stored_directions: list[str], attrs: dict) -> None:
@@ -249,7 +266,7 @@ def _values(config: StudyConfig, trial, spec: ShuffleNetSpec, outcome: dict, mfl
     """The trial's objective values, checked: Optuna fails a trial with a NaN quietly, and one with an
     infinity or the wrong count at `tell`, outside anything the queue would count."""
     names = objectives(config)
-    values = tuple(mflops if name == "mflops" else outcome.get(name) for name in names)
+    values = tuple(mflops if name == "mflops" else outcome.get(_OUTCOME_KEY.get(name, name)) for name in names)
     for name, value in zip(names, values):
         if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
             raise ObjectiveValueError(f"trial {trial.number} ({spec.label}): {name} is {value!r}, not a finite number")

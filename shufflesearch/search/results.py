@@ -2,9 +2,7 @@
 
 Everything downstream (the live view, `studies list`, reports) works on these records,
 never on Optuna objects. A record's keys and types are `TrialRecord`, written down once.
-
->>> pareto_front([{"top1": 0.8, "mflops": 40.0}, {"top1": 0.7, "mflops": 50.0}])
-[{'top1': 0.8, 'mflops': 40.0}]
+How a study ranks them (top-1 or loss, raced winners, the Pareto front) is `standing`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ..accuracy.recipe import split_of
 from ..errors import UsageError
+from .standing import pareto_front, rank_value, ranked_by, window_winner
 from .storage import NoSuchStorage, StorageError, StorageUnavailable, check_storage_url, open_storage, reading, redact
 
 
@@ -34,7 +34,8 @@ class TrialRecord(TypedDict):
     groups: int | None
     mflops: float | None
     params: float | None
-    top1: float | None  # proxy accuracy, a fraction in [0, 1]
+    top1: float | None  # proxy accuracy, a fraction in [0, 1], on `split`
+    loss: float | None  # the proxy's cross-entropy on `split` (what a loss-ranked study ranks by)
     top5: float | None
     device: str | None  # where it trained, e.g. cpu, cuda:0
     latency_ms: float | None
@@ -48,8 +49,9 @@ class TrialRecord(TypedDict):
     worker: str | None  # host:pid
     spec: dict[str, Any] | None  # ShuffleNetSpec.to_dict()
     curve: Any  # per-epoch top-1, as the trainer stored it
-    intermediate: dict[int, float]  # per-epoch top-1 reported to Optuna: a pruned trial's only curve
+    intermediate: dict[int, float]  # per-epoch top-1 as the trial reported it: a pruned trial's only curve
     recipe: dict[str, Any] | None  # the training recipe (Fidelity.to_dict()) the top-1 was made with
+    split: str  # what top1/top5 are measured on: "validation" (held out of training), "test" or "unknown"
     seed: float | None
     classes: float | None  # the dataset's class count: chance is 1 / classes
     dataset: str | None  # "name:fingerprint" of the data it trained on
@@ -79,6 +81,7 @@ class StudySummary:
     pareto: list[dict] = field(default_factory=list)  # multi-objective: the front's records
     window_latency_ms: tuple[float, float] | None = None  # predicted ms, where a latency budget bounds the study
     budgeted: tuple[str, ...] = ("mflops",)  # what bounds the windows: "mflops", "latency_ms" or both
+    race: dict | None = None  # the window's race between its finalists (`racing.race_window`), if one ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +109,7 @@ def trial_record(study_name: str, trial) -> TrialRecord:
         "mflops": _number(attrs.get("mflops")),
         "params": _number(attrs.get("params")),
         "top1": _number(attrs.get("top1")),
+        "loss": _number(attrs.get("test_loss")),
         "top5": _number(attrs.get("top5")),
         "device": _text(attrs.get("device")),
         "latency_ms": _number(attrs.get("latency_ms")),
@@ -121,6 +125,7 @@ def trial_record(study_name: str, trial) -> TrialRecord:
         "curve": attrs.get("curve"),
         "intermediate": _intermediate(trial),
         "recipe": attrs.get("recipe") if isinstance(attrs.get("recipe"), dict) else None,
+        "split": split_of(attrs["recipe"]) if isinstance(attrs.get("recipe"), dict) else "unknown",
         "seed": _number(attrs.get("seed")),
         "classes": _number(attrs.get("classes")),
         "dataset": _text(attrs.get("dataset")),
@@ -128,7 +133,12 @@ def trial_record(study_name: str, trial) -> TrialRecord:
 
 
 def _intermediate(trial) -> dict[int, float]:
-    """Per-epoch top-1 the trial reported to Optuna (finite values only): a pruned trial's only curve."""
+    """Per-epoch top-1 the trial reported (finite values only): a pruned trial's only curve. A loss-ranked
+    study reports losses to Optuna and keeps the top-1 beside them (`epoch_top1`)."""
+    kept = trial.user_attrs.get("epoch_top1")
+    if isinstance(kept, dict):
+        pairs = [(int(step), _number(v)) for step, v in kept.items() if str(step).isdigit()]  # JSON keys are text
+        return {step: v for step, v in pairs if v is not None}
     return {int(step): v for step, v in trial.intermediate_values.items() if isinstance(v, float) and math.isfinite(v)}
 
 
@@ -203,8 +213,9 @@ def summarize_records(name: str, study_attrs: dict, records: list[TrialRecord]) 
     def count(state: str) -> int:
         return sum(r["state"] == state for r in records)
 
-    done = [r for r in records if r["state"] == "complete" and r["top1"] is not None]
-    best = max(done, key=lambda r: r["top1"], default=None)
+    rank_by = ranked_by(study_attrs)
+    done = [r for r in records if r["state"] == "complete" and rank_value(r, rank_by) is not None]
+    best = window_winner(done, study_attrs)
     durations = [r["duration_s"] for r in records if r["state"] in ("complete", "pruned") and r["duration_s"]]
     mode = _text(study_attrs.get("mode")) or "per-budget"
     return StudySummary(
@@ -221,9 +232,10 @@ def summarize_records(name: str, study_attrs: dict, records: list[TrialRecord]) 
         best_label=best["label"] if best else None,
         best_mflops=best["mflops"] if best else None,
         mean_trial_s=sum(durations) / len(durations) if durations else None,
-        pareto=pareto_front([r for r in done if r["mflops"] is not None]) if mode == "pareto" else [],
+        pareto=pareto_front([r for r in done if r["mflops"] is not None], rank_by=rank_by) if mode == "pareto" else [],
         window_latency_ms=_window(study_attrs["window_latency_ms"]) if "window_latency_ms" in study_attrs else None,
         budgeted=budgeted_axes(study_attrs),
+        race=study_attrs["race"] if isinstance(study_attrs.get("race"), dict) else None,
     )
 
 
@@ -234,18 +246,6 @@ def budgeted_axes(study_attrs: dict) -> tuple[str, ...]:
     known = tuple(v for v in value if v in ("mflops", "latency_ms")) if isinstance(value, list | tuple) else ()
     window = study_attrs.get("window_latency_ms")
     return known or ("mflops", *(("latency_ms",) if _window(window) != (0.0, 0.0) else ()))
-
-
-def pareto_front(records: list[dict], second: str = "mflops") -> list[dict]:
-    """Records not dominated in (higher top1, lower `second`), sorted by `second`."""
-    points = [r for r in records if r.get("top1") is not None and r.get(second) is not None]
-    points.sort(key=lambda r: (r[second], -r["top1"]))
-    front, best = [], float("-inf")
-    for r in points:
-        if r["top1"] > best:
-            front.append(r)
-            best = r["top1"]
-    return front
 
 
 def study_finished(config, url: str, wanted: int) -> bool:
@@ -272,7 +272,7 @@ def find_trial(
 ) -> tuple[str, TrialRecord]:
     """(Optuna study name, record) of trial `trial` of a budget window, or of the window's winner.
 
-    The winner is the complete trial with the best proxy top-1. A window is named by its MFLOPs
+    The winner is the complete trial the study ranks best (`config.rank_by`: proxy top-1 or loss). A window is named by its MFLOPs
     `budget`, its latency `budget_ms`, or both (paired budgets); in pareto mode they are caps on
     the front instead. They may be left out when the study has one window (pareto, or one budget).
     """
@@ -294,7 +294,8 @@ def find_trial(
             what = "does not exist" if found is None else f"is {found['state']}, not complete"
             raise NoSuchTrial(f"trial {trial} of {name} {what} (trials 0-{len(records) - 1})")
         return name, found
-    done = [r for r in records if r["state"] == "complete" and r["top1"] is not None and r["spec"] is not None]
+    done = [r for r in records if r["state"] == "complete" and rank_value(r, config.rank_by) is not None
+            and r["spec"] is not None]  # fmt: skip
     if config.mode == "pareto":
         caps = ((budget, "mflops", "MFLOPs"), (budget_ms, "latency_ms", "ms"))
         for cap, key, _ in caps:
@@ -304,7 +305,9 @@ def find_trial(
             raise NoSuchTrial(f"study {name} has no complete trial{' under ' + under if under else ''} yet")
     if not done:
         raise NoSuchTrial(f"study {name} has no complete trial yet")
-    return name, max(done, key=lambda r: r["top1"])
+    if config.mode == "pareto":
+        return name, max(done, key=lambda r: rank_value(r, config.rank_by))
+    return name, window_winner(done, study_attrs(url).get(name, {}))
 
 
 def _window_named(config, budget: float | None, budget_ms: float | None) -> str:
@@ -353,18 +356,6 @@ def stored_studies(storage: str | None = None, folder: str | Path = "studies") -
     return rows, warnings
 
 
-__all__ = [
-    "NoSuchTrial",
-    "StudySummary",
-    "TrialRecord",
-    "find_trial",
-    "load_records",
-    "pareto_front",
-    "read_studies",
-    "stored_studies",
-    "study_attrs",
-    "study_finished",
-    "summarize_records",
-    "summarize_studies",
-    "trial_record",
-]
+__all__ = ["NoSuchTrial", "StudySummary", "TrialRecord", "find_trial", "load_records", "read_studies",
+           "stored_studies", "study_attrs", "study_finished", "summarize_records", "summarize_studies",
+           "trial_record"]  # fmt: skip

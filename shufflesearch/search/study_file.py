@@ -25,6 +25,7 @@ MODES = ("per-budget", "pareto")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 SECOND_OBJECTIVES = ("mflops", "latency")
+RANK_BY = ("top1", "loss")  # what scores a trial, on the recipe's split: top-1 (maximised) or the loss (minimised)
 KEEP_WEIGHTS = ("best", "all", "none")  # best: per budget (pareto: the front); all: every complete trial
 # Checked here by shape only (no torch): `accuracy.devices.resolve_device` checks the machine at search start.
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$")
@@ -54,6 +55,7 @@ class StudyConfig:
     budget_range: tuple[float, float] = (10.0, 150.0)  # pareto mode
     space: SearchSpace = field(default_factory=SearchSpace)
     second_objective: str = "mflops"  # pareto mode
+    rank_by: str = "top1"  # one of RANK_BY: the first objective, what prunes and what picks each budget's winner
     lut: str | None = None  # the one latency predictor: a shipped table's name ("snapdragon820") or a table file
     dataset: str = "fashion-mnist"
     data_dir: Path | None = None
@@ -62,6 +64,8 @@ class StudyConfig:
     # the device, and the result cache keeps CPU and GPU results apart.
     device: str = "auto"
     keep_weights: str = "best"
+    finalists: int = 3  # per-budget: the best trials raced on more seeds after the search (0 or 1: no race)
+    race_seeds: int = 4  # the seed cap of a race: each finalist's seeds, the search's one included
     artifacts: str | None = None  # None: the folder beside the study file; else a folder, s3://bucket or gs://bucket
 
     def budget_windows(self) -> dict[str, tuple[float, float]]:
@@ -100,10 +104,10 @@ class StudyConfig:
 # fmt: off
 _SCHEMA: dict[str, set[str]] = {
     "study": {"name", "mode", "trials", "seed", "sampler", "pruner", "storage", "enqueue_presets",
-              "repeat_specs", "keep_weights", "artifacts"},
+              "repeat_specs", "keep_weights", "artifacts", "finalists", "race_seeds"},
     "budget": {"mflops", "latency_ms", "lut", "min_fraction", "range"},
     "space": {"groups", "scale", "scale_step", "repeats", "bottleneck_ratio", "shuffle", "resolution", "num_classes"},
-    "objective": {"second", "lut"},
+    "objective": {"rank_by", "second", "lut"},
     "accuracy": {"dataset", "data_dir", "fidelity", "device"},
 }
 # fmt: on
@@ -251,9 +255,11 @@ class _Validator:
             repeat_specs=self.get("study", "repeat_specs", bool, False),
             latency_budgets=tuple(map(float, latency_budgets)),
             min_fraction=min_fraction, budget_range=budget_range, space=space, second_objective=second,
+            rank_by=self.choice("objective", "rank_by", RANK_BY, "top1"),
             lut=lut, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
             data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=fidelity, device=device,
             keep_weights=self.choice("study", "keep_weights", KEEP_WEIGHTS, "best"),
+            finalists=self._count("finalists", 3, 0), race_seeds=self._count("race_seeds", 4, 1),
             artifacts=str(Path(artifacts).expanduser()) if artifacts and "://" not in artifacts else artifacts,
         )  # fmt: skip
 
@@ -310,6 +316,12 @@ class _Validator:
             if not any(space.feasible(*choice, window, latency) for choice in space.discrete_choices()):
                 self.fail("budget", "latency_ms", f"no spec of the space is predicted at {ms * f:g}-{ms:g} ms "
                                                   f"(within {window[0]:g}-{window[1]:g} MFLOPs) by {table.name}")  # fmt: skip
+
+    def _count(self, key: str, default: int, lo: int, hi: int = 50) -> int:
+        value = self.get("study", key, int, default)
+        if not lo <= value <= hi:
+            self.fail("study", key, f"{value} must be in [{lo}, {hi}]")
+        return value
 
     def _name(self) -> str:
         return self.get("study", "name", str, self.path.stem)
@@ -376,25 +388,10 @@ class _Validator:
 
 
 def _kind_name(kind: type | tuple) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+             dict: "a table"}  # fmt: skip
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,))))
 
 
-__all__ = [
-    "KEEP_WEIGHTS",
-    "MODES",
-    "PRUNERS",
-    "SAMPLERS",
-    "SECOND_OBJECTIVES",
-    "StudyConfig",
-    "StudyFileError",
-    "load_study",
-]
+__all__ = ["KEEP_WEIGHTS", "MODES", "PRUNERS", "RANK_BY", "SAMPLERS", "SECOND_OBJECTIVES", "StudyConfig", "StudyFileError",
+           "load_study"]  # fmt: skip

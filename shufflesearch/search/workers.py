@@ -154,8 +154,10 @@ def check_workers_fit(config: StudyConfig, workers: int, devices: list[str], dat
 
 def run_search(config: StudyConfig, storage_url: str, trials: int | None = None, workers: int = 1,
                resume: bool = False, on_progress: Callable[[SearchProgress], None] | None = None,
-               poll_s: float = 2.0, windows: dict[str, str] | None = None) -> list[StudySummary]:  # fmt: skip
-    """Run the study to `trials` finished trials per budget window with `workers` processes.
+               poll_s: float = 2.0, windows: dict[str, str] | None = None,
+               on_race: Callable[[str], None] | None = None) -> list[StudySummary]:  # fmt: skip
+    """Run the study to `trials` finished trials per budget window with `workers` processes, then race
+    each window's finalists (`racing.race_windows`; `on_race` gets a line per race training).
 
     `on_progress` gets a `SearchProgress` (studies, trials, what changed, the time left) every
     `poll_s` seconds and once at the end; `windows` (study name -> its budget window as text) is
@@ -164,10 +166,11 @@ def run_search(config: StudyConfig, storage_url: str, trials: int | None = None,
     trials = trials or config.trials
     with interrupt.deferred():
         interrupt.check()  # pressed (and perhaps swallowed) while the command was starting
-        return _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s, windows)
+        return _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s, windows, on_race)
 
 
-def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s, windows) -> list[StudySummary]:
+def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_s, windows,
+                on_race=None) -> list[StudySummary]:  # fmt: skip
     from ..accuracy.datasets import load_dataset
     from ..accuracy.devices import worker_devices
     from .objective import latency_table
@@ -199,6 +202,9 @@ def _run_search(config, storage_url, trials, workers, resume, on_progress, poll_
     interrupt.check()  # a Ctrl-C between trials ended the workers early: not a finished study
     if look is not None:
         look()
+    from .racing import race_windows
+
+    race_windows(config, storage_url, devices[0], on_race)
     return summarize_studies(storage_url, names)
 
 

@@ -21,10 +21,18 @@ from ...spec import RESOLUTION_RANGE
 from ..recipe import DATASETS  # the names have one home: the torch-free recipe (the CLI lists them)
 from .cifar10 import load_cifar10
 from .fashion_mnist import load_fashion_mnist
-from .image_dataset import DatasetError, ImageDataset, check_size, fingerprint_of, resize, train_subset
+from .image_dataset import (
+    DatasetError,
+    ImageDataset,
+    check_size,
+    fingerprint_of,
+    resize,
+    train_subset,
+    validation_split,
+)
 from .image_folder import load_image_folder
 
-__all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset", "train_subset"]
+__all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset", "train_subset", "validation_split"]
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int | None = None) -> ImageDataset:

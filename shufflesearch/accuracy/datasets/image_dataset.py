@@ -9,7 +9,16 @@ import torch
 
 from ...errors import UsageError
 
-__all__ = ["MAX_IMAGE_BYTES", "DatasetError", "ImageDataset", "check_size", "fingerprint_of", "resize", "train_subset"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "DatasetError",
+    "ImageDataset",
+    "check_size",
+    "fingerprint_of",
+    "resize",
+    "train_subset",
+    "validation_split",
+]
 
 # 50k CIFAR images at 224 px take 7.5 GB: refuse before allocating rather than swap a shared machine.
 MAX_IMAGE_BYTES = 4 * 2**30
@@ -84,6 +93,32 @@ def train_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     for i, k in enumerate(j for j in order if j in left):
         taken[k] = remaining // len(left) + (i < remaining % len(left))
     return torch.sort(torch.cat([p[:t] for p, t in zip(perms, taken, strict=True)])).values
+
+
+# The validation carve-out is drawn with its own seed, never a run's: every run and seed is scored on
+# the same held-out images, and no run trains on them.
+VALIDATION_SEED = 20_171_204
+# A small training set gives at most this share of its images to validation.
+VALIDATION_SHARE_MAX = 0.2
+
+
+def validation_split(labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation, training) sorted indices: `n` class-balanced images held out of the training
+    labels (at most a fifth of them), and all the others, which are what a run may train on.
+
+    >>> held, rest = validation_split(torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]), 2)
+    >>> len(held), len(rest), sorted(torch.tensor([0] * 5 + [1] * 5)[held].tolist())
+    (2, 8, [0, 1])
+    """
+    size = len(labels)
+    n = min(n, int(size * VALIDATION_SHARE_MAX))
+    if n < 1:
+        raise DatasetError(f"{size} training images are too few to hold out a validation split; "
+                           "score on the test split (scored_on = 'test')")  # fmt: skip
+    held = train_subset(labels, n, VALIDATION_SEED)
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[held] = False
+    return held, torch.nonzero(keep).flatten()
 
 
 def check_size(what: str, count: int, channels: int, size: int) -> None:
