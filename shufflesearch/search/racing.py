@@ -71,14 +71,6 @@ class Race:
     extra_trainings: int  # trainings the race added to the search's
     eliminated: dict[int, int] = field(default_factory=dict)  # trial -> seeds it had when the leader beat it clearly
 
-    def mean(self, trial: int) -> float:
-        return statistics.fmean(self.scores[trial].values())
-
-    def spread(self, trial: int) -> float | None:
-        """The standard deviation of a finalist's scores over its seeds (None with one seed)."""
-        values = list(self.scores[trial].values())
-        return statistics.stdev(values) if len(values) > 1 else None
-
     def to_dict(self) -> dict:
         """JSON-able (trial numbers and seeds as text keys, as a study attribute stores them)."""
         data = asdict(self)
