@@ -73,8 +73,7 @@ class ReportFrames:
 TRIAL_COLUMNS = [
     "study", "budget_mflops", "budget_ms", "trial", "state", "label", "preset", "groups", "scale", "repeats", "stem_channels",
     "stage_channels", "bottleneck_ratio", "shuffle", "resolution", "trained_px", "mflops", "params_m", "top1_pct", "loss",
-    "latency_ms",
-    "latency_kind", "train_seconds", "duration_s", "status", "retry_of", "worker",
+    "latency_ms", "latency_kind", "train_seconds", "duration_s", "status", "retry_of", "worker",
 ]  # fmt: skip
 
 
@@ -134,7 +133,7 @@ def _dataset_name(records_by_study: dict, study_attrs: dict) -> str:
 
 
 def _race_winners(records_by_study: dict[str, list[TrialRecord]], study_attrs: dict[str, dict]) -> dict[str, int]:
-    """Study -> the trial its stored race picked (`search.results.window_winner`: a stale race does not count)."""
+    """Study -> the trial its stored race picked (`search.standing.window_winner`: a stale race does not count)."""
     winners = {}
     for study, attrs in study_attrs.items():
         done = [r for r in records_by_study.get(study, []) if r.get("state") == "complete"]
@@ -145,6 +144,7 @@ def _race_winners(records_by_study: dict[str, list[TrialRecord]], study_attrs: d
 
 
 def _ranked_by_loss(budgets: pd.DataFrame) -> list[str]:
+    """A note naming the studies whose winners are chosen by loss: the tables show top-1 beside them."""
     studies = sorted(set(budgets.study[budgets.rank_by == "loss"]))
     return [f"{', '.join(studies)} rank{'s' * (len(studies) == 1)} trials by the proxy's loss, not its top-1: each "
             "budget's winner is the lowest loss, which need not be the highest top-1 shown."] if studies else []  # fmt: skip
