@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .recipe import split_of
+
 if TYPE_CHECKING:
     import torch
 
@@ -49,8 +51,8 @@ class TrainProgress:
 class TrainResult:
     """Outcome of one proxy run. `top1`/`top5`/`test_loss` are None when the run diverged.
 
-    They are measured on `scored_on` ("validation": images held out of the training set;
-    "test": the test split; results stored before splits had names were all on the test split),
+    They are measured on `scored_on`, the split the recipe names ("validation": images held out
+    of the training set; "test": the test split, as every result stored before splits had names),
     over `scored_images` images (None in results stored before it was counted). `test_loss`
     keeps its stored name whatever the split: the split is `scored_on`'s to say.
 
@@ -76,9 +78,12 @@ class TrainResult:
     device: str = "cpu"
     input_mean: list[float] = field(default_factory=list)
     input_std: list[float] = field(default_factory=list)
-    scored_on: str = "test"
     scored_images: int | None = None
     weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def scored_on(self) -> str:
+        return split_of(self.fidelity)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(dataclasses.replace(self, weights=None))
@@ -141,7 +146,6 @@ _RULES = {
     "device": lambda v: isinstance(v, str),
     "input_mean": lambda v: isinstance(v, list) and all(_number(x) for x in v),
     "input_std": lambda v: isinstance(v, list) and all(_number(x) and x > 0 for x in v),
-    "scored_on": lambda v: v in ("validation", "test"),
     "scored_images": lambda v: v is None or (_count(v) and v > 0),
 }
 _REQUIRED = [f.name for f in dataclasses.fields(TrainResult) if f.default is dataclasses.MISSING

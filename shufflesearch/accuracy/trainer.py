@@ -298,7 +298,6 @@ class _Run:
             device=self.name,
             input_mean=mean.flatten().tolist(),
             input_std=std.flatten().tolist(),
-            scored_on=fid.scored_on,
             scored_images=len(y_eval),
             weights=_on_cpu(model.state_dict()) if keep_weights and status == "ok" else None,
         )

@@ -94,9 +94,8 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
             raise optuna.TrialPruned(f"training {result.status}")
         checkpoint = {"checkpoint": _write_checkpoint(result)} if keep and result.weights is not None else {}
         return {
-            "top1": result.top1,  # on result.scored_on's split, which the recipe also names
+            "top1": result.top1,  # on the split the recipe names (`recipe.split_of`)
             "test_loss": result.test_loss,
-            "scored_on": result.scored_on,
             "scored_images": result.scored_images,
             "train_seconds": result.seconds,
             "images_seen": result.images_seen,
