@@ -103,9 +103,12 @@ def test_a_stored_race_picks_the_winner_everywhere_and_the_report_says_what_it_c
 def test_a_race_needs_two_distinct_finalists(tmp_path):
     config = _study(tmp_path)
     url = config.default_storage()
+    never = lambda spec, seed: pytest.fail("nothing to race")  # noqa: E731
+    assert race_window(config, url, "race-40M", never) is None  # no storage yet: nothing to race or to say
     run_worker(config, url, 1, lambda spec, report: {"top1": 0.8, "test_loss": 0.5})
+    assert race_window(config, url, "race-13M", never) is None  # no such study in it
     assert races_due(config, url)
-    assert race_window(config, url, "race-40M", lambda spec, seed: pytest.fail("nothing to race")) is None
+    assert race_window(config, url, "race-40M", never) is None
     assert not races_due(config, url)  # said on the study: a finished study is not raced again and again
     assert find_trial(config, url)[1]["trial"] == 0
 

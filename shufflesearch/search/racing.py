@@ -132,9 +132,16 @@ def race_window(config, storage_url: str, name: str, train: Callable[[dict, int]
     from .objective import spec_key
     from .results import load_records
     from .standing import rank_value
+    from .storage import NoSuchStorage
 
     rank_by = config.rank_by
-    done = [r for r in load_records(storage_url, [name]).get(name, [])
+    try:
+        records = load_records(storage_url, [name]).get(name)
+    except NoSuchStorage:
+        records = None
+    if records is None:  # no such study (a search stopped before it made one): nothing to race or to say
+        return None
+    done = [r for r in records
             if r["state"] == "complete" and r["spec"] is not None and rank_value(r, rank_by) is not None]  # fmt: skip
     best_first = sorted(done, key=lambda r: (-rank_value(r, rank_by), r["trial"]))
     finalists, seen = [], set()
