@@ -272,7 +272,8 @@ def find_trial(
 ) -> tuple[str, TrialRecord]:
     """(Optuna study name, record) of trial `trial` of a budget window, or of the window's winner.
 
-    The winner is the complete trial the study ranks best (`config.rank_by`: proxy top-1 or loss). A window is named by its MFLOPs
+    The winner is `standing.window_winner`'s: the complete trial the study ranks best (`rank_by`: proxy
+    top-1 or loss), or its race's winner where the finalists were raced. A window is named by its MFLOPs
     `budget`, its latency `budget_ms`, or both (paired budgets); in pareto mode they are caps on
     the front instead. They may be left out when the study has one window (pareto, or one budget).
     """
