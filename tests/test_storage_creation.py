@@ -92,3 +92,29 @@ def test_without_hard_links_the_database_is_created_in_place(tmp_path, monkeypat
     opened.engine.dispose()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.db"]
     assert _snapshot(tmp_path / "plain.db")[1] == 1
+
+
+def test_checking_a_storage_again_keeps_this_process_s_sqlite_locks(tmp_path):
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it. A second look at
+    # the header, while a connection of ours was open, dropped that connection's shared lock: the next
+    # process to close its own connection took itself for the last, checkpointed and deleted the WAL
+    # under ours (which then read short: "disk I/O error" in the fault storms).
+    import subprocess
+    import sys
+
+    from shufflesearch.search.storage import check_storage_url
+
+    db = tmp_path / "locked.db"
+    url = f"sqlite:///{db}"
+    open_storage(url).engine.dispose()
+    ours = sqlite3.connect(db, isolation_level=None)
+    ours.execute("CREATE TABLE held (x)")  # in the WAL, which our open connection keeps
+    assert (tmp_path / "locked.db-wal").exists()
+    check_storage_url(url)
+    other = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1 FROM held').fetchall(); c.close()"
+    )
+    subprocess.run([sys.executable, "-c", other, str(db)], check=True)
+    assert (tmp_path / "locked.db-wal").exists(), "another process took our connection's locks for none"
+    assert ours.execute("SELECT count(*) FROM held").fetchone() == (0,)
+    ours.close()

@@ -105,12 +105,26 @@ def check_storage_url(url: str) -> str:
     if not path.name or path.is_dir():
         raise StorageError(f"storage {url!r} names a folder, not a database file; e.g. sqlite:///studies/x.db")
     _check_sqlite_file(path)
-    if path.is_file():
+    if path.is_file() and _file_id(path) not in _SQLITE_FILES:
         with open(path, "rb") as f:
             header = f.read(16)
         if header and header != b"SQLite format 3\0":
             raise StorageError(f"storage {url!r}: {path} is not an SQLite database")
+        if header:
+            _SQLITE_FILES.add(_file_id(path))
     return url
+
+
+# The database files this process has read the header of (device, inode), so it reads each only once:
+# closing any descriptor of a file drops every POSIX lock this process holds on it, its SQLite connections'
+# too (sqlite.org/howtocorrupt.html, 2.2). A header read while a connection of ours was open let another
+# process reset the WAL under that connection, which then read short ("disk I/O error") or "malformed".
+_SQLITE_FILES: set[tuple[int, int]] = set()
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
 
 
 _KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a pipe (FIFO)",
@@ -332,6 +346,7 @@ def _create_whole(path: Path) -> None:
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with contextlib.suppress(FileExistsError):  # another worker's came first: as whole as ours
             os.link(building, path)
+        _SQLITE_FILES.add(_file_id(path))  # ours or theirs, an SQLite file: never reopened outside SQLite
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise StorageUnavailable(f"cannot create {path}: {exc.strerror or exc}") from None
