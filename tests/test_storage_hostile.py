@@ -21,6 +21,7 @@ from servers import require
 
 from shufflesearch.accuracy.datasets.fashion_mnist import FASHION_MNIST_DIR
 from shufflesearch.cli import main
+from shufflesearch.search import storage as storage_module
 from shufflesearch.search.storage import StorageError, check_storage_url, open_storage, redact
 from shufflesearch.search.study_file import load_study
 
@@ -44,6 +45,8 @@ curve_eval_images = 0
 
 
 def run(args):
+    # Each command is a process of its own: it has read no database header yet (storage._SQLITE_FILES).
+    storage_module._SQLITE_FILES.clear()
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(SystemExit) as exit_info, redirect_stdout(out), redirect_stderr(err):
         main([str(a) for a in args])
