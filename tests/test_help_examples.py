@@ -42,6 +42,7 @@ HEAVY_CALLS = {
     ("lut", "build"): ["shufflesearch.latency.lut.build_lut"],
     ("lut", "validate"): ["shufflesearch.latency.lut.LatencyTable.load"],
     ("fidelity",): ["shufflesearch.accuracy.fidelity.run_fidelity"],
+    ("resolution",): ["shufflesearch.accuracy.resolution.measure_resolution"],
     ("setup",): ["shufflesearch.latency.emulated.sysroot.ensure_sysroot"],
     ("init",): [],
     ("data", "get"): ["shufflesearch.accuracy.datasets.download.fetch_dataset"],
@@ -54,7 +55,7 @@ HEAVY_CALLS = {
         "shufflesearch.report.study.build_report",
     ],
 }
-NEEDS_DATASET = {("train",), ("score",), ("fidelity",)}
+NEEDS_DATASET = {("train",), ("score",), ("fidelity",), ("resolution",)}
 INPUT_OPTIONS = {"--space", "--lut", "--data-dir"}
 OUTPUT_OPTIONS = {"--out", "--save"}
 

@@ -122,6 +122,14 @@ PROBES = {
                      "--workers": arg("f", "workers"), "--subset": fid("f", "train_images"),
                      "--epochs": fid("f", "epochs"), "--resolution": fid("f", "resolution"),
                      "--scored-on": fid("f", "scored_on"), "--device": arg("f", "device")}),
+    ("resolution",): ([], {"devices": ("shufflesearch.accuracy.devices", "worker_devices", False, None),
+                           "data": ("shufflesearch.accuracy.datasets", "load_dataset", False, FAKE_DATA),
+                           "f": ("shufflesearch.accuracy.resolution", "measure_resolution", True, None)},
+                      {"--dataset": arg("data", "name"), "--seeds": arg("f", "seeds", lambda s: ",".join(map(str, s))),
+                       "--part": arg("f", "part"), "--workers": arg("f", "run", lambda r: r["workers"]),
+                       "--subset": fid("f", "train_images"), "--epochs": fid("f", "epochs"),
+                       "--resolution": fid("f", "resolution"), "--scored-on": fid("f", "scored_on"),
+                       "--device": arg("f", "run", lambda r: r["device"])}),
     ("finish",): (["studies/demo.toml"], {"f": ("shufflesearch.finish", "finish_winner", True, None)},
                   {"--epochs": arg("f", "epochs"), "--device": arg("f", "device"), "--target": arg("f", "target"),
                    "--resolution": arg("f", "resolution"), "--augment": arg("f", "augment")}),
@@ -204,15 +212,17 @@ def test_a_default_written_for_an_option_left_none_is_probed(path):
 
 
 def test_the_literal_copies_of_torch_side_names_agree_with_the_library():
-    from shufflesearch.accuracy import datasets, devices, zero_cost
+    from shufflesearch.accuracy import datasets, devices, resolution, zero_cost
     from shufflesearch.accuracy.recipe import DATASETS
     from shufflesearch.cli import accuracy, complexity, options
+    from shufflesearch.cli import resolution as cli_resolution
     from shufflesearch.export import OPSET
     from shufflesearch.latency.emulated.estimate import emulate_spec
 
     assert DATASETS == datasets.DATASETS
     assert options.DEVICES == devices.DEVICE_NAMES
     assert accuracy.ZERO_COST == zero_cost.ZERO_COST_SCORES
+    assert cli_resolution.PARTS == resolution.PARTS
     assert complexity.ONNX_OPSET == OPSET
     runs = next(p for p in COMMANDS[("latency",)].params if p.opts[0] == "--runs")
     emulated = inspect.signature(emulate_spec).parameters["runs"].default

@@ -14,9 +14,6 @@ each scale, and the seed-to-seed spread. See docs/fidelity.md for the recipes tr
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import queue
-import signal
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +23,9 @@ from ..complexity import count_complexity
 from ..paper import TABLE2_SCALES, TABLE2_TOP1_ERROR_PCT
 from ..spec import ShuffleNetSpec
 from .datasets import ImageDataset
-from .devices import worker_devices
 from .ranking import agreement, spearman
 from .recipe import DEFAULT_FIDELITY, Fidelity
-from .trainer import TrainProgress, TrainResult, train_proxy
+from .train_many import RunProgress, train_many
 
 __all__ = [
     "FidelityProgress",
@@ -47,15 +43,8 @@ def table2_specs() -> list[ShuffleNetSpec]:
     return [ShuffleNetSpec(groups=g, scale=s) for g, s in TABLE2_TOP1_ERROR_PCT]
 
 
-@dataclass(frozen=True)
-class FidelityProgress:
-    """Which run of the study is training, and its own progress."""
-
-    run: int
-    runs: int
-    label: str
-    seed: int
-    train: TrainProgress
+# What a study reports while it trains: which run, and that run's own progress.
+FidelityProgress = RunProgress
 
 
 @dataclass(frozen=True)
@@ -113,33 +102,10 @@ def run_fidelity(
     """
     if not seeds:
         raise ValueError("seeds=() is empty: give at least one seed, e.g. seeds=(0,)")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} must be a positive integer, e.g. workers=2")
-    devices = worker_devices(device, workers)
     specs = table2_specs()
-    jobs = [(i, j, spec, seed) for i, spec in enumerate(specs) for j, seed in enumerate(seeds)]
-    results: dict[tuple[int, int], TrainResult] = {}
-    if workers == 1:
-        for n, (i, j, spec, seed) in enumerate(jobs, 1):
-            send = _relay(progress, n, len(jobs), spec.label, seed)
-            results[i, j] = train_proxy(spec, dataset, fidelity, seed=seed, progress=send, cache=cache, threads=threads,
-                                        device=devices[0])  # fmt: skip
-    else:
-        ctx = multiprocessing.get_context("spawn")  # fork after torch has threads is unsafe
-        # Largest models first, so the last job to finish is a short one.
-        jobs.sort(key=lambda job: -job[2].scale)
-        # A Pool, not ProcessPoolExecutor: on Ctrl-C its `terminate()` (on leaving the block) stops
-        # the runs in progress at once instead of finishing the whole queue.
-        free = ctx.Queue()  # each worker takes one device as it starts
-        for name in devices:
-            free.put(name)
-        with ctx.Pool(workers, initializer=_set_dataset, initargs=(dataset, free, devices[0])) as pool:
-            tasks = [(i, j, spec, fidelity, seed, cache) for i, j, spec, seed in jobs]
-            for n, (i, j, result) in enumerate(pool.imap_unordered(_train_in_worker, tasks), 1):
-                results[i, j] = result
-                if progress is not None:
-                    done = TrainProgress(fidelity.epochs, fidelity.epochs, 0, 0, 0.0, result.images_seen, 0.0, True)
-                    progress(FidelityProgress(n, len(jobs), specs[i].label, seeds[j], done))
+    jobs = [(spec, seed) for spec in specs for seed in seeds]
+    trained = train_many(jobs, dataset, fidelity, progress, cache, threads, workers, device)
+    results = {(i, j): trained[i * len(seeds) + j] for i in range(len(specs)) for j in range(len(seeds))}
     rows = []
     for i, (spec, ((g, s), err)) in enumerate(zip(specs, TABLE2_TOP1_ERROR_PCT.items())):
         per_seed = [results[i, j] for j in range(len(seeds))]
@@ -164,32 +130,6 @@ def run_fidelity(
     done = list(results.values())
     seconds, cpu_seconds = sum(r.seconds for r in done), sum(r.cpu_seconds for r in done)
     return _report(rows, fidelity, dataset, list(seeds), seconds, cpu_seconds, sum(r.cached for r in done))
-
-
-def _relay(progress: Callable | None, run: int, runs: int, label: str, seed: int) -> Callable | None:
-    if progress is None:
-        return None
-    return lambda p: progress(FidelityProgress(run, runs, label, seed, p))
-
-
-_WORKER_DATASET: ImageDataset | None = None
-_WORKER_DEVICE = "cpu"
-
-
-def _set_dataset(dataset: ImageDataset, free_devices: Any = None, fallback: str = "cpu") -> None:
-    global _WORKER_DATASET, _WORKER_DEVICE
-    _WORKER_DATASET = dataset
-    try:  # a worker started in place of one that died finds the queue empty: it shares the first device
-        _WORKER_DEVICE = free_devices.get(timeout=5) if free_devices is not None else fallback
-    except queue.Empty:
-        _WORKER_DEVICE = fallback
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
-
-
-def _train_in_worker(task: tuple) -> tuple[int, int, TrainResult]:
-    i, j, spec, fidelity, seed, cache = task
-    assert _WORKER_DATASET is not None
-    return i, j, train_proxy(spec, _WORKER_DATASET, fidelity, seed=seed, cache=cache, threads=1, device=_WORKER_DEVICE)
 
 
 def _report(

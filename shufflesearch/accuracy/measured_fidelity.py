@@ -25,7 +25,8 @@ from ..spec import ShuffleNetSpec
 from .ranking import spearman
 from .recipe import DEFAULT_FIDELITY, Fidelity, recipe_key
 
-__all__ = ["MEASURED", "MeasuredFidelity", "free_baselines", "measured_fidelity"]
+__all__ = ["MEASURED", "MEASURED_STEPS", "MeasuredFidelity", "MeasuredStep", "free_baselines", "measured_fidelity",
+           "resolving_verdict"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,51 @@ def measured_fidelity(dataset: str, recipe: dict[str, Any]) -> MeasuredFidelity 
     """The measurement of exactly this recipe on this dataset (name, without a fingerprint), or None."""
     wanted = recipe_key(recipe)
     return next((m for m in MEASURED if m.dataset == dataset and recipe_key(m.recipe.to_dict()) == wanted), None)
+
+
+@dataclass(frozen=True)
+class MeasuredStep:
+    """One width step of a recipe's resolving-power ladder (`accuracy.resolution.resolving_power`, g = 3)."""
+
+    dataset: str
+    recipe: Fidelity  # both networks of the step trained with it (a budget-scaled study: the wider one's budget)
+    from_mflops: float
+    to_mflops: float
+    gap_pts: float  # mean top-1 of the wider minus the narrower, points
+    spread_pts: float  # one run's top-1 standard deviation, pooled over the two
+    chance: float  # that one run of each orders them right: Phi(gap / (spread * sqrt 2))
+    seeds: tuple[int, ...]
+    measured: str
+
+
+# docs/fidelity.md, "Resolving power by budget": the ladders measured, step by step.
+MEASURED_STEPS: tuple[MeasuredStep, ...] = ()
+
+
+def resolving_verdict(dataset: str, recipe: dict[str, Any], budget_mflops: float) -> tuple[bool | None, str]:
+    """Whether this recipe resolves a search at `budget_mflops` (True / False / None: never measured), in a sentence.
+
+    The step that decides is the measured width step spanning the budget (the first whose wider network
+    costs at least the budget): a budget's candidates are told apart as well as that step's two networks.
+    """
+    from .resolution import TRUSTED_CHANCE
+
+    wanted = recipe_key(recipe)
+    steps = sorted((s for s in MEASURED_STEPS if s.dataset == dataset and recipe_key(s.recipe.to_dict()) == wanted),
+                   key=lambda s: s.to_mflops)  # fmt: skip
+    if not steps:
+        return None, ("its resolving power was never measured for this recipe: measure it with `shufflesearch "
+                      "resolution` (docs/fidelity.md)")  # fmt: skip
+    step = next((s for s in steps if s.to_mflops >= budget_mflops), None)
+    if step is None:
+        return None, (f"{budget_mflops:g} MFLOPs lies past the largest width step measured for this recipe "
+                      f"({steps[-1].to_mflops:.0f} MFLOPs): its resolving power there is unknown")  # fmt: skip
+    said = (f"networks one width step apart there ({step.from_mflops:.0f} -> {step.to_mflops:.0f} MFLOPs, g3) score "
+            f"{step.gap_pts:+.2f} points apart against one run's seed spread of {step.spread_pts:.2f}, so one run "
+            f"orders them right {100 * step.chance:.0f}% of the time (seeds {', '.join(map(str, step.seeds))}, "
+            f"measured {step.measured}; docs/fidelity.md)")  # fmt: skip
+    if step.chance >= TRUSTED_CHANCE:
+        return True, f"{budget_mflops:g} MFLOPs is within this recipe's resolving power: {said}"
+    return False, (f"{budget_mflops:g} MFLOPs lies beyond this recipe's resolving power: {said}, under "
+                   f"{100 * TRUSTED_CHANCE:.0f}%; its winner is chosen inside the noise: read the race, or train this "
+                   "budget longer ([accuracy.fidelity_by_budget])")  # fmt: skip

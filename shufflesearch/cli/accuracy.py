@@ -18,6 +18,7 @@ from .options import (
     Dataset,
     Device,
     ImageSize,
+    Workers,
     given,
     one_of,
     output_file,
@@ -64,7 +65,7 @@ def _complete_scores(incomplete: str) -> list[str]:
     return [f"{done},{s}" if done else s for s in ZERO_COST if s.startswith(last) and s not in done.split(",")]
 
 
-def _recipe(**options) -> Fidelity:
+def recipe_from_options(**options) -> Fidelity:
     """The default recipe with the options given; a bad one is refused naming its option (exit 2)."""
     try:
         return DEFAULT_FIDELITY.replace(**given(**options))
@@ -118,7 +119,7 @@ def train(
     from ..atomic import check_writable
 
     where = resolve_device(device)  # a missing GPU or an unsupported precision: one line, before the data loads
-    fidelity = _recipe(train_images=subset, epochs=epochs, batch_size=batch_size, resolution=resolution,
+    fidelity = recipe_from_options(train_images=subset, epochs=epochs, batch_size=batch_size, resolution=resolution,
                        time_budget_s=time_budget, precision=precision, scored_on=scored_on)  # fmt: skip
     check_precision(fidelity.precision, where)
     if save is not None:
@@ -193,7 +194,7 @@ def score(
 
     where = resolve_device(device)
     batch = batch_size if batch is None else batch
-    fidelity = _recipe(resolution=resolution or None)
+    fidelity = recipe_from_options(resolution=resolution or None)
     data = load_dataset(dataset, data_dir, image_size)
     if batch > len(data.train_labels):
         raise typer.BadParameter(f"{batch} is more than the {len(data.train_labels)} training images of {dataset}; "
@@ -211,7 +212,7 @@ def fidelity(
     dataset: Dataset = "fashion-mnist",
     data_dir: DataDir = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; results are averaged.")] = "0,1",
-    workers: Annotated[int, typer.Option(help="Models trained at once (one thread each).", min=1)] = 2,
+    workers: Workers = 2,
     subset: Subset = None,
     epochs: Epochs = None,
     resolution: TrainingResolution = None,
@@ -232,7 +233,7 @@ def fidelity(
     from ..accuracy.fidelity import rankers_vs_paper, run_fidelity, table2_zero_cost_scores, zero_cost_ranking
 
     worker_devices(device, workers)  # a missing GPU: one line, before the data loads
-    fid = _recipe(train_images=subset, epochs=epochs, resolution=resolution, scored_on=scored_on)
+    fid = recipe_from_options(train_images=subset, epochs=epochs, resolution=resolution, scored_on=scored_on)
     data = load_dataset(dataset, data_dir)
     seed_tuple = seed_list(seeds, SEED_MAX)
     progress = None if as_json else (lambda p: render.say(f"  {p}", err=True))

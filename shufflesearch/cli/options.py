@@ -273,6 +273,7 @@ def spec_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., An
 # DEVICE_NAMES of accuracy.devices, which imports torch: tests/test_help_truth.py checks they agree.
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+Workers = Annotated[int, typer.Option(help="Models trained at once (one thread each).", min=1)]
 Device = Annotated[
     str,
     suggesting([d for d in DEVICES if d != "cuda:N"], f"{', '.join(DEVICES)}; auto: a GPU if there is one. Checked "

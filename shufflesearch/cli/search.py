@@ -87,6 +87,10 @@ def _search(study_file: Path, trials: int | None, workers: int, storage: str | N
             # the spec labels count MFLOPs at their 224 px; say at what the proxy trains
             console.print(render.line(f"proxy top-1 on {config.dataset}: {describe_recipe(config.fidelity.to_dict())}"),
                           markup=False, highlight=False)  # fmt: skip
+            for name, recipe in _scaled_recipes(config).items():
+                console.print(render.line(f"  {name} trains with: {recipe}"), markup=False, highlight=False)
+            for line in _resolution_lines(config):
+                console.print(render.line(line), markup=False, highlight=False)
             if console.is_terminal:
                 from rich.live import Live
 
@@ -252,3 +256,19 @@ def studies_list(
         for r in rows
     ]  # fmt: skip
     render.console().print(render.rich_table(table_rows, "Stored studies (top-1 = proxy accuracy)"))
+
+
+def _scaled_recipes(config) -> dict[str, str]:
+    """The windows a budget-scaled study trains with a recipe other than its base one."""
+    from ..accuracy.recipe import describe_recipe
+
+    return {name: describe_recipe(config.window_fidelity(name).to_dict()) for name in config.budget_windows()
+            if config.window_fidelity(name) != config.fidelity}  # fmt: skip
+
+
+def _resolution_lines(config) -> list[str]:
+    """A warning per budget beyond its recipe's resolving power; one line if it was never measured."""
+    verdicts = config.resolving_verdicts()
+    lines = [f"warning: {name}: {sentence}" for name, (ok, sentence) in verdicts.items() if ok is False]
+    unknown = dict.fromkeys(sentence for ok, sentence in verdicts.values() if ok is None)
+    return lines + [f"resolving power: {sentence}" for sentence in unknown]

@@ -99,7 +99,7 @@ def finish_winner(
     check_precision(config.fidelity.precision, device)  # nor a precision it lacks
     study, record = find_trial(config, url, budget=budget, trial=trial, budget_ms=budget_ms)
     dataset = load_dataset(config.dataset, config.data_dir)
-    fidelity = finish_fidelity(config.fidelity, len(dataset.train_labels), epochs=epochs, resolution=resolution,
+    fidelity = finish_fidelity(config.window_fidelity(study), len(dataset.train_labels), epochs=epochs, resolution=resolution,
                                augment=augment, train_images=train_images, eval_images=eval_images)  # fmt: skip
     spec = ShuffleNetSpec.from_dict(record["spec"])
     out = Path(out) if out is not None else default_out(config, study, record["trial"])

@@ -32,7 +32,7 @@ from .history import history_frame
 from .importance import importance_frame
 from .latency_view import latency_frame, latency_groups_frame
 from .learning_curves import curves_frame
-from .provenance import caveats, provenance_frame
+from .provenance import caveats, provenance_frame, resolution_notes
 from .races import races_frame
 from .stored import stored_number, stored_text
 from .studies import status_notes, studies_frame
@@ -113,6 +113,7 @@ def build_frames(
         scored_on=_splits(records_by_study),
     )
     frames.notes = status_notes(studies) + _ranked_by_loss(budgets) + caveats(trials, best, records_by_study) + (
+        resolution_notes(provenance)) + (
         [] if len(frames.latency) else [
         "No trial has a latency (measured or estimated): the MFLOPs-vs-latency plot is skipped."])  # fmt: skip
     return frames

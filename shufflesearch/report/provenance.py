@@ -17,12 +17,13 @@ from collections import Counter
 
 import pandas as pd
 
-from ..accuracy.measured_fidelity import measured_fidelity
+from ..accuracy.measured_fidelity import measured_fidelity, resolving_verdict
 from ..accuracy.ranking import spearman
 from ..accuracy.recipe import describe_recipe, split_of
 from .stored import chance_pct, stored_number, stored_text
 
-PROVENANCE_COLUMNS = ["study", "trials", "recipe", "split", "seeds", "devices", "dataset", "trained_px", "fidelity"]
+PROVENANCE_COLUMNS = ["study", "trials", "recipe", "split", "seeds", "devices", "dataset", "trained_px", "fidelity",
+                      "resolves", "resolving_power"]  # fmt: skip
 NEAR_CHANCE_PTS = 5.0  # a top-1 within this many points of chance has learnt next to nothing
 
 
@@ -55,6 +56,7 @@ def provenance_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[
         datasets = sorted({t for t in (stored_text(r.get("dataset")) for r in done) if t})
         name = (datasets[0].split(":")[0] if datasets else stored_text(attrs.get("dataset"))) or "?"
         measured = measured_fidelity(name, recipe) if recipe else None
+        resolves, resolving = _resolving(name, recipe, attrs)
         rows.append({
             "study": study, "trials": len(done), "recipe": text,
             "split": _split_text(recipe),
@@ -65,10 +67,25 @@ def provenance_frame(records_by_study: dict[str, list[dict]], study_attrs: dict[
             "fidelity": measured.sentence() if measured else (
                 "never measured for this recipe: its ranking may not follow ImageNet's; measure it with "
                 "`shufflesearch fidelity` (docs/fidelity.md)"),
+            "resolves": resolves, "resolving_power": resolving,
         })  # fmt: skip
     frame = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
     frame["trained_px"] = pd.to_numeric(frame.trained_px, errors="coerce").round().astype("Int64")
     return frame
+
+
+def _resolving(dataset: str, recipe: dict | None, attrs: dict) -> tuple[bool | None, str]:
+    """Whether the study's recipe resolves its MFLOPs budget (the window's top), in a sentence."""
+    window = attrs.get("window_mflops")
+    budget = stored_number(window[1]) if isinstance(window, list) and len(window) == 2 else None
+    if recipe is None or budget is None or "mflops" not in attrs.get("budgeted", ["mflops"]):
+        return None, "no MFLOPs budget recorded: resolving power not looked up"
+    return resolving_verdict(dataset, recipe, budget)
+
+
+def resolution_notes(provenance: pd.DataFrame) -> list[str]:
+    """A note per study whose budget lies beyond its recipe's resolving power."""
+    return [f"{r.study}: {r.resolving_power}." for r in provenance.itertuples() if r.resolves is False]
 
 
 def _split_text(recipe: dict | None) -> str:

@@ -50,7 +50,7 @@ def report_study(
                               f"run: shufflesearch search {config.path}")  # fmt: skip
     latency = config.latency_windows()
     attrs = {n: {"mode": config.mode, "window_mflops": list(windows[n]), "budgeted": config.budgeted(),
-                 "dataset": config.dataset, "recipe": config.fidelity.to_dict(), "seed": config.seed, **({"window_latency_ms": list(latency[n])} if latency[n] else {}),
+                 "dataset": config.dataset, "recipe": config.window_fidelity(n).to_dict(), "seed": config.seed, **({"window_latency_ms": list(latency[n])} if latency[n] else {}),
                  **stored.get(n, {})} for n in names}  # fmt: skip
     return build_report(records, attrs, Path("reports") / config.name if out is None else out,
                         title=f"ShuffleNet search report: {config.name} ({config.mode})",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import interrupt
+from ..accuracy.recipe import Fidelity
 from ..complexity import count_complexity
 from ..errors import MachineError, UsageError
 from ..spec import ShuffleNetSpec
@@ -84,7 +85,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
     device = resolve_device(device or config.device)
     keep = config.keep_weights != "none"
     dataset = load_dataset(config.dataset, config.data_dir)
-    fidelity = config.fidelity
+    base = config.fidelity  # a budget-scaled study passes each window's own (`StudyConfig.fidelity_for`)
     cache = ResultCache()
     table = latency_table(config)
 
@@ -113,7 +114,7 @@ def proxy_accuracy_evaluator(config: StudyConfig, threads: int | None = None, de
             **checkpoint,
         }
 
-    def evaluate(spec, report) -> dict:
+    def evaluate(spec, report, fidelity: Fidelity = base) -> dict:
         def progress(p) -> None:
             interrupt.check()
             top1 = getattr(p, "top1", None)
@@ -153,6 +154,8 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_cla
     Every way a trial fails is marked on it (`FAILURE`), so the queue knows what to retry.
     """
     import optuna
+
+    scaled = config.fidelity_for(window[1]) if config.fidelity_by_budget else None
 
     def objective(trial):
         try:
@@ -198,7 +201,8 @@ def make_objective(config: StudyConfig, window, evaluate: Evaluator, release_cla
 
         checkpoint = None
         try:
-            outcome = evaluate(spec, report)
+            # a budget-scaled study trains each window with its own recipe; a plain one calls evaluators as ever
+            outcome = evaluate(spec, report, fidelity=scaled) if scaled is not None else evaluate(spec, report)
             retrain = outcome.pop("retrain", None)
             if retrain is not None:
                 from .artifacts import would_keep

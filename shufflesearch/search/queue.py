@@ -237,6 +237,8 @@ def _run_window(config, storage, storage_url, name, window, trials, evaluate, ma
     from optuna.trial import TrialState
 
     latency = latency_budget(config, name)  # None unless the study budgets milliseconds
+    # a budget-scaled window may train more epochs than the study's base recipe: its pruner counts them all
+    max_epochs = max(max_epochs, round(config.window_fidelity(name).epochs))
     study = load_or_create(config, storage, name, window, max_epochs, latency)
     lock = ClaimLock(storage, storage_url, name)
     objective = make_objective(config, window, evaluate, lock.release, latency)

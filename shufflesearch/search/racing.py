@@ -206,8 +206,12 @@ def race_windows(config, storage_url: str, device: str, on_step: Callable[[str],
     training on `device`; study name -> its stored race. Trainings are cached: racing again is cheap."""
     if config.mode != "per-budget" or config.finalists < 2 or config.race_seeds < 2:
         return {}
-    train = proxy_race_trainer(config, device)
-    races = {name: race_window(config, storage_url, name, train, on_step) for name in config.budget_windows()}
+    import dataclasses
+
+    races = {}
+    for name in config.budget_windows():  # each window races with the recipe its candidates trained with
+        own = dataclasses.replace(config, fidelity=config.window_fidelity(name), fidelity_by_budget=())
+        races[name] = race_window(config, storage_url, name, proxy_race_trainer(own, device), on_step)
     return {name: stored for name, stored in races.items() if stored is not None}
 
 

@@ -1,4 +1,4 @@
-"""Study files: a TOML description of a search, validated before any work starts.
+"""Study files: a TOML description of a search, validated before any work starts (into a `StudyConfig`).
 
 Errors name the file, the line and the key at fault, e.g.
 `studies/x.toml:12: space.groups: 5 is not a ShuffleNet v1 group count (1, 2, 3, 4, 8)`.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..errors import UsageError
 from ..input_file import InputFileError, read_input_file
 from ..spec import BOTTLENECK_CHOICES, GROUP_CHOICES, REPEATS_RANGE, RESOLUTION_RANGE, SCALE_RANGE
 from .space import SearchSpace
+from .study_config import StudyConfig
 from .toml_lines import key_lines
 
 MODES = ("per-budget", "pareto")
@@ -37,69 +37,6 @@ class StudyFileError(UsageError):
     """An invalid study file; the message starts with `path:line: key:`."""
 
 
-@dataclass(frozen=True)
-class StudyConfig:
-    name: str
-    path: Path
-    mode: str = "per-budget"
-    trials: int = 20  # per budget in per-budget mode, in all in pareto mode
-    seed: int = 0
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
-    storage: str | None = None  # None: the embedded SQLite file beside the study file
-    enqueue_presets: bool = True
-    repeat_specs: bool = False  # True: a spec may be trained again (else the queue samples a distinct one)
-    budgets: tuple[float, ...] = ()  # per-budget mode, MFLOPs
-    latency_budgets: tuple[float, ...] = ()  # ms on `lut`'s predictor; with `budgets`, paired: both must hold
-    min_fraction: float = 0.5  # per-budget: sample specs between min_fraction*budget and budget
-    budget_range: tuple[float, float] = (10.0, 150.0)  # pareto mode
-    space: SearchSpace = field(default_factory=SearchSpace)
-    second_objective: str = "mflops"  # pareto mode
-    rank_by: str = "top1"  # one of RANK_BY: the first objective, what prunes and what picks each budget's winner
-    lut: str | None = None  # the one latency predictor: a shipped table's name ("snapdragon820") or a table file
-    dataset: str = "fashion-mnist"
-    data_dir: Path | None = None
-    fidelity: Fidelity = DEFAULT_FIDELITY  # the default recipe with the file's [accuracy.fidelity] overrides
-    # auto: a GPU when there is one (each local worker its own), else the CPU. Results record
-    # the device, and the result cache keeps CPU and GPU results apart.
-    device: str = "auto"
-    keep_weights: str = "best"
-    finalists: int = 3  # per-budget: the best trials raced on more seeds after the search (0 or 1: no race)
-    race_seeds: int = 4  # the seed cap of a race: each finalist's seeds, the search's one included
-    artifacts: str | None = None  # None: the folder beside the study file; else a folder, s3://bucket or gs://bucket
-
-    def budget_windows(self) -> dict[str, tuple[float, float]]:
-        """Optuna study name -> (min, max) MFLOPs: one per budget, or one for the whole front."""
-        return {name: mflops for name, (mflops, _) in self._windows().items()}
-
-    def budgeted(self) -> list[str]:
-        """What bounds each window: "mflops" (a pareto range counts), "latency_ms", or both."""
-        return ["mflops"] * bool(self.budgets or self.mode == "pareto") + ["latency_ms"] * bool(self.latency_budgets)
-
-    def latency_windows(self) -> dict[str, tuple[float, float] | None]:
-        """Optuna study name -> (min, max) predicted ms on `lut`, or None where only MFLOPs bound it."""
-        return {name: ms for name, (_, ms) in self._windows().items()}
-
-    def _windows(self) -> dict[str, tuple[tuple[float, float], tuple[float, float] | None]]:
-        if self.mode == "pareto":  # one front; a latency budget there is a cap
-            return {self.name: (self.budget_range, (0.0, self.latency_budgets[0]) if self.latency_budgets else None)}
-        f, n = self.min_fraction, max(len(self.budgets), len(self.latency_budgets))
-        mflops = [(b * f, b) for b in self.budgets] or [(0.0, self.space.mflops_range[1])] * n
-        ms = [(t * f, t) for t in self.latency_budgets] or [None] * n
-        names = [
-            "-".join([self.name, *([f"{m[1]:g}M"] if self.budgets else []), *([f"{t[1]:g}ms"] if t else [])])
-            for m, t in zip(mflops, ms, strict=True)
-        ]
-        return dict(zip(names, zip(mflops, ms, strict=True), strict=True))
-
-    def default_storage(self) -> str:
-        return f"sqlite:///{self.path.with_suffix('.db')}"
-
-    def artifact_location(self) -> str:
-        """Where trials' weights go: the file's `artifacts`, else `<study file>.artifacts/` beside it."""
-        return self.artifacts or str(self.path.with_suffix(".artifacts"))
-
-
 # section -> the keys it may hold
 # fmt: off
 _SCHEMA: dict[str, set[str]] = {
@@ -108,7 +45,7 @@ _SCHEMA: dict[str, set[str]] = {
     "budget": {"mflops", "latency_ms", "lut", "min_fraction", "range"},
     "space": {"groups", "scale", "scale_step", "repeats", "bottleneck_ratio", "shuffle", "resolution", "num_classes"},
     "objective": {"rank_by", "second", "lut"},
-    "accuracy": {"dataset", "data_dir", "fidelity", "device"},
+    "accuracy": {"dataset", "data_dir", "fidelity", "fidelity_by_budget", "device"},
 }
 # fmt: on
 
@@ -241,6 +178,7 @@ class _Validator:
         if latency_budgets:
             self._check_latency_windows(lut, space, budgets, latency_budgets, min_fraction, budget_range, mode)
         fidelity = self._fidelity(self.get("accuracy", "fidelity", dict, {}))
+        by_budget = self._fidelity_by_budget(fidelity, mode, budgets)
         data_dir = self.path_text("accuracy", "data_dir")
         device = self.get("accuracy", "device", str, "auto")
         if not _DEVICE.match(device):
@@ -258,6 +196,7 @@ class _Validator:
             rank_by=self.choice("objective", "rank_by", RANK_BY, "top1"),
             lut=lut, dataset=self.get("accuracy", "dataset", str, "fashion-mnist"),
             data_dir=Path(data_dir).expanduser() if data_dir else None, fidelity=fidelity, device=device,
+            fidelity_by_budget=by_budget,
             keep_weights=self.choice("study", "keep_weights", KEEP_WEIGHTS, "best"),
             finalists=self._count("finalists", 3, 0), race_seeds=self._count("race_seeds", 4, 1),
             artifacts=str(Path(artifacts).expanduser()) if artifacts and "://" not in artifacts else artifacts,
@@ -326,14 +265,35 @@ class _Validator:
     def _name(self) -> str:
         return self.get("study", "name", str, self.path.stem)
 
-    def _fidelity(self, overrides: dict) -> Fidelity:
+    def _fidelity(self, overrides: dict, base: Fidelity = DEFAULT_FIDELITY, table: str = "accuracy.fidelity"):
         try:
-            return Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
+            return Fidelity.from_dict({**base.to_dict(), **overrides})
         except (ValueError, TypeError) as exc:
             message = " ".join(str(exc).split())
             # Fidelity's messages start with the key at fault: point at that key's line, not the table's
             named = [k for k in overrides if message.startswith((f"{k}=", f"unknown fidelity key {k!r}"))]
-            self.fail("accuracy.fidelity", named[0] if named else None, message)
+            self.fail(table, named[0] if named else None, message)
+
+    def _fidelity_by_budget(self, fidelity: Fidelity, mode: str, budgets: tuple) -> tuple[tuple[float, Fidelity], ...]:
+        """`[accuracy.fidelity_by_budget]`: `60 = { epochs = 4 }` trains budgets above 60 MFLOPs 4 epochs."""
+        tiers, table = self.get("accuracy", "fidelity_by_budget", dict, {}), "accuracy.fidelity_by_budget"
+        if tiers and (mode != "per-budget" or not budgets):
+            self.fail("accuracy", "fidelity_by_budget", "scales the recipe by MFLOPs budget: it needs a per-budget "
+                                                        "study with [budget] mflops")  # fmt: skip
+        scaled = []
+        for key, overrides in tiers.items():
+            try:
+                above = float(key)
+            except ValueError:
+                above = math.nan
+            if not (math.isfinite(above) and above >= 0):
+                self.fail(table, key, f"{key!r} must be a budget in MFLOPs, e.g. 60 = {{ epochs = 4 }}")
+            if not isinstance(overrides, dict) or not overrides:
+                self.fail(table, key, "must be a table of recipe overrides, e.g. { epochs = 4 }")
+            if any(above == other for other, _ in scaled):
+                self.fail(table, key, f"{key!r} names a budget another key names too")
+            scaled.append((above, self._fidelity(overrides, fidelity, f"{table}.{key}")))
+        return tuple(sorted(scaled, key=lambda tier: tier[0]))
 
     def _check_window(self, key: str, window: tuple[float, float], space: SearchSpace, lo: float, hi: float) -> None:
         if window[1] < lo:
