@@ -99,8 +99,8 @@ def test_a_budget_scaled_ladder_trains_both_networks_of_a_step_on_the_wider_ones
 
 
 def _steps(monkeypatch, recipe=DEFAULT_FIDELITY):
-    steps = (MeasuredStep("fashion-mnist", recipe, 12.0, 38.0, 2.0, 0.4, 0.9997, (0, 1, 2), "2026-12-02"),
-             MeasuredStep("fashion-mnist", recipe, 38.0, 138.0, 0.3, 0.5, 0.66, (0, 1, 2), "2026-12-02"))  # fmt: skip
+    steps = (MeasuredStep("fashion-mnist", recipe, 12.0, 38.0, 2.0, 0.4, 0.9997, 1.0, (0, 1, 2), "2026-12-02"),
+             MeasuredStep("fashion-mnist", recipe, 38.0, 138.0, 0.3, 0.5, 0.66, 0.95, (0, 1, 2), "2026-12-02"))  # fmt: skip
     monkeypatch.setattr(measured_fidelity, "MEASURED_STEPS", steps)
 
 
@@ -109,11 +109,15 @@ def test_the_verdict_reads_the_measured_step_spanning_the_budget(monkeypatch):
     recipe = DEFAULT_FIDELITY.to_dict()
     ok, said = resolving_verdict("fashion-mnist", recipe, 38)
     assert ok is True and "within this recipe's resolving power" in said and "12 -> 38 MFLOPs" in said
-    ok, said = resolving_verdict("fashion-mnist", recipe, 140)
-    assert ok is None and "past the largest width step measured" in said
-    ok, said = resolving_verdict("fashion-mnist", recipe, 100)
+    for outside in (200, 10):
+        ok, said = resolving_verdict("fashion-mnist", recipe, outside)
+        assert ok is None and "outside the width steps measured for this recipe (12-138 MFLOPs)" in said
+    assert resolving_verdict("fashion-mnist", recipe, 11)[0] is True  # within reach of the 12 MFLOPs network
+    ok, said = resolving_verdict("fashion-mnist", recipe, 140)  # 1x g3 costs 138: its step speaks for 140
     assert ok is False and "beyond this recipe's resolving power" in said and "66%" in said
-    assert "[accuracy.fidelity_by_budget]" in said
+    assert "[accuracy.fidelity_by_budget]" in said and "resolution --study" in said
+    ok, said = resolving_verdict("fashion-mnist", recipe, 140, "loss")  # a loss-ranked study reads its own chance
+    assert ok is True and "by its loss 95%" in said
     assert resolving_verdict("fashion-mnist", DEFAULT_FIDELITY.replace(epochs=4).to_dict(), 38)[0] is None
     assert resolving_verdict("cifar10", recipe, 38)[0] is None
 
@@ -227,3 +231,12 @@ def test_the_resolution_command_prints_both_tables_and_refuses_one_seed(fashion,
     with pytest.raises(SystemExit) as done:
         cli.main(["resolution", "--seeds", "0"])
     assert done.value.code == 2 and "at least two seeds" in capsys.readouterr().err
+
+
+def test_the_shipped_ladders_are_consistent_with_their_own_gaps_and_spreads():
+    for step in measured_fidelity.MEASURED_STEPS:  # the figures of docs/fidelity.md, rounded to two places
+        assert _chance_ordered(step.gap_pts, step.spread_pts) == pytest.approx(step.chance, abs=0.02), step
+        assert step.from_mflops < step.to_mflops and step.recipe.scored_on == "validation"
+    default = [s for s in measured_fidelity.MEASURED_STEPS if s.recipe == DEFAULT_FIDELITY]
+    widths = [count_complexity(ShuffleNetSpec(scale=x)).mflops for x in (0.5, 0.75, 1.0, 1.25)]
+    assert [s.to_mflops for s in default] == pytest.approx(widths, abs=0.06)  # the g3 ladder analyze counts

@@ -91,20 +91,37 @@ class MeasuredStep:
     to_mflops: float
     gap_pts: float  # mean top-1 of the wider minus the narrower, points
     spread_pts: float  # one run's top-1 standard deviation, pooled over the two
-    chance: float  # that one run of each orders them right: Phi(gap / (spread * sqrt 2))
+    chance: float  # that one run of each orders them right by top-1: Phi(gap / (spread * sqrt 2))
+    loss_chance: float  # the same by the loss
     seeds: tuple[int, ...]
     measured: str
 
 
-# docs/fidelity.md, "Resolving power by budget": the ladders measured, step by step.
-MEASURED_STEPS: tuple[MeasuredStep, ...] = ()
+def _ladder(recipe: Fidelity, steps: tuple) -> tuple[MeasuredStep, ...]:
+    return tuple(MeasuredStep("fashion-mnist", recipe, *step, (0, 1, 2), "2026-12-02") for step in steps)
 
 
-def resolving_verdict(dataset: str, recipe: dict[str, Any], budget_mflops: float) -> tuple[bool | None, str]:
-    """Whether this recipe resolves a search at `budget_mflops` (True / False / None: never measured), in a sentence.
+# docs/fidelity.md, "Resolving power by budget": the ladders measured (`shufflesearch resolution`, g3, seeds
+# 0-2, validation split), step by step: from and to MFLOPs, gap, spread, chance by top-1, by loss.
+MEASURED_STEPS: tuple[MeasuredStep, ...] = _ladder(DEFAULT_FIDELITY, (
+    (11.0, 37.6, 2.31, 0.47, 1.0, 1.0), (37.6, 79.7, 0.23, 0.28, 0.718, 0.759),
+    (79.7, 137.5, 0.47, 0.30, 0.871, 0.992), (137.5, 207.4, 0.62, 0.28, 0.944, 0.9),
+)) + _ladder(DEFAULT_FIDELITY.replace(epochs=4.0), (  # the bigger budgets of `60 = { epochs = 4 }`
+    (37.6, 79.7, 0.50, 0.25, 0.92, 0.987), (79.7, 137.5, 0.20, 0.25, 0.715, 0.969),
+))  # fmt: skip
+# The width rule rounds channels, so a ladder's networks land near, not on, round budgets (1x g3 costs
+# 138 MFLOPs, the paper's 140): a step speaks for budgets up to this factor past its wider network.
+STEP_REACH = 1.1
 
-    The step that decides is the measured width step spanning the budget (the first whose wider network
-    costs at least the budget): a budget's candidates are told apart as well as that step's two networks.
+
+def resolving_verdict(dataset: str, recipe: dict[str, Any], budget_mflops: float,
+                      rank_by: str = "top1") -> tuple[bool | None, str]:  # fmt: skip
+    """Whether this recipe resolves a search at `budget_mflops` (True / False / None: never measured), in a sentence,
+    for a study ranking by `rank_by` ("top1" or "loss": each has its own measured chance).
+
+    The step that decides is the measured width step the budget falls in (the first whose wider network
+    costs at least the budget, within `STEP_REACH`): a budget's candidates, which cost up to the budget,
+    are told apart as well as that step's two networks.
     """
     from .resolution import TRUSTED_CHANCE
 
@@ -114,16 +131,19 @@ def resolving_verdict(dataset: str, recipe: dict[str, Any], budget_mflops: float
     if not steps:
         return None, ("its resolving power was never measured for this recipe: measure it with `shufflesearch "
                       "resolution` (docs/fidelity.md)")  # fmt: skip
-    step = next((s for s in steps if s.to_mflops >= budget_mflops), None)
-    if step is None:
-        return None, (f"{budget_mflops:g} MFLOPs lies past the largest width step measured for this recipe "
-                      f"({steps[-1].to_mflops:.0f} MFLOPs): its resolving power there is unknown")  # fmt: skip
+    step = next((s for s in steps if s.to_mflops * STEP_REACH >= budget_mflops), None)
+    if step is None or budget_mflops * STEP_REACH < step.from_mflops:
+        return None, (f"{budget_mflops:g} MFLOPs lies outside the width steps measured for this recipe "
+                      f"({steps[0].from_mflops:.0f}-{steps[-1].to_mflops:.0f} MFLOPs): its resolving power there "
+                      "is unknown")  # fmt: skip
+    chance = step.loss_chance if rank_by == "loss" else step.chance
     said = (f"networks one width step apart there ({step.from_mflops:.0f} -> {step.to_mflops:.0f} MFLOPs, g3) score "
-            f"{step.gap_pts:+.2f} points apart against one run's seed spread of {step.spread_pts:.2f}, so one run "
-            f"orders them right {100 * step.chance:.0f}% of the time (seeds {', '.join(map(str, step.seeds))}, "
-            f"measured {step.measured}; docs/fidelity.md)")  # fmt: skip
-    if step.chance >= TRUSTED_CHANCE:
+            f"{step.gap_pts:+.2f} points of top-1 apart against one run's seed spread of {step.spread_pts:.2f}, so one "
+            f"run orders them right by {'its loss' if rank_by == 'loss' else 'top-1'} {100 * chance:.0f}% of the time "
+            f"(seeds {', '.join(map(str, step.seeds))}, measured {step.measured}; docs/fidelity.md)")  # fmt: skip
+    if chance >= TRUSTED_CHANCE:
         return True, f"{budget_mflops:g} MFLOPs is within this recipe's resolving power: {said}"
     return False, (f"{budget_mflops:g} MFLOPs lies beyond this recipe's resolving power: {said}, under "
-                   f"{100 * TRUSTED_CHANCE:.0f}%; its winner is chosen inside the noise: read the race, or train this "
-                   "budget longer ([accuracy.fidelity_by_budget])")  # fmt: skip
+                   f"{100 * TRUSTED_CHANCE:.0f}%; its winner is chosen inside the noise: read the race, rank by loss, or "
+                   "scale this budget's recipe ([accuracy.fidelity_by_budget]) and measure it (`shufflesearch "
+                   "resolution --study`)")  # fmt: skip

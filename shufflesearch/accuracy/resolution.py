@@ -89,6 +89,7 @@ def shuffle_ablation(
     for on, _off in pairs:
         with_shuffle, without = [next(results) for _ in seeds], [next(results) for _ in seeds]
         margins = [100 * (_top1(a) - _top1(b)) for a, b in zip(with_shuffle, without)]
+        spread = _pooled_sd([[_top1(r) * 100 for r in with_shuffle], [_top1(r) * 100 for r in without]])
         loss_margins = [_loss(b) - _loss(a) for a, b in zip(with_shuffle, without)]
         rows.append({
             "groups": on.groups, "scale": on.scale, "params": count_complexity(on).params,
@@ -96,13 +97,15 @@ def shuffle_ablation(
             "no_shuffle_top1_by_seed": [_top1(r) for r in without],
             "margin_pts_by_seed": margins,
             "margin_pts": statistics.fmean(margins),
-            "seed_spread_pts": _pooled_sd([[_top1(r) * 100 for r in with_shuffle], [_top1(r) * 100 for r in without]]),
+            "seed_spread_pts": spread,
+            "margin_over_spread": statistics.fmean(margins) / spread if spread > 0 else math.inf,
             "below_on_every_seed": all(m > 0 for m in margins),
             "loss_margin_by_seed": loss_margins,
             "loss_below_on_every_seed": all(m > 0 for m in loss_margins),
         })  # fmt: skip
-    return {"rows": rows, "passes": all(r["below_on_every_seed"] for r in rows),
-            "passes_by_loss": all(r["loss_below_on_every_seed"] for r in rows), **_provenance(fidelity, dataset, seeds, trained)}  # fmt: skip
+    passes = {"passes": all(r["below_on_every_seed"] for r in rows),
+              "passes_by_loss": all(r["loss_below_on_every_seed"] for r in rows)}  # fmt: skip
+    return {"rows": rows, **passes, **_provenance(fidelity, dataset, seeds, trained)}
 
 
 def resolving_power(
@@ -116,7 +119,8 @@ def resolving_power(
 ) -> dict[str, Any]:
     """How far apart networks one width step apart score, against one run's seed noise.
 
-    `fidelity` may be a function of the network's MFLOPs (a study's budget-scaled recipe). Rows, one
+    `fidelity` may be a function of a budget in MFLOPs (a study's budget-scaled recipe, `StudyConfig.fidelity_for`):
+    each step trains both its networks at the recipe of the wider one's cost, as that budget's search would. Rows, one
     per step from `scales[i]` to `scales[i + 1]`: both MFLOPs, the mean top-1 gap (points), the seed
     spread (pooled over the two), gap / spread, the chance one run orders them right, and the same by
     loss. `trusted_up_to_mflops`: `trusted_up_to` of the rows.

@@ -81,6 +81,7 @@ def _print_ablation(console, ablation: dict) -> None:
     rows = [{"network": f"{r['scale']:g}x g{r['groups']}", "params": r["params"],
              "margin by seed (pts)": " ".join(f"{m:+.2f}" for m in r["margin_pts_by_seed"]),
              "mean margin": f"{r['margin_pts']:+.2f}", "seed spread": f"{r['seed_spread_pts']:.2f}",
+             "margin / spread": f"{r['margin_over_spread']:.1f}",
              "below on every seed": "yes" if r["below_on_every_seed"] else "NO",
              "by loss": "yes" if r["loss_below_on_every_seed"] else "NO"} for r in ablation["rows"]]  # fmt: skip
     console.print(render.rich_table(rows, "Channel shuffle on minus off, same widths and #params (top-1 points; "

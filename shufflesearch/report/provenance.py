@@ -80,7 +80,10 @@ def _resolving(dataset: str, recipe: dict | None, attrs: dict) -> tuple[bool | N
     budget = stored_number(window[1]) if isinstance(window, list) and len(window) == 2 else None
     if recipe is None or budget is None or "mflops" not in attrs.get("budgeted", ["mflops"]):
         return None, "no MFLOPs budget recorded: resolving power not looked up"
-    return resolving_verdict(dataset, recipe, budget)
+    ranked = attrs.get("objectives")  # what the study stored that it ranks by ("top1" or "loss" first)
+    return resolving_verdict(
+        dataset, recipe, budget, "loss" if isinstance(ranked, list) and ranked[:1] == ["loss"] else "top1"
+    )
 
 
 def resolution_notes(provenance: pd.DataFrame) -> list[str]:

@@ -61,7 +61,7 @@ class StudyConfig:
 
         if self.mode == "per-budget" and not self.budgets:
             return {}
-        return {name: resolving_verdict(self.dataset, self.window_fidelity(name).to_dict(), mflops[1])
+        return {name: resolving_verdict(self.dataset, self.window_fidelity(name).to_dict(), mflops[1], self.rank_by)
                 for name, mflops in self.budget_windows().items()}  # fmt: skip
 
     def budget_windows(self) -> dict[str, tuple[float, float]]:
