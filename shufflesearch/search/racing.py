@@ -208,10 +208,13 @@ def race_windows(config, storage_url: str, device: str, on_step: Callable[[str],
         return {}
     import dataclasses
 
-    races = {}
+    races, trainers = {}, {}  # one trainer per recipe: each loads the data once
     for name in config.budget_windows():  # each window races with the recipe its candidates trained with
-        own = dataclasses.replace(config, fidelity=config.window_fidelity(name), fidelity_by_budget=())
-        races[name] = race_window(config, storage_url, name, proxy_race_trainer(own, device), on_step)
+        recipe = config.window_fidelity(name)
+        if recipe not in trainers:
+            own = dataclasses.replace(config, fidelity=recipe, fidelity_by_budget=())
+            trainers[recipe] = proxy_race_trainer(own, device)
+        races[name] = race_window(config, storage_url, name, trainers[recipe], on_step)
     return {name: stored for name, stored in races.items() if stored is not None}
 
 
