@@ -224,7 +224,7 @@ def heavy(world, monkeypatch):
 
     Function-scoped on purpose: a test without it (the real report below) runs the real code."""
     from shufflesearch import export
-    from shufflesearch.accuracy import fidelity, trainer, zero_cost
+    from shufflesearch.accuracy import fidelity, resolution, trainer, zero_cost
     from shufflesearch.accuracy.datasets import download, fashion_mnist
     from shufflesearch.accuracy.datasets.download import FetchResult
     from shufflesearch.complexity import count_complexity, fvcore_check
@@ -247,6 +247,7 @@ def heavy(world, monkeypatch):
     mp.setattr(lut, "validate_lut", until_heavy(lut.validate_lut, fake_validation))
     mp.setattr(trainer._Run, "run", fake_training)  # train, fidelity: the training loop
     mp.setattr(fidelity, "run_fidelity", one_process(fidelity.run_fidelity))
+    mp.setattr(resolution, "train_many", one_process(resolution.train_many))  # resolution: its runs, here
     mp.setattr(zero_cost, "score_on_dataset", fake_scores)  # score, fidelity --zero-cost
     mp.setattr(emulated.sysroot, "ensure_sysroot", lambda **kwargs: world / "cache" / "arm64")  # setup: downloads
     mp.setattr(download, "_download", raise_heavy)  # data get: the HTTP transfer
@@ -434,7 +435,7 @@ def fuzz_settings(default_examples: int) -> settings:
 GROUPS = {  # one test per group keeps each under a minute on a slow machine
     "spec": (["analyze", "models", "table", "export"], 300),
     "latency": (["latency", "lut build", "lut validate"], 300),
-    "accuracy": (["train", "score", "fidelity"], 200),
+    "accuracy": (["train", "score", "fidelity", "resolution"], 200),
     "search": (["search", "studies list", "setup", "init", "data get"], 200),
     "report": (["report"], 60),
     "ship": (["evaluate", "finish"], 100),
